@@ -1,0 +1,237 @@
+"""Typed settings, read once from the environment.
+
+One frozen dataclass per concern, each field documented. Variable names are
+KServe ModelMesh's where ModelMesh has one (``KV_STORE``, ``MM_KVSTORE_PREFIX``,
+``MM_SVC_GRPC_PORT``, ``MM_SVC_GRPC_MAX_MSG_SIZE``, ``MM_LABELS``...) and
+``MESHSERVE_*`` otherwise. :func:`from_env` is pure: it takes the environment
+as a mapping, so tests build settings without touching ``os.environ``, and a
+malformed value raises :class:`mesh.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import socket
+from collections.abc import Mapping
+
+from mesh import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class KVSettings:
+    """Where the placement table lives."""
+
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    """etcd ``host:port`` endpoints (``KV_STORE=etcd:host:port[,host:port]``)."""
+    prefix: str = "mm"
+    """Key prefix of every record (``MM_KVSTORE_PREFIX``)."""
+    lease_ttl_seconds: int = 10
+    """TTL of the node's lease: its instance record vanishes this long after
+    the node dies (``MESHSERVE_LEASE_TTL``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    """The node's own gRPC service."""
+
+    host: str = "0.0.0.0"
+    """Address to listen on (``MESHSERVE_HOST``)."""
+    grpc_port: int = 8033
+    """Port of the V2 data plane and the management API (``MM_SVC_GRPC_PORT``)."""
+    max_message_bytes: int = 16 * 1024 * 1024
+    """Largest request or response on any hop (``MM_SVC_GRPC_MAX_MSG_SIZE``)."""
+    advertise_host: str = "127.0.0.1"
+    """Host peers use to reach this node (``MESHSERVE_ADVERTISE_HOST``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    """How the node sizes and evicts models."""
+
+    capacity_bytes: int = 1024**3
+    """Bytes of models this node may hold (``MESHSERVE_CAPACITY``, accepts
+    ``512Mi``, ``2G``...)."""
+    size_multiplier: float = 1.25
+    """Predicted size of a model before its first load: bytes on disk × this
+    (``MESHSERVE_SIZE_MULTIPLIER``)."""
+    min_model_size_bytes: int = 1024 * 1024
+    """Floor of any predicted or measured model size, so tiny files still
+    cost something (``MESHSERVE_MIN_MODEL_SIZE``)."""
+    load_timeout_seconds: float = 120.0
+    """Longest a single load may take before it counts as failed
+    (``MESHSERVE_LOAD_TIMEOUT``)."""
+    failure_expiry_seconds: float = 30.0
+    """How long a failed load makes further requests fail fast before the
+    load is tried again (``MESHSERVE_FAILURE_EXPIRY``)."""
+    last_used_write_interval_seconds: float = 5.0
+    """How often a model's last-used time is written back to etcd at most
+    (``MESHSERVE_LAST_USED_INTERVAL``): the request path never waits on it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSettings:
+    """Who this node is and where its files go."""
+
+    instance_id: str = dataclasses.field(default_factory=socket.gethostname)
+    """Unique id of this node in the mesh (``MM_INSTANCE_ID``)."""
+    labels: tuple[str, ...] = ()
+    """Extra labels (``MM_LABELS``, comma-separated)."""
+    data_dir: pathlib.Path = pathlib.Path(".data")
+    """Where model copies and logs go (``MESHSERVE_DATA_DIR``)."""
+    models_root: pathlib.Path = pathlib.Path(".")
+    """Base of relative local storage paths (``MESHSERVE_MODELS_ROOT``)."""
+
+    @property
+    def model_dir(self) -> pathlib.Path:
+        """The runtime's model repository: one folder per loaded model."""
+        return self.data_dir / "models"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """The model runtime next to this node."""
+
+    kind: str = "mlserver"
+    """Which adapter (``MESHSERVE_RUNTIME``)."""
+    endpoint: str = ""
+    """``host:port`` of a runtime already running (``MESHSERVE_RUNTIME_ENDPOINT``);
+    empty: the node starts its own runtime process."""
+    venv: pathlib.Path = pathlib.Path(".runtimes")
+    """Folder holding the runtimes' virtual environments
+    (``MESHSERVE_RUNTIMES_DIR``), each in ``<venv>/<kind>``."""
+    start_timeout_seconds: float = 60.0
+    """Longest wait for the runtime to become ready (``MESHSERVE_RUNTIME_START_TIMEOUT``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """All of a node's settings."""
+
+    kv: KVSettings = dataclasses.field(default_factory=KVSettings)
+    service: ServiceSettings = dataclasses.field(default_factory=ServiceSettings)
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    node: NodeSettings = dataclasses.field(default_factory=NodeSettings)
+    runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?)?[Bb]?\s*$")
+_UNITS = {
+    None: 1,
+    "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+}
+
+
+def parse_size(text: str, name: str = "size") -> int:
+    """Bytes from ``512Mi``, ``2G``, ``1.5Gi`` or ``1048576``."""
+    m = _SIZE.match(text)
+    if not m:
+        raise errors.ConfigError(
+            f"{name}: {text!r} is not a size (use bytes or a suffix: 512Mi, 2G)"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_endpoint(text: str, name: str) -> tuple[str, int]:
+    """``(host, port)`` from ``host:port``."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.ConfigError(f"{name}: {text!r} is not host:port")
+    return host, int(port)
+
+
+def parse_kv_store(text: str) -> tuple[str, ...]:
+    """Endpoints from ModelMesh's ``KV_STORE=etcd:host:port[,host:port]``."""
+    kind, sep, rest = text.partition(":")
+    if kind != "etcd" or not sep:
+        raise errors.ConfigError(f"KV_STORE: {text!r} must look like etcd:host:port")
+    endpoints = tuple(e.strip() for e in rest.split(",") if e.strip())
+    if not endpoints:
+        raise errors.ConfigError("KV_STORE: no etcd endpoint given")
+    for e in endpoints:
+        parse_endpoint(e.removeprefix("http://"), "KV_STORE")
+    return tuple(e.removeprefix("http://") for e in endpoints)
+
+
+def from_env(env: Mapping[str, str]) -> Settings:
+    """Settings from an environment mapping; unset variables keep defaults."""
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value not in (None, "") else None
+
+    def integer(name: str, default: int) -> int:
+        v = get(name)
+        if v is None:
+            return default
+        try:
+            return int(v)
+        except ValueError:
+            raise errors.ConfigError(f"{name}: {v!r} is not an integer") from None
+
+    def number(name: str, default: float) -> float:
+        v = get(name)
+        if v is None:
+            return default
+        try:
+            return float(v)
+        except ValueError:
+            raise errors.ConfigError(f"{name}: {v!r} is not a number") from None
+
+    def size(name: str, default: int) -> int:
+        v = get(name)
+        return default if v is None else parse_size(v, name)
+
+    kv_d, svc_d, cache_d, node_d, rt_d = (
+        KVSettings(), ServiceSettings(), CacheSettings(), NodeSettings(), RuntimeSettings()
+    )
+    kv_store = get("KV_STORE")
+    kv = KVSettings(
+        endpoints=parse_kv_store(kv_store) if kv_store else kv_d.endpoints,
+        prefix=(get("MM_KVSTORE_PREFIX") or kv_d.prefix).strip("/"),
+        lease_ttl_seconds=integer("MESHSERVE_LEASE_TTL", kv_d.lease_ttl_seconds),
+    )
+    port = integer("MM_SVC_GRPC_PORT", svc_d.grpc_port)
+    if not 0 <= port < 65536:
+        raise errors.ConfigError(f"MM_SVC_GRPC_PORT: {port} is not a port")
+    service = ServiceSettings(
+        host=get("MESHSERVE_HOST") or svc_d.host,
+        grpc_port=port,
+        max_message_bytes=size("MM_SVC_GRPC_MAX_MSG_SIZE", svc_d.max_message_bytes),
+        advertise_host=get("MESHSERVE_ADVERTISE_HOST") or svc_d.advertise_host,
+    )
+    cache = CacheSettings(
+        capacity_bytes=size("MESHSERVE_CAPACITY", cache_d.capacity_bytes),
+        size_multiplier=number("MESHSERVE_SIZE_MULTIPLIER", cache_d.size_multiplier),
+        min_model_size_bytes=size("MESHSERVE_MIN_MODEL_SIZE", cache_d.min_model_size_bytes),
+        load_timeout_seconds=number("MESHSERVE_LOAD_TIMEOUT", cache_d.load_timeout_seconds),
+        failure_expiry_seconds=number(
+            "MESHSERVE_FAILURE_EXPIRY", cache_d.failure_expiry_seconds
+        ),
+        last_used_write_interval_seconds=number(
+            "MESHSERVE_LAST_USED_INTERVAL", cache_d.last_used_write_interval_seconds
+        ),
+    )
+    labels = tuple(x.strip() for x in (get("MM_LABELS") or "").split(",") if x.strip())
+    node = NodeSettings(
+        instance_id=get("MM_INSTANCE_ID") or node_d.instance_id,
+        labels=labels,
+        data_dir=pathlib.Path(get("MESHSERVE_DATA_DIR") or node_d.data_dir),
+        models_root=pathlib.Path(get("MESHSERVE_MODELS_ROOT") or node_d.models_root),
+    )
+    runtime_endpoint = get("MESHSERVE_RUNTIME_ENDPOINT") or ""
+    if runtime_endpoint:
+        parse_endpoint(runtime_endpoint, "MESHSERVE_RUNTIME_ENDPOINT")
+    runtime = RuntimeSettings(
+        kind=get("MESHSERVE_RUNTIME") or rt_d.kind,
+        endpoint=runtime_endpoint,
+        venv=pathlib.Path(get("MESHSERVE_RUNTIMES_DIR") or rt_d.venv),
+        start_timeout_seconds=number(
+            "MESHSERVE_RUNTIME_START_TIMEOUT", rt_d.start_timeout_seconds
+        ),
+    )
+    if cache.capacity_bytes <= 0:
+        raise errors.ConfigError("MESHSERVE_CAPACITY: must be more than 0 bytes")
+    return Settings(kv=kv, service=service, cache=cache, node=node, runtime=runtime)
