@@ -86,8 +86,6 @@ class ModelRecord:
     """When the model last served a request anywhere (coarse: written lazily)."""
     size_bytes: int = 0
     """The size a loaded copy really takes, once measured; 0 until then."""
-    refs: int = 0
-    """How many vmodels point at this model."""
     auto_delete: bool = False
     """Delete the model when the last vmodel stops pointing at it."""
     registered_ms: int = 0
@@ -140,7 +138,6 @@ class ModelRecord:
                 },
                 "last_used": self.last_used_ms,
                 "size": self.size_bytes,
-                "refs": self.refs,
                 "auto_delete": self.auto_delete,
                 "registered": self.registered_ms,
             }
@@ -166,7 +163,6 @@ class ModelRecord:
                 },
                 last_used_ms=int(d.get("last_used", 0)),
                 size_bytes=int(d.get("size", 0)),
-                refs=int(d.get("refs", 0)),
                 auto_delete=bool(d.get("auto_delete", False)),
                 registered_ms=int(d.get("registered", 0)),
             )

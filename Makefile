@@ -1,0 +1,66 @@
+# meshserve: `make demo` and `make test` install what is missing first.
+#
+#   make install   apt packages, the project venv (.venv), the runtime venvs (.runtimes/)
+#   make demo      a local mesh serving real models, end to end
+#   make test      lint, types, layering, and the whole test suite
+#   make proto     regenerate mesh/proto/*_pb2*.py from the .proto files
+#   make bench     the latency comparison in load_tests/ (mesh vs direct)
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+RUNTIMES := .runtimes
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := etcd-server etcd-client libpython3.11
+
+.PHONY: install apt venv runtimes demo test lint proto bench clean
+
+install: apt venv runtimes
+
+apt:
+	@missing=""; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server etcd-client"; \
+	ldconfig -p | grep -q 'libpython3.11.so.1' || missing="$$missing libpython3.11"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Re-installed when pyproject.toml changes.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+runtimes: $(RUNTIMES)/mlserver/.installed
+$(RUNTIMES)/mlserver/.installed: runtime_adapters/requirements-mlserver.txt
+	@test -x $(RUNTIMES)/mlserver/bin/python || $(PYTHON) -m venv $(RUNTIMES)/mlserver
+	$(RUNTIMES)/mlserver/bin/python -m pip install -q --upgrade pip
+	$(RUNTIMES)/mlserver/bin/python -m pip install -q -r runtime_adapters/requirements-mlserver.txt
+	@touch $@
+
+demo: install
+	$(VENV)/bin/meshserve demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: install lint
+	$(VENV)/bin/pytest -q
+
+proto: venv
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  mesh/proto/model_mesh.proto mesh/proto/meshserve_admin.proto
+
+bench: install
+	$(PY) -m load_tests.latency
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

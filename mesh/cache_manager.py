@@ -1,0 +1,410 @@
+"""The node's model cache: load on first use, evict least recently used.
+
+This is where a request for a model that is not here turns into a pull and a
+load, and where a full node makes room. The rules (what to evict) are the
+pure functions of :mod:`mesh.cache`; this module carries them out and keeps
+etcd truthful: every copy's state change (LOADING, LOADED, failed, gone) is
+written to the model's record with a compare-and-set, so ``getModelStatus``
+and ``meshserve models`` show what is really loaded.
+
+Concurrency, all on one event loop:
+
+* A copy's entry is created before the first ``await`` of its load, so every
+  request for a model that is loading waits on the same future: one load per
+  model per node.
+* Planning room and reserving the new model's bytes happen under one lock;
+  the slow part (pull, runtime load) runs outside it.
+* A model that is loading, or serving a request, is pinned: never evicted.
+* A load runs in its own task, so a caller whose deadline expires does not
+  cancel a load other callers wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from mesh import cache, errors, interfaces, records, settings, store, table
+
+log = logging.getLogger(__name__)
+
+_Callback = Callable[[], None]
+_Change = Callable[[records.ModelRecord], records.ModelRecord]
+_Coroutine = Coroutine[Any, Any, None]
+
+
+class _State(enum.Enum):
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNLOADING = "unloading"
+
+
+@dataclasses.dataclass
+class _Copy:
+    """A model held (or being loaded) here. Mutable, owned by the manager."""
+
+    model_id: str
+    source: records.ModelRecord
+    size_bytes: int
+    state: _State
+    ready: asyncio.Future[None]
+    last_used: float
+    in_flight: int = 0
+
+    def entry(self) -> cache.Entry:
+        return cache.Entry(
+            self.model_id,
+            self.size_bytes,
+            self.last_used,
+            pinned=self.state is not _State.LOADED or self.in_flight > 0,
+        )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CacheManager:
+    """Holds this node's copies and keeps their records in etcd."""
+
+    def __init__(
+        self,
+        config: settings.Settings,
+        record_store: store.RecordStore,
+        placement: table.PlacementTable,
+        runtime: interfaces.RuntimeAdapter,
+        puller: interfaces.ModelPuller,
+    ) -> None:
+        self.instance_id = config.node.instance_id
+        self._cache = config.cache
+        self._store = record_store
+        self._table = placement
+        self._runtime = runtime
+        self._puller = puller
+        self._copies: dict[str, _Copy] = {}
+        self._room = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._touched: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._requests: list[float] = []
+        self._changed_callbacks: list[_Callback] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Forget copies a previous run of this node left in etcd (the
+        runtime starts empty), and watch for unregistrations."""
+        for model_id, rec in list(self._table.models().items()):
+            if self.instance_id in rec.copies:
+                await self._record(model_id, lambda r: r.without_copy(self.instance_id))
+        self._table.add_listener(self._on_table_change)
+        self._flusher = asyncio.create_task(self._flush_last_used(), name="last-used")
+
+    async def stop(self) -> None:
+        """Stop background work and withdraw this node's copies from etcd."""
+        if self._flusher:
+            self._flusher.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for model_id in list(self._copies):
+            with contextlib.suppress(errors.MeshError):
+                await self._record(model_id, lambda r: r.without_copy(self.instance_id))
+        self._copies.clear()
+
+    def add_change_callback(self, callback: _Callback) -> None:
+        """Call ``callback()`` whenever what this node holds changes."""
+        self._changed_callbacks.append(callback)
+
+    # -- what the node reports ----------------------------------------------
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self._cache.capacity_bytes
+
+    def used_bytes(self) -> int:
+        return cache.used_bytes(c.entry() for c in self._copies.values())
+
+    def model_count(self) -> int:
+        return len(self._copies)
+
+    def loading_count(self) -> int:
+        return sum(1 for c in self._copies.values() if c.state is _State.LOADING)
+
+    def lru_time_ms(self) -> int:
+        return int(cache.lru_time(c.entry() for c in self._copies.values()) * 1000)
+
+    def requests_per_minute(self) -> int:
+        cutoff = time.time() - 60
+        self._requests = [t for t in self._requests if t >= cutoff]
+        return len(self._requests)
+
+    def holds(self, model_id: str) -> bool:
+        """Whether a ready copy of the model is here."""
+        c = self._copies.get(model_id)
+        return c is not None and c.state is _State.LOADED
+
+    # -- the request path ------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serving(self, model_id: str, timeout: float | None) -> AsyncIterator[None]:
+        """Hold a ready copy of ``model_id`` for the duration of the block:
+        load it first if needed, and keep it from eviction meanwhile."""
+        copy = await self._ready_copy(model_id, timeout)
+        copy.in_flight += 1
+        try:
+            yield
+        finally:
+            copy.in_flight -= 1
+            now = time.time()
+            copy.last_used = now
+            self._requests.append(now)
+            self._touched.add(model_id)
+
+    async def ensure_loaded(self, model_id: str, timeout: float | None = None) -> None:
+        """Load ``model_id`` here if it is not (no request needed)."""
+        await self._ready_copy(model_id, timeout)
+
+    def forget(self, model_id: str) -> None:
+        """The runtime says it does not hold this model (restarted, or unloaded
+        behind our back): drop the copy so the next request loads it again."""
+        c = self._copies.get(model_id)
+        if c is not None and c.state is _State.LOADED and c.in_flight == 0:
+            self._spawn(self._unload(model_id, "the runtime no longer holds it"))
+
+    async def _ready_copy(self, model_id: str, timeout: float | None) -> _Copy:
+        c = self._copies.get(model_id)
+        if c is None or c.state is _State.UNLOADING:
+            if c is not None:  # wait for the unload to finish, then load anew
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(c.ready), timeout)
+            c = self._begin_load(model_id)
+        if c.state is _State.LOADING:
+            try:
+                await asyncio.wait_for(asyncio.shield(c.ready), timeout)
+            except TimeoutError:
+                raise errors.DeadlineExceeded(
+                    f"model {model_id!r} is still loading; the request's deadline ran out"
+                ) from None
+        return c
+
+    def _begin_load(self, model_id: str) -> _Copy:
+        rec = self._table.model(model_id)
+        if rec is None:
+            raise errors.ModelNotFound(model_id)
+        failure = records.recent_failures(
+            rec, _now_ms(), int(self._cache.failure_expiry_seconds * 1000)
+        ).get(self.instance_id)
+        if failure is not None:
+            raise errors.ModelLoadFailed(model_id, failure.message)
+        loop = asyncio.get_running_loop()
+        c = _Copy(
+            model_id=model_id,
+            source=rec,
+            size_bytes=max(rec.size_bytes, self._cache.min_model_size_bytes),
+            state=_State.LOADING,
+            ready=loop.create_future(),
+            last_used=time.time(),
+        )
+        self._copies[model_id] = c
+        self._spawn(self._load(c))
+        return c
+
+    # -- loading and unloading -------------------------------------------------
+
+    async def _load(self, c: _Copy) -> None:
+        model_id = c.model_id
+        t0 = time.monotonic()
+        try:
+            await self._record(
+                model_id,
+                lambda r: r.with_copy(
+                    self.instance_id, records.CopyInfo(records.CopyState.LOADING, _now_ms())
+                ),
+            )
+            path = await self._puller.pull(model_id, c.source)
+            if c.source.size_bytes <= 0:
+                disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                c.size_bytes = cache.predicted_size(
+                    disk, self._cache.size_multiplier, self._cache.min_model_size_bytes
+                )
+            await self._make_room(c)
+            async with asyncio.timeout(self._cache.load_timeout_seconds):
+                measured = await self._runtime.load(model_id, c.source.model_type, path)
+        except (Exception, asyncio.CancelledError) as e:
+            await self._load_failed(c, e)
+            return
+        c.size_bytes = max(measured, self._cache.min_model_size_bytes)
+        c.state = _State.LOADED
+        c.ready.set_result(None)
+        log.info(
+            "model %s loaded in %.0f ms, %d bytes", model_id, (time.monotonic() - t0) * 1000,
+            c.size_bytes,
+        )
+        self._changed()
+        size = c.size_bytes
+        try:
+            rec = await self._record(
+                model_id,
+                lambda r: dataclasses.replace(
+                    r.with_copy(
+                        self.instance_id, records.CopyInfo(records.CopyState.LOADED, _now_ms())
+                    ),
+                    size_bytes=size,
+                ),
+            )
+        except errors.MeshError as e:
+            log.warning("model %s loaded but its record could not be written: %s", model_id, e)
+            return
+        if rec is None or not rec.same_source(c.source):
+            # Unregistered or redefined while loading: this copy is stale.
+            self._spawn(self._unload(model_id, "unregistered or changed while loading"))
+            return
+        if self.used_bytes() > self.capacity_bytes:
+            # Measured bigger than predicted: make room after the fact.
+            self._spawn(self._shrink())
+
+    async def _load_failed(self, c: _Copy, e: BaseException) -> None:
+        model_id = c.model_id
+        if isinstance(e, errors.MeshError):
+            err: errors.MeshError = e
+        elif isinstance(e, TimeoutError):
+            err = errors.ModelLoadFailed(
+                model_id, f"load took longer than {self._cache.load_timeout_seconds:.0f} s"
+            )
+        elif isinstance(e, asyncio.CancelledError):
+            err = errors.ModelLoadFailed(model_id, "the node is stopping")
+        else:
+            log.exception("unexpected error loading model %s", model_id)
+            err = errors.ModelLoadFailed(model_id, f"{type(e).__name__}: {e}")
+        message = err.reason if isinstance(err, errors.ModelLoadFailed) else err.message
+        log.warning("model %s failed to load: %s", model_id, message)
+        self._copies.pop(model_id, None)
+        if not c.ready.done():
+            c.ready.set_exception(err)
+            c.ready.exception()  # retrieved: no "never retrieved" warning if nobody waits
+        self._changed()
+        with contextlib.suppress(Exception):
+            await self._runtime.unload(model_id)
+        with contextlib.suppress(Exception):
+            await self._puller.remove(model_id)
+        if isinstance(err, errors.ModelLoadFailed | errors.InsufficientCapacity):
+            failure = records.FailureInfo(_now_ms(), message)
+            with contextlib.suppress(errors.MeshError):
+                await self._record(model_id, lambda r: r.with_failure(self.instance_id, failure))
+        else:
+            with contextlib.suppress(errors.MeshError):
+                await self._record(model_id, lambda r: r.without_copy(self.instance_id))
+
+    async def _make_room(self, c: _Copy) -> None:
+        """Evict least recently used copies until ``c`` fits (``c`` itself is
+        already counted, as a pinned entry)."""
+        async with self._room:
+            others = [x.entry() for x in self._copies.values() if x is not c]
+            plan = cache.plan_room(others, self.capacity_bytes, c.size_bytes)
+            for victim in plan.evict:
+                log.info("evicting model %s to make room for %s", victim, c.model_id)
+                await self._unload(victim, f"evicted to make room for {c.model_id}")
+
+    async def _shrink(self) -> None:
+        async with self._room:
+            entries = [x.entry() for x in self._copies.values()]
+            excess = cache.used_bytes(entries) - self.capacity_bytes
+            if excess <= 0:
+                return
+            with contextlib.suppress(errors.InsufficientCapacity):
+                plan = cache.plan_room(entries, self.capacity_bytes, 0)
+                for victim in plan.evict:
+                    await self._unload(victim, "the node is over capacity")
+
+    async def unload(self, model_id: str, reason: str) -> None:
+        """Unload the copy here, if any (waits for in-flight requests)."""
+        await self._unload(model_id, reason)
+
+    async def _unload(self, model_id: str, reason: str) -> None:
+        c = self._copies.get(model_id)
+        if c is None or c.state is not _State.LOADED:
+            return
+        c.state = _State.UNLOADING
+        c.ready = asyncio.get_running_loop().create_future()
+        try:
+            for _ in range(300):  # in-flight requests finish first (bounded: 30 s)
+                if c.in_flight == 0:
+                    break
+                await asyncio.sleep(0.1)
+            log.info("unloading model %s: %s", model_id, reason)
+            try:
+                await self._runtime.unload(model_id)
+            except errors.MeshError as e:
+                log.warning("runtime could not unload %s: %s", model_id, e)
+            with contextlib.suppress(Exception):
+                await self._puller.remove(model_id)
+        finally:
+            if self._copies.get(model_id) is c:
+                del self._copies[model_id]
+            c.ready.set_result(None)
+            self._changed()
+        with contextlib.suppress(errors.MeshError):
+            await self._record(model_id, lambda r: r.without_copy(self.instance_id))
+
+    # -- etcd bookkeeping --------------------------------------------------------
+
+    async def _record(
+        self, model_id: str, change: _Change
+    ) -> records.ModelRecord | None:
+        """Apply ``change`` to the model's record if it still exists (an
+        unregistered model stays unregistered)."""
+        return await self._store.update_model(
+            model_id, lambda r: r if r is None else change(r)
+        )
+
+    def _on_table_change(self, kind: str, model_id: str) -> None:
+        if kind != "model":
+            return
+        c = self._copies.get(model_id)
+        if c is None or c.state is not _State.LOADED:
+            return
+        rec = self._table.model(model_id)
+        if rec is None:
+            self._spawn(self._unload(model_id, "unregistered"))
+        elif not rec.same_source(c.source):
+            self._spawn(self._unload(model_id, "its definition changed"))
+
+    async def _flush_last_used(self) -> None:
+        """Write models' last-used times to etcd now and then, off the
+        request path."""
+        while True:
+            await asyncio.sleep(self._cache.last_used_write_interval_seconds)
+            touched, self._touched = self._touched, set()
+            for model_id in touched:
+                c = self._copies.get(model_id)
+                if c is None:
+                    continue
+                used_ms = int(c.last_used * 1000)
+                try:
+                    await self._record(
+                        model_id,
+                        lambda r, t=used_ms: (  # type: ignore[misc]
+                            r if r.last_used_ms >= t else dataclasses.replace(r, last_used_ms=t)
+                        ),
+                    )
+                except errors.MeshError as e:
+                    log.debug("last-used of %s not written: %s", model_id, e)
+            if touched:
+                self._changed()
+
+    def _changed(self) -> None:
+        for cb in self._changed_callbacks:
+            cb()
+
+    def _spawn(self, coro: _Coroutine) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+

@@ -1,0 +1,215 @@
+"""The ``meshserve`` command.
+
+::
+
+    meshserve up        a whole mesh on this machine, until Ctrl-C / SIGTERM
+    meshserve node      one mesh node, configured from the environment
+    meshserve demo      a local mesh serving real models, end to end
+    meshserve predictor apply -f FILE | delete NAME | list | status NAME
+    meshserve models    the placement table
+    meshserve nodes     each node's capacity, use and load
+
+Client commands talk to ``--endpoint`` (default ``$MESHSERVE_ENDPOINT``,
+else ``localhost:8033``). Errors print one line naming the problem and exit
+with status 1 (2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from mesh import errors, settings
+from meshserve import client, local, node
+
+
+def _size(text: str) -> int:
+    try:
+        return settings.parse_size(text, "--capacity")
+    except errors.ConfigError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshserve", description="A multi-model serving mesh.")
+    p.add_argument("--log-level", default=os.environ.get("MESHSERVE_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run a local mesh (etcd, a node, its runtime) until stopped")
+    _mesh_options(up)
+
+    sub.add_parser("node", help="run one mesh node configured from the environment (MM_*)")
+
+    demo = sub.add_parser("demo", help="start a local mesh, serve real models, stop")
+    demo.add_argument("--grpc-port", type=int, default=8033)
+    demo.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(".data/demo"))
+
+    default_endpoint = os.environ.get("MESHSERVE_ENDPOINT") or "localhost:8033"
+
+    def client_parser(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--endpoint", default=default_endpoint, help="a node's HOST:PORT")
+        return c
+
+    pred = sub.add_parser("predictor", help="manage Predictors (KServe ModelMesh YAML)")
+    psub = pred.add_subparsers(dest="action", required=True)
+    for name, help in (
+        ("apply", "register or update the Predictors in a YAML file"),
+        ("delete", "delete a Predictor and unload its model"),
+        ("list", "list Predictors"),
+        ("status", "show one Predictor's status"),
+    ):
+        c = psub.add_parser(name, help=help)
+        c.add_argument("--endpoint", default=default_endpoint, help="a node's HOST:PORT")
+        if name == "apply":
+            c.add_argument("-f", "--filename", required=True, type=pathlib.Path)
+            c.add_argument("--load-now", action="store_true", help="load the model right away")
+        elif name in ("delete", "status"):
+            c.add_argument("name")
+    client_parser("models", "the placement table: model, state, node, size, last used")
+    client_parser("nodes", "each node's capacity, use, model count and load")
+    return p
+
+
+def _mesh_options(p: argparse.ArgumentParser) -> None:
+    d = local.LocalMeshOptions()
+    p.add_argument("--grpc-port", type=int, default=d.grpc_port, help="default 8033")
+    p.add_argument("--host", default=d.host, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--runtime", default=d.runtime, choices=["mlserver"])
+    p.add_argument(
+        "--capacity", type=_size, default=d.capacity_bytes, help="bytes of models, e.g. 512Mi"
+    )
+    p.add_argument("--data-dir", type=pathlib.Path, default=d.data_dir)
+    p.add_argument("--etcd", default="", help="use this etcd HOST:PORT instead of starting one")
+    p.add_argument(
+        "--models-root", type=pathlib.Path, default=d.models_root,
+        help="base of relative Predictor storage paths (default: the current folder)",
+    )
+
+
+def _options(args: argparse.Namespace) -> local.LocalMeshOptions:
+    if args.etcd:
+        settings.parse_endpoint(args.etcd, "--etcd")
+    return local.LocalMeshOptions(
+        grpc_port=args.grpc_port,
+        host=args.host,
+        runtime=args.runtime,
+        capacity_bytes=args.capacity,
+        data_dir=args.data_dir,
+        etcd=args.etcd,
+        models_root=args.models_root,
+    )
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _up(options: local.LocalMeshOptions) -> None:
+    mesh = local.LocalMesh(options)
+    await mesh.start()
+    assert mesh.node is not None
+    print(
+        f"meshserve is up: gRPC on {options.host}:{mesh.node.port}, etcd at "
+        f"{mesh.etcd_endpoint}, runtime {mesh.node.runtime.name} at "
+        f"{mesh.node.runtime.grpc_target}; data in {options.data_dir}. Ctrl-C stops it.",
+        flush=True,
+    )
+    try:
+        await _until_signalled()
+    finally:
+        print("meshserve is stopping...", flush=True)
+        await mesh.stop()
+        print("meshserve stopped.", flush=True)
+
+
+async def _node() -> None:
+    n = node.Node(settings.from_env(os.environ))
+    await n.start()
+    try:
+        await _until_signalled()
+    finally:
+        await n.stop()
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    with client.MeshClient(args.endpoint) as c:
+        if args.command == "models":
+            print(client.models_table(c.models()))
+        elif args.command == "nodes":
+            print(client.nodes_table(c.instances()))
+        elif args.action == "apply":
+            try:
+                text = args.filename.read_text()
+            except OSError as e:
+                raise errors.InvalidRequest(f"cannot read {args.filename}: {e.strerror}") from None
+            for spec in client.load_predictors(text):
+                c.apply(spec, load_now=args.load_now)
+                print(f"predictor/{spec.name} configured (model {spec.model_id})")
+        elif args.action == "delete":
+            if not c.delete(args.name):
+                print(f"predictor/{args.name} not found", file=sys.stderr)
+                return 1
+            print(f"predictor/{args.name} deleted")
+        elif args.action == "list":
+            print(client.vmodels_table(c.vmodels()))
+        elif args.action == "status":
+            v = c.vmodel_status(args.name)
+            if not v.activeModelId:
+                print(f"predictor/{args.name} not found", file=sys.stderr)
+                return 1
+            s = client.predictor_status(v)
+            print(f"name:               {args.name}")
+            print(f"available:          {str(s.available).lower()}")
+            print(f"transitionStatus:   {s.transition_status}")
+            print(f"activeModelState:   {s.active_model_state}")
+            print(f"targetModelState:   {s.target_model_state}")
+            print(f"activeModelId:      {s.active_model_id}")
+            print(f"targetModelId:      {s.target_model_id}")
+            if s.last_failure:
+                print(f"lastFailureInfo:    {s.last_failure}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "up":
+            asyncio.run(_up(_options(args)))
+        elif args.command == "node":
+            asyncio.run(_node())
+        elif args.command == "demo":
+            from meshserve import demo
+
+            return demo.run(args.grpc_port, args.data_dir)
+        else:
+            return _client_command(args)
+    except errors.MeshError as e:
+        print(f"meshserve: {e.message}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as e:
+        print(f"meshserve: {e.code().name}: {e.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The CLI's side of the management API: Predictor YAML in, tables out.
+
+``meshserve predictor apply|delete|list|status``, ``meshserve models`` and
+``meshserve nodes`` talk to any node's :8033 with the same ``mmesh.ModelMesh``
+calls a ModelMesh Serving controller makes (a Predictor becomes a vmodel
+owned by ``predictor`` whose target is a concrete model registered for
+auto-delete), plus the read-only ``MeshAdmin`` listings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grpc
+import yaml
+
+from mesh import errors, predictor
+from mesh.proto import meshserve_admin_pb2 as admin_pb2
+from mesh.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
+from mesh.proto import model_mesh_pb2 as pb2
+from mesh.proto import model_mesh_pb2_grpc as pb2_grpc
+
+
+class MeshClient:
+    """A synchronous client of one node's management API."""
+
+    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(endpoint)
+        self.mesh = pb2_grpc.ModelMeshStub(self._channel)
+        self.admin = admin_pb2_grpc.MeshAdminStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> MeshClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def apply(self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False) -> Any:
+        """Register a Predictor: a vmodel named after it, pointing at the
+        concrete model its spec defines."""
+        return self.mesh.setVModel(
+            pb2.SetVModelRequest(
+                vModelId=spec.name,
+                targetModelId=spec.model_id,
+                owner=predictor.OWNER,
+                modelInfo=pb2.ModelInfo(
+                    type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec)
+                ),
+                autoDeleteTargetModel=True,
+                loadNow=load_now,
+                sync=sync,
+            ),
+            timeout=self.timeout,
+        )
+
+    def delete(self, name: str) -> bool:
+        """Delete a Predictor; ``False`` if there was none of that name."""
+        status = self.vmodel_status(name)
+        if status.status == pb2.VModelStatusInfo.NOT_FOUND:
+            return False
+        self.mesh.deleteVModel(pb2.DeleteVModelRequest(vModelId=name), timeout=self.timeout)
+        return True
+
+    def vmodel_status(self, name: str) -> Any:
+        return self.mesh.getVModelStatus(
+            pb2.GetVModelStatusRequest(vModelId=name), timeout=self.timeout
+        )
+
+    def vmodels(self) -> Sequence[Any]:
+        return list(self.admin.ListVModels(admin_pb2.ListRequest(), timeout=self.timeout).vmodels)
+
+    def models(self) -> Sequence[Any]:
+        return list(self.admin.ListModels(admin_pb2.ListRequest(), timeout=self.timeout).models)
+
+    def instances(self) -> Sequence[Any]:
+        return list(
+            self.admin.ListInstances(admin_pb2.ListRequest(), timeout=self.timeout).instances
+        )
+
+
+def load_predictors(text: str) -> list[predictor.PredictorSpec]:
+    """Every Predictor in a YAML file (several documents allowed)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise errors.InvalidRequest(f"not valid YAML: {e}") from None
+    if not docs:
+        raise errors.InvalidRequest("the file holds no Predictor")
+    return [predictor.parse(d) for d in docs]
+
+
+# -- presentation -----------------------------------------------------------------
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def age(ms: int, now_ms: int | None = None) -> str:
+    if ms <= 0:
+        return "-"
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    s = max(0, (now_ms - ms) // 1000)
+    if s < 60:
+        return f"{s}s ago"
+    if s < 3600:
+        return f"{s // 60}m ago"
+    if s < 86400:
+        return f"{s // 3600}h ago"
+    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [list(headers)] + [list(r) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def models_table(models: Sequence[Any]) -> str:
+    """One row per copy (or per model without copies): the placement table."""
+    rows = []
+    for m in models:
+        size = human_bytes(m.size_bytes) if m.size_bytes else "-"
+        used = age(m.last_used_ms)
+        if not m.copies:
+            rows.append([m.model_id, m.status, "-", size, used])
+        for c in m.copies:
+            rows.append([m.model_id, c.state, c.instance, size, used])
+        for f in m.failures:
+            if m.status == "LOADING_FAILED":
+                rows.append([m.model_id, "FAILED", f.instance, "-", f.message[:80]])
+    return table(["MODEL", "STATE", "NODE", "SIZE", "LAST USED"], rows)
+
+
+def nodes_table(instances: Sequence[Any]) -> str:
+    rows = [
+        [
+            i.instance_id,
+            i.endpoint,
+            human_bytes(i.capacity_bytes),
+            human_bytes(i.used_bytes),
+            str(i.model_count),
+            age(i.lru_time_ms).removesuffix(" ago") if i.lru_time_ms else "-",
+            str(i.rpm),
+        ]
+        for i in instances
+    ]
+    return table(["NODE", "ENDPOINT", "CAPACITY", "USED", "MODELS", "LRU AGE", "RPM"], rows)
+
+
+def vmodels_table(vmodels: Sequence[Any]) -> str:
+    rows = [
+        [v.vmodel_id, v.status, v.active_model_status, v.active_model_id]
+        + ([v.target_model_id] if v.target_model_id != v.active_model_id else ["-"])
+        for v in vmodels
+    ]
+    return table(["PREDICTOR", "STATUS", "MODEL STATE", "ACTIVE MODEL", "TARGET MODEL"], rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorStatus:
+    """A Predictor's status in ModelMesh Serving's terms."""
+
+    available: bool
+    transition_status: str
+    active_model_state: str
+    target_model_state: str
+    active_model_id: str
+    target_model_id: str
+    last_failure: str
+
+
+_TRANSITION = {
+    pb2.VModelStatusInfo.DEFINED: "UpToDate",
+    pb2.VModelStatusInfo.TRANSITIONING: "InProgress",
+    pb2.VModelStatusInfo.TRANSITION_FAILED: "BlockedByFailedLoad",
+}
+_STATE = {
+    pb2.ModelStatusInfo.NOT_LOADED: "Standby",
+    pb2.ModelStatusInfo.LOADING: "Loading",
+    pb2.ModelStatusInfo.LOADED: "Loaded",
+    pb2.ModelStatusInfo.LOADING_FAILED: "FailedToLoad",
+    pb2.ModelStatusInfo.NOT_FOUND: "",
+}
+
+
+def predictor_status(v: Any) -> PredictorStatus:
+    """ModelMesh Serving's Predictor status fields from a VModelStatusInfo."""
+    active = _STATE.get(v.activeModelStatus.status, "Unknown")
+    errors_ = list(v.activeModelStatus.errors) + list(v.targetModelStatus.errors)
+    return PredictorStatus(
+        available=v.activeModelStatus.status
+        in (pb2.ModelStatusInfo.LOADED, pb2.ModelStatusInfo.NOT_LOADED),
+        transition_status=_TRANSITION.get(v.status, "Unknown"),
+        active_model_state=active,
+        target_model_state=_STATE.get(v.targetModelStatus.status, "")
+        if v.HasField("targetModelStatus")
+        else "",
+        active_model_id=v.activeModelId,
+        target_model_id=v.targetModelId,
+        last_failure=errors_[0] if errors_ else "",
+    )

@@ -1,0 +1,110 @@
+"""Read and rewrite a V2 request's model name on the wire, without decoding it.
+
+``ModelInferRequest``, ``ModelMetadataRequest`` and ``ModelReadyRequest`` all
+carry the model name in field 1 (a length-delimited string), and so do their
+responses. The router only needs that one field: it walks the message's
+top-level fields (tags and lengths, never the tensors inside), takes field 1,
+and splices a new field 1 in. A request of several megabytes costs a few
+varint reads and one copy.
+
+Protobuf allows a field to appear more than once (the last one wins) and in
+any order; :func:`rewrite_name` drops every occurrence and puts the new one
+first, which every parser reads the same way.
+
+Pure: no gRPC, no protobuf library. Malformed bytes raise
+:class:`mesh.errors.InvalidRequest`.
+"""
+
+from __future__ import annotations
+
+from mesh import errors
+
+NAME_FIELD = 1
+_LEN = 2  # wire type of length-delimited fields
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it."""
+    result = 0
+    shift = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise errors.InvalidRequest("malformed request: truncated varint")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 64:
+            raise errors.InvalidRequest("malformed request: varint too long")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
+    """Each top-level field as (number, start, value_start, end)."""
+    out = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise errors.InvalidRequest("malformed request: field number 0")
+        value_start = pos
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == _LEN:
+            length, value_start = _varint(data, pos)
+            pos = value_start + length
+        elif wire_type == 5:
+            pos += 4
+        else:  # 3 and 4 (groups) are not used by the V2 protocol
+            raise errors.InvalidRequest(f"malformed request: wire type {wire_type}")
+        if pos > end:
+            raise errors.InvalidRequest("malformed request: field runs past the end")
+        out.append((number, start, value_start, pos))
+    return out
+
+
+def read_name(data: bytes) -> str:
+    """The model name in field 1 (the last occurrence), or ``""`` if absent."""
+    name = b""
+    for number, start, value_start, end in _fields(data):
+        if number == NAME_FIELD:
+            if data[start] & 7 != _LEN:
+                raise errors.InvalidRequest("malformed request: model name is not a string")
+            name = data[value_start:end]
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest("malformed request: model name is not UTF-8") from None
+
+
+def rewrite_name(data: bytes, name: str) -> bytes:
+    """``data`` with field 1 set to ``name`` (every other field untouched)."""
+    encoded = name.encode("utf-8")
+    head = bytes([NAME_FIELD << 3 | _LEN]) + _encode_varint(len(encoded)) + encoded
+    parts = [head]
+    pos = 0
+    for number, start, _, end in _fields(data):
+        if number == NAME_FIELD:
+            parts.append(data[pos:start])
+            pos = end
+    parts.append(data[pos:])
+    return b"".join(parts)

@@ -1,0 +1,639 @@
+"""MLServer as a mesh runtime: start it, load and unload models, size them.
+
+A mesh node serves models through an unmodified MLServer process next to it.
+This module is the only place that knows how MLServer wants to be driven:
+its ``settings.json`` and per-model ``model-settings.json`` files, which
+implementation class serves which model type, and its V2 model-repository
+calls (``RepositoryModelLoad`` / ``RepositoryModelUnload``, which MLServer
+answers over gRPC although its ServerMetadata lists no extensions).
+
+MLServer is never imported here: ``import mlserver`` and ``tritonclient.grpc``
+register the same proto symbols and cannot share a process. MLServer runs as a
+child process from its own virtual environment (``mlserver start DIR``), and we
+speak to it with the V2 protos that ``tritonclient`` ships.
+
+The deciding parts (which file is the model, what ``model-settings.json``
+says, what size to report) are pure functions at the top of the module, tested
+without a server; :class:`MLServerAdapter` wraps them with the process and
+gRPC I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import posixpath
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import psutil
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from mesh import errors, processes
+
+log = logging.getLogger(__name__)
+
+MODEL_SETTINGS_FILE = "model-settings.json"
+"""The file MLServer reads in each model folder."""
+
+SERVER_SETTINGS_FILE = "settings.json"
+"""The file MLServer reads at the root of its model repository."""
+
+WORK_DIR_NAME = ".mlserver"
+"""Folder under ``model_dir`` for the runtime's own files (log, working
+directory). Hidden, so MLServer's search for ``model-settings.json`` skips it."""
+
+IMPLEMENTATIONS: Mapping[str, str] = {
+    "sklearn": "mlserver_sklearn.SKLearnModel",
+    "xgboost": "mlserver_xgboost.XGBoostModel",
+    # One line per further type, once its package is in the MLServer venv
+    # (runtime_adapters/requirements-mlserver.txt), e.g.
+    # "lightgbm": "mlserver_lightgbm.LightGBMModel",
+}
+"""Model type → MLServer implementation class that serves it."""
+
+MODEL_FILE_SUFFIXES: Mapping[str, tuple[str, ...]] = {
+    "sklearn": (".joblib", ".pkl", ".pickle"),
+    "xgboost": (".json", ".ubj", ".bst", ".model"),
+    "lightgbm": (".bst", ".txt", ".model"),
+}
+"""Model type → file name endings that mark its model file."""
+
+WELL_KNOWN_FILES: Mapping[str, tuple[str, ...]] = {
+    "sklearn": ("model.joblib", "model.pickle", "model.pkl"),
+    "xgboost": ("model.bst", "model.json", "model.ubj"),
+    "lightgbm": ("model.bst",),
+}
+"""File names MLServer's own runtimes look for first; they break a tie when a
+folder holds several candidates."""
+
+_LISTED_FILES_IN_ERRORS = 10
+
+
+# --------------------------------------------------------------------------
+# Pure parts
+
+
+def implementation_for(model_id: str, model_type: str) -> str:
+    """The MLServer class that serves ``model_type``; raises
+    :class:`mesh.errors.ModelLoadFailed` naming the supported types."""
+    try:
+        return IMPLEMENTATIONS[model_type]
+    except KeyError:
+        raise errors.ModelLoadFailed(
+            model_id,
+            f"model type {model_type!r} is not supported by the mlserver runtime "
+            f"(supported: {', '.join(IMPLEMENTATIONS)})",
+        ) from None
+
+
+def is_runtime_file(relative: str) -> bool:
+    """Whether a path in a model folder is the runtime's or a marker, not the
+    model: ``model-settings.json`` at the top, and hidden files or folders."""
+    parts = relative.split("/")
+    return relative == MODEL_SETTINGS_FILE or any(p.startswith(".") for p in parts)
+
+
+def choose_model_file(model_id: str, model_type: str, files: Iterable[str]) -> str:
+    """The model file among ``files`` (paths relative to the model folder,
+    ``/``-separated).
+
+    The one file whose ending marks the type; among several, the single one
+    with a name MLServer knows (``model.joblib``...) at the top of the folder;
+    with none, a folder of exactly one file, whatever its name. Raises
+    :class:`mesh.errors.ModelLoadFailed` otherwise, listing what was there.
+    """
+    model_files = sorted(f for f in files if not is_runtime_file(f))
+    suffixes = MODEL_FILE_SUFFIXES.get(model_type, ())
+    candidates = [f for f in model_files if f.lower().endswith(suffixes)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        known = [f for f in candidates if f in WELL_KNOWN_FILES.get(model_type, ())]
+        if len(known) == 1:
+            return known[0]
+        raise errors.ModelLoadFailed(
+            model_id,
+            f"several {model_type} model files in the folder "
+            f"({_some(candidates)}); keep one, or name it in "
+            f"{MODEL_SETTINGS_FILE} as parameters.uri",
+        )
+    if len(model_files) == 1:
+        return model_files[0]
+    wanted = ", ".join(f"*{s}" for s in suffixes) or "a single file"
+    found = _some(model_files) if model_files else "the folder is empty"
+    raise errors.ModelLoadFailed(
+        model_id, f"no {model_type} model file ({wanted}) in the folder: {found}"
+    )
+
+
+def _some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_LISTED_FILES_IN_ERRORS])
+    more = len(names) - _LISTED_FILES_IN_ERRORS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def resolve_uri(model_id: str, model_path: pathlib.Path, uri: str, files: Iterable[str]) -> str:
+    """The absolute path a user's ``parameters.uri`` names inside
+    ``model_path``. Relative uris are taken from the model folder (where
+    ``model-settings.json`` lies). A uri that leaves the folder, names another
+    scheme than ``file``, or names nothing in ``files`` is refused: the mesh
+    pulled this folder and serves only what is in it."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise errors.ModelLoadFailed(
+            model_id,
+            f"{MODEL_SETTINGS_FILE} parameters.uri {uri!r} is not a file in the model "
+            "folder (the mesh pulls model files itself: give a path relative to the folder)",
+        )
+    folder = posixpath.normpath(model_path.as_posix())
+    raw = parsed.path if parsed.scheme == "file" else uri
+    path = posixpath.normpath(posixpath.join(folder, raw))
+    if path != folder and not path.startswith(folder + "/"):
+        raise errors.ModelLoadFailed(
+            model_id,
+            f"{MODEL_SETTINGS_FILE} parameters.uri {uri!r} points outside the model folder",
+        )
+    relative = posixpath.relpath(path, folder)
+    listed = list(files)
+    exists = relative == "." or any(f == relative or f.startswith(relative + "/") for f in listed)
+    if not exists:
+        raise errors.ModelLoadFailed(
+            model_id,
+            f"{MODEL_SETTINGS_FILE} parameters.uri {uri!r} names nothing in the model folder "
+            f"(found: {_some(sorted(f for f in listed if not is_runtime_file(f)))})",
+        )
+    return path
+
+
+def build_model_settings(
+    model_id: str,
+    model_type: str,
+    model_path: pathlib.Path,
+    files: Iterable[str],
+    user_settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``model-settings.json`` that makes MLServer serve the model in
+    ``model_path`` under the name ``model_id``.
+
+    ``files`` lists the folder (relative paths). ``user_settings`` is the
+    ``model-settings.json`` the folder came with, if any: its implementation,
+    parameters and other fields are kept, its ``name`` is replaced by the model
+    id (the router sends requests under that name) and its ``uri`` resolved to
+    an absolute path inside the folder. Raises
+    :class:`mesh.errors.ModelLoadFailed` for a type this runtime does not
+    support or a folder with no clear model file.
+    """
+    implementation = implementation_for(model_id, model_type)
+    listed = list(files)
+    settings: dict[str, Any] = dict(user_settings or {})
+    settings["name"] = model_id
+    if not settings.get("implementation"):
+        settings["implementation"] = implementation
+    parameters = settings.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise errors.ModelLoadFailed(
+            model_id, f"{MODEL_SETTINGS_FILE}: parameters must be an object"
+        )
+    parameters = dict(parameters)
+    user_uri = parameters.get("uri")
+    if user_uri:
+        parameters["uri"] = resolve_uri(model_id, model_path, str(user_uri), listed)
+    else:
+        chosen = choose_model_file(model_id, model_type, listed)
+        parameters["uri"] = posixpath.join(model_path.as_posix(), chosen)
+    settings["parameters"] = parameters
+    return settings
+
+
+def server_settings(
+    host: str, http_port: int, grpc_port: int, metrics_port: int, max_message_bytes: int
+) -> dict[str, Any]:
+    """MLServer's ``settings.json``: models load only when asked, inference in
+    the server process (``parallel_workers: 0``: workers crash-loop with some
+    uvloop versions, and add a process hop), no access log and no metrics
+    server (both cost time on every request; the mesh exports its own
+    metrics)."""
+    return {
+        "host": host,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "metrics_endpoint": None,
+        "load_models_at_startup": False,
+        "parallel_workers": 0,
+        "debug": False,
+        "grpc_max_message_length": max_message_bytes,
+    }
+
+
+def predict_size_bytes(disk_bytes: int, multiplier: float, minimum: int) -> int:
+    """The size a model is expected to take before it is loaded: its bytes on
+    disk * ``multiplier``, never below ``minimum``."""
+    return max(minimum, math.ceil(disk_bytes * multiplier))
+
+
+def reported_size_bytes(predicted: int, measured: int | None, minimum: int) -> int:
+    """The size to report after a load: the larger of the prediction and the
+    measured growth of the runtime's memory (when there is one), never below
+    ``minimum``.
+
+    The measurement is the runtime process's RSS growth across the load. It
+    corrects the prediction upward when the model takes more memory than its
+    file (compressed files, structures built at load time). It is not trusted
+    downward: RSS undercounts when the load reuses memory an earlier unload
+    freed inside the process (seen: a 1.2 MB forest grew RSS by 4.4 MB when
+    first loaded and by 2.0 MB when loaded again after its unload), and an
+    undercount lets the cache overfill the runtime; an overcount only costs
+    some room.
+    """
+    return max(minimum, predicted, measured or 0)
+
+
+# --------------------------------------------------------------------------
+# I/O helpers
+
+
+def list_folder(folder: pathlib.Path) -> list[str]:
+    """Paths (relative, ``/``-separated) of the files under ``folder``."""
+    found: list[str] = []
+    for dirpath, _dirs, names in os.walk(folder):
+        base = pathlib.Path(dirpath).relative_to(folder)
+        found.extend((base / n).as_posix() for n in names if (pathlib.Path(dirpath, n)).is_file())
+    return sorted(found)
+
+
+def folder_bytes(folder: pathlib.Path, files: Iterable[str]) -> int:
+    """Bytes on disk of the model's files (not the runtime's)."""
+    total = 0
+    for f in files:
+        if not is_runtime_file(f):
+            with contextlib.suppress(OSError):
+                total += (folder / f).stat().st_size
+    return total
+
+
+def _write_json_atomically(path: pathlib.Path, data: Mapping[str, Any]) -> None:
+    # MLServer may be reading every model-settings.json for another load.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def prepare_model_folder(
+    model_id: str, model_type: str, model_path: pathlib.Path
+) -> tuple[dict[str, Any], int]:
+    """Write the folder's ``model-settings.json``; return it and the bytes of
+    the model's files on disk."""
+    implementation_for(model_id, model_type)
+    if not model_path.is_dir():
+        raise errors.ModelLoadFailed(model_id, f"model folder {model_path} does not exist")
+    files = list_folder(model_path)
+    settings_path = model_path / MODEL_SETTINGS_FILE
+    user: dict[str, Any] | None = None
+    if settings_path.is_file():
+        try:
+            loaded = json.loads(settings_path.read_text())
+        except (OSError, ValueError) as e:
+            raise errors.ModelLoadFailed(model_id, f"{MODEL_SETTINGS_FILE} is not JSON: {e}") from e
+        if not isinstance(loaded, dict):
+            raise errors.ModelLoadFailed(model_id, f"{MODEL_SETTINGS_FILE} is not a JSON object")
+        user = loaded
+    settings = build_model_settings(model_id, model_type, model_path.absolute(), files, user)
+    try:
+        _write_json_atomically(settings_path, settings)
+    except OSError as e:
+        raise errors.ModelLoadFailed(model_id, f"cannot write {settings_path}: {e}") from e
+    return settings, folder_bytes(model_path, files)
+
+
+def _tree_rss(pid: int) -> int | None:
+    """RSS of a process and all its descendants, or None if it is gone."""
+    try:
+        root = psutil.Process(pid)
+        total = root.memory_info().rss
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += child.memory_info().rss
+        return total
+    except psutil.NoSuchProcess:
+        return None
+
+
+# --------------------------------------------------------------------------
+# The adapter
+
+
+@dataclasses.dataclass(frozen=True)
+class MLServerConfig:
+    """How to run (or reach) one MLServer."""
+
+    model_dir: pathlib.Path
+    """The runtime's model repository: each model is a folder
+    ``<model_dir>/<model_id>`` holding its files when :meth:`MLServerAdapter.load`
+    is called. ``settings.json`` is written here too."""
+    venv: pathlib.Path
+    """MLServer's virtual environment (``.runtimes/mlserver``); its
+    ``bin/mlserver`` is started."""
+    endpoint: str = ""
+    """``host:port`` of the gRPC endpoint of an MLServer already running, which
+    must serve ``model_dir`` as its repository; empty: start our own process."""
+    host: str = "127.0.0.1"
+    """Address our own MLServer listens on."""
+    grpc_port: int = 0
+    """V2 gRPC port of our own MLServer; 0 picks a free one at start."""
+    http_port: int = 0
+    """V2 REST port of our own MLServer (unused by the mesh, but MLServer
+    always opens it); 0 picks a free one at start."""
+    metrics_port: int = 0
+    """Metrics port written to ``settings.json`` (the metrics server itself is
+    switched off); 0 picks a free one at start."""
+    log_path: pathlib.Path | None = None
+    """Where our MLServer's output goes; default
+    ``<model_dir>/.mlserver/mlserver.log``."""
+    start_timeout_seconds: float = 60.0
+    """Longest wait for ServerReady after starting (or connecting)."""
+    size_multiplier: float = 1.25
+    """Predicted memory of a model: its bytes on disk * this."""
+    min_model_size_bytes: int = 1024 * 1024
+    """Floor of every reported model size."""
+    load_timeout_seconds: float = 120.0
+    """Longest a single ``RepositoryModelLoad`` may take; then the load counts
+    as failed."""
+    max_message_bytes: int = 16 * 1024 * 1024
+    """Largest gRPC message MLServer accepts (its default, 4 MiB, is below
+    the mesh's)."""
+
+
+class MLServerAdapter:
+    """:class:`mesh.interfaces.RuntimeAdapter` for one MLServer process.
+
+    Loads are serialised: MLServer (with ``parallel_workers: 0``) loads in its
+    one event loop anyway, and one load at a time is what makes the memory
+    growth across a load that load's own.
+    """
+
+    name = "mlserver"
+
+    def __init__(self, config: MLServerConfig) -> None:
+        self.config = config
+        self._child: processes.ChildProcess | None = None
+        self._grpc_port = config.grpc_port
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._channel: Any = None
+        self._stub: Any = None
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        self._loaded_implementations: set[str] = set()
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the V2 gRPC endpoint (raises
+        :class:`mesh.errors.RuntimeUnavailable` before :meth:`start` picked a
+        port)."""
+        if self.config.endpoint:
+            return self.config.endpoint
+        if not self._grpc_port:
+            raise errors.RuntimeUnavailable("MLServer has not been started: no gRPC port yet")
+        host = self.config.host
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"{host}:{self._grpc_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the MLServer we started, if it runs."""
+        return self._child.pid if self._child and self._child.running() else None
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        """Where our MLServer's output goes."""
+        return self.config.log_path or self.config.model_dir / WORK_DIR_NAME / "mlserver.log"
+
+    def supported_model_types(self) -> tuple[str, ...]:
+        return tuple(IMPLEMENTATIONS)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.config.endpoint:
+            await self._wait_ready(time.monotonic() + self.config.start_timeout_seconds)
+            return
+        if self._child is not None and self._child.running():
+            return
+        executable = self.config.venv / "bin" / "mlserver"
+        if not executable.is_file():
+            raise errors.RuntimeUnavailable(
+                f"MLServer is not installed: {executable} is missing (run `make install`)"
+            )
+        cfg = self.config
+        self._grpc_port = cfg.grpc_port or processes.free_port(cfg.host)
+        settings = server_settings(
+            cfg.host,
+            cfg.http_port or processes.free_port(cfg.host),
+            self._grpc_port,
+            cfg.metrics_port or processes.free_port(cfg.host),
+            cfg.max_message_bytes,
+        )
+        work_dir = cfg.model_dir / WORK_DIR_NAME
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(cfg.model_dir / SERVER_SETTINGS_FILE, settings)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        child = processes.ChildProcess(
+            "mlserver",
+            [str(executable), "start", str(cfg.model_dir.absolute())],
+            self.log_path,
+            env=env,
+            cwd=work_dir,
+        )
+        self._loaded_implementations.clear()
+        started = time.monotonic()
+        child.start()
+        self._child = child
+        try:
+            await self._wait_ready(started + cfg.start_timeout_seconds)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "MLServer pid %s ready on %s in %.2f s",
+            child.pid,
+            self.grpc_target,
+            time.monotonic() - started,
+        )
+
+    async def stop(self) -> None:
+        child, self._child = self._child, None
+        await self._close_channel()
+        if child is not None:
+            await asyncio.to_thread(child.stop)
+
+    async def ready(self) -> bool:
+        if self._child is not None and not self._child.running():
+            return False
+        try:
+            response = await self._get_stub().ServerReady(
+                service_pb2.ServerReadyRequest(), timeout=2.0
+            )
+        except (grpc.aio.AioRpcError, errors.RuntimeUnavailable):
+            return False
+        return bool(response.ready)
+
+    async def _wait_ready(self, deadline: float) -> None:
+        stub = self._get_stub()
+        last = "no answer yet"
+        while True:
+            if self._child is not None and not self._child.running():
+                raise errors.RuntimeUnavailable(
+                    f"MLServer exited with {self._child.returncode()} before it was ready; "
+                    f"its log ({self.log_path}) ends:\n{self._child.log_tail()}"
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = (
+                    f"; its log ({self.log_path}) ends:\n{self._child.log_tail()}"
+                    if (self._child)
+                    else ""
+                )
+                raise errors.RuntimeUnavailable(
+                    f"MLServer at {self.grpc_target} not ready within "
+                    f"{self.config.start_timeout_seconds:g} s ({last}){tail}"
+                )
+            try:
+                response = await stub.ServerReady(
+                    service_pb2.ServerReadyRequest(), timeout=min(1.0, left)
+                )
+                if response.ready:
+                    return
+                last = "ServerReady said false"
+            except grpc.aio.AioRpcError as e:
+                last = f"{e.code().name}: {e.details()}"
+            await asyncio.sleep(0.05)
+
+    # -- models ------------------------------------------------------------
+
+    async def load(self, model_id: str, model_type: str, model_path: pathlib.Path) -> int:
+        """Write the folder's ``model-settings.json`` and load the model.
+
+        Returns the model's size in bytes: the larger of the prediction
+        (bytes on disk * ``size_multiplier``) and the runtime's measured RSS
+        growth across the load, never below ``min_model_size_bytes`` (see
+        :func:`reported_size_bytes` for why). The growth is measured only on a
+        process we started, and not on the first load of each implementation
+        class: that one mostly measures importing the library (sklearn: ~80 MB
+        for a 1 KB model) which stays after the model goes.
+        """
+        settings, disk = await asyncio.to_thread(
+            prepare_model_folder, model_id, model_type, model_path
+        )
+        implementation = str(settings["implementation"])
+        predicted = predict_size_bytes(
+            disk, self.config.size_multiplier, self.config.min_model_size_bytes
+        )
+        async with self._get_lock():
+            pid = self.pid
+            before = _tree_rss(pid) if pid else None
+            started = time.monotonic()
+            await self._repository_load(model_id)
+            elapsed = time.monotonic() - started
+            after = _tree_rss(pid) if pid else None
+        measured: int | None = None
+        if (
+            before is not None
+            and after is not None
+            and implementation in self._loaded_implementations
+        ):
+            measured = after - before
+        self._loaded_implementations.add(implementation)
+        size = reported_size_bytes(predicted, measured, self.config.min_model_size_bytes)
+        log.info(
+            "loaded %s (%s) in %.3f s: %d bytes on disk, predicted %d, measured %s, reported %d",
+            model_id,
+            model_type,
+            elapsed,
+            disk,
+            predicted,
+            measured,
+            size,
+        )
+        return size
+
+    async def unload(self, model_id: str) -> None:
+        async with self._get_lock():
+            try:
+                await self._get_stub().RepositoryModelUnload(
+                    service_pb2.RepositoryModelUnloadRequest(model_name=model_id),
+                    timeout=self.config.load_timeout_seconds,
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return
+                raise self._unavailable(f"could not unload {model_id!r}", e) from None
+
+    async def _repository_load(self, model_id: str) -> None:
+        try:
+            await self._get_stub().RepositoryModelLoad(
+                service_pb2.RepositoryModelLoadRequest(model_name=model_id),
+                timeout=self.config.load_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
+                self._child is not None and not self._child.running()
+            ):
+                raise self._unavailable(f"could not load {model_id!r}", e) from None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise errors.ModelLoadFailed(
+                    model_id,
+                    "MLServer did not finish loading within "
+                    f"{self.config.load_timeout_seconds:g} s",
+                ) from None
+            reason = e.details() or code.name
+            raise errors.ModelLoadFailed(model_id, f"MLServer: {reason} ({code.name})") from None
+
+    def _unavailable(self, what: str, e: Any) -> errors.RuntimeUnavailable:
+        message = f"MLServer at {self.grpc_target} {what}: {e.code().name}: {e.details()}"
+        if self._child is not None and not self._child.running():
+            message += (
+                f"; it exited with {self._child.returncode()}, its log ends:\n"
+                f"{self._child.log_tail()}"
+            )
+        return errors.RuntimeUnavailable(message)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _get_stub(self) -> Any:
+        """The V2 stub on a channel of the running event loop (a grpc.aio
+        channel works only in the loop that made it; tests drive one adapter
+        from several loops)."""
+        loop = asyncio.get_running_loop()
+        if self._stub is None or self._channel_loop is not loop:
+            self._channel = grpc.aio.insecure_channel(self.grpc_target)
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+            self._channel_loop = loop
+        return self._stub
+
+    def _get_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock = asyncio.Lock()
+            self._lock_loop = loop
+        return self._lock
+
+    async def _close_channel(self) -> None:
+        channel, loop = self._channel, self._channel_loop
+        self._channel = self._stub = self._channel_loop = None
+        if channel is not None and loop is asyncio.get_running_loop():
+            await channel.close()

@@ -1,0 +1,109 @@
+"""The model name is read and rewritten on the wire, the rest left intact."""
+
+from __future__ import annotations
+
+import hypothesis
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2
+
+from mesh import errors
+from router import wire
+
+
+def _infer_request(name: str, version: str = "") -> bytes:
+    req = service_pb2.ModelInferRequest(model_name=name, model_version=version, id="req-1")
+    t = req.inputs.add()
+    t.name = "predict"
+    t.datatype = "FP64"
+    t.shape.extend([2, 4])
+    req.raw_input_contents.append(np.arange(8, dtype=np.float64).tobytes())
+    out: bytes = req.SerializeToString()
+    return out
+
+
+def test_reads_model_name_of_an_infer_request() -> None:
+    assert wire.read_name(_infer_request("iris")) == "iris"
+
+
+def test_reads_utf8_model_names() -> None:
+    assert wire.read_name(_infer_request("modèle-ß")) == "modèle-ß"
+
+
+def test_missing_name_reads_as_empty() -> None:
+    req = service_pb2.ModelInferRequest(id="x").SerializeToString()
+    assert wire.read_name(req) == ""
+
+
+def test_rewrite_changes_only_the_name() -> None:
+    data = _infer_request("iris", version="3")
+    out = service_pb2.ModelInferRequest.FromString(wire.rewrite_name(data, "iris__ksp-0123"))
+    original = service_pb2.ModelInferRequest.FromString(data)
+    assert out.model_name == "iris__ksp-0123"
+    original.model_name = "iris__ksp-0123"
+    assert out == original
+
+
+def test_last_occurrence_of_a_repeated_name_wins_and_rewrite_removes_all() -> None:
+    data = _infer_request("first") + service_pb2.ModelInferRequest(
+        model_name="second"
+    ).SerializeToString()
+    assert service_pb2.ModelInferRequest.FromString(data).model_name == "second"
+    assert wire.read_name(data) == "second"
+    out = wire.rewrite_name(data, "third")
+    assert wire.read_name(out) == "third"
+    assert service_pb2.ModelInferRequest.FromString(out).model_name == "third"
+
+
+def test_rewrites_metadata_requests_and_responses() -> None:
+    req = service_pb2.ModelMetadataRequest(name="a", version="1").SerializeToString()
+    out = service_pb2.ModelMetadataRequest.FromString(wire.rewrite_name(req, "b"))
+    assert (out.name, out.version) == ("b", "1")
+    resp = service_pb2.ModelMetadataResponse(name="b", platform="sklearn")
+    resp.inputs.add(name="predict", datatype="FP64", shape=[-1, 4])
+    back = service_pb2.ModelMetadataResponse.FromString(
+        wire.rewrite_name(resp.SerializeToString(), "a")
+    )
+    assert back.name == "a" and back.inputs[0].name == "predict"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x0a\x05ab",  # name runs past the end
+        b"\x0a",  # truncated length
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",  # endless varint
+        b"\x00\x01",  # field number 0
+        b"\x0b",  # group wire type
+        b"\x08\x01",  # field 1 as a varint, not a string
+        b"\x0a\x02\xff\xfe",  # name not UTF-8
+    ],
+)
+def test_malformed_bytes_are_invalid_requests(data: bytes) -> None:
+    with pytest.raises(errors.InvalidRequest, match="malformed request"):
+        wire.read_name(data)
+
+
+@hypothesis.given(
+    name=st.text(min_size=1, max_size=300),
+    new=st.text(min_size=1, max_size=300),
+    version=st.text(max_size=20),
+    tensor=st.binary(max_size=2000),
+)
+def test_rewrite_agrees_with_protobuf(name: str, new: str, version: str, tensor: bytes) -> None:
+    req = service_pb2.ModelInferRequest(model_name=name, model_version=version)
+    req.raw_input_contents.append(tensor)
+    data = req.SerializeToString()
+    assert wire.read_name(data) == name
+    out = service_pb2.ModelInferRequest.FromString(wire.rewrite_name(data, new))
+    req.model_name = new
+    assert out == req
+
+
+@hypothesis.given(st.binary(max_size=64))
+def test_arbitrary_bytes_never_crash_the_reader(data: bytes) -> None:
+    try:
+        wire.read_name(data)
+    except errors.InvalidRequest:
+        pass
