@@ -241,15 +241,16 @@ class CacheManager:
             await self._load_failed(c, e)
             return
         c.size_bytes = max(measured, self._cache.min_model_size_bytes)
-        c.state = _State.LOADED
-        c.ready.set_result(None)
         log.info(
-            "model %s loaded in %.0f ms, %d bytes", model_id, (time.monotonic() - t0) * 1000,
+            "model %s loaded in %.0f ms, %d bytes",
+            model_id,
+            (time.monotonic() - t0) * 1000,
             c.size_bytes,
         )
-        self._changed()
         size = c.size_bytes
+        rec: records.ModelRecord | None = c.source
         try:
+            # Recorded before anyone is told, so a status read next says LOADED.
             rec = await self._record(
                 model_id,
                 lambda r: dataclasses.replace(
@@ -261,7 +262,9 @@ class CacheManager:
             )
         except errors.MeshError as e:
             log.warning("model %s loaded but its record could not be written: %s", model_id, e)
-            return
+        c.state = _State.LOADED
+        c.ready.set_result(None)
+        self._changed()
         if rec is None or not rec.same_source(c.source):
             # Unregistered or redefined while loading: this copy is stale.
             self._spawn(self._unload(model_id, "unregistered or changed while loading"))
@@ -285,22 +288,24 @@ class CacheManager:
             err = errors.ModelLoadFailed(model_id, f"{type(e).__name__}: {e}")
         message = err.reason if isinstance(err, errors.ModelLoadFailed) else err.message
         log.warning("model %s failed to load: %s", model_id, message)
-        self._copies.pop(model_id, None)
-        if not c.ready.done():
-            c.ready.set_exception(err)
-            c.ready.exception()  # retrieved: no "never retrieved" warning if nobody waits
-        self._changed()
         with contextlib.suppress(Exception):
             await self._runtime.unload(model_id)
         with contextlib.suppress(Exception):
             await self._puller.remove(model_id)
-        if isinstance(err, errors.ModelLoadFailed | errors.InsufficientCapacity):
-            failure = records.FailureInfo(_now_ms(), message)
-            with contextlib.suppress(errors.MeshError):
+        # Record the failure before anyone hears of it, so the status they
+        # read next says LOADING_FAILED with the runtime's message.
+        with contextlib.suppress(errors.MeshError):
+            if isinstance(err, errors.ModelLoadFailed | errors.InsufficientCapacity):
+                failure = records.FailureInfo(_now_ms(), message)
                 await self._record(model_id, lambda r: r.with_failure(self.instance_id, failure))
-        else:
-            with contextlib.suppress(errors.MeshError):
+            else:
                 await self._record(model_id, lambda r: r.without_copy(self.instance_id))
+        if self._copies.get(model_id) is c:
+            del self._copies[model_id]
+        if not c.ready.done():
+            c.ready.set_exception(err)
+            c.ready.exception()  # retrieved: no "never retrieved" warning if nobody waits
+        self._changed()
 
     async def _make_room(self, c: _Copy) -> None:
         """Evict least recently used copies until ``c`` fits (``c`` itself is
@@ -359,10 +364,11 @@ class CacheManager:
         self, model_id: str, change: _Change
     ) -> records.ModelRecord | None:
         """Apply ``change`` to the model's record if it still exists (an
-        unregistered model stays unregistered)."""
-        return await self._store.update_model(
-            model_id, lambda r: r if r is None else change(r)
-        )
+        unregistered model stays unregistered), and wait until this node's
+        mirror shows it, so a status read after this call sees the change."""
+        rec = await self._store.update_model(model_id, lambda r: r if r is None else change(r))
+        await self._table.wait_until(lambda: self._table.model(model_id) == rec, 5.0)
+        return rec
 
     def _on_table_change(self, kind: str, model_id: str) -> None:
         if kind != "model":

@@ -86,7 +86,7 @@ def _range_end(prefix: str) -> bytes:
 class EtcdKV:
     """A :class:`mesh.kv.KVStore` on an etcd cluster.
 
-    Build it with :func:`connect` (or the constructor, then :meth:`connect`).
+    Build it with :meth:`connect` (or the constructor, then :meth:`open`).
     ``timeout`` bounds each unary call, retries included.
     """
 
@@ -122,7 +122,25 @@ class EtcdKV:
     def _where(self) -> str:
         return f"etcd at {','.join(self.endpoints)}"
 
-    async def connect(self, *, check: bool = True) -> None:
+    @classmethod
+    async def connect(
+        cls,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - bounds each later call too, not just this one
+        check: bool = True,
+    ) -> EtcdKV:
+        """A connected store; with ``check``, raise
+        :class:`mesh.errors.StoreUnavailable` unless etcd answers a read."""
+        store = cls(endpoints, timeout=timeout)
+        try:
+            await store.open(check=check)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def open(self, *, check: bool = True) -> None:
         """Open the channel; with ``check``, prove etcd answers a read
         (:class:`mesh.errors.StoreUnavailable` if not)."""
         if not self._connected:
@@ -359,6 +377,14 @@ class EtcdKV:
             if not reopen:
                 raise errors.StoreUnavailable(f"{self._where}: watch {prefix!r} stream ended")
 
+    async def compact(self, revision: int) -> None:
+        """Forget history before ``revision`` (operators and tests: watches
+        from older revisions then end with :class:`mesh.kv.WatchLost`)."""
+        await self._call(
+            f"compact to {revision}",
+            lambda: self._kv().compact(revision, physical=True, timeout=self.timeout),
+        )
+
     async def grant_lease(self, ttl_seconds: int) -> int:
         resp = await self._call(
             "lease grant", lambda: self._lease().grant(ttl_seconds, timeout=self.timeout)
@@ -396,12 +422,5 @@ async def connect(
     timeout: float = 5.0,  # noqa: ASYNC109 - bounds each later call too, not just this one
     check: bool = True,
 ) -> EtcdKV:
-    """A connected :class:`EtcdKV`; with ``check``, raise
-    :class:`mesh.errors.StoreUnavailable` unless etcd answers a read."""
-    store = EtcdKV(endpoints, timeout=timeout)
-    try:
-        await store.connect(check=check)
-    except BaseException:
-        await store.close()
-        raise
-    return store
+    """:meth:`EtcdKV.connect`: a connected store on ``endpoints``."""
+    return await EtcdKV.connect(endpoints, timeout=timeout, check=check)

@@ -47,13 +47,12 @@ def _edge(method: _Handler[_R]) -> _Handler[_R]:
 
 
 def _model_status(view: management.ModelStatusView) -> Any:
-    enum = pb2.ModelStatusInfo.ModelStatus
     return pb2.ModelStatusInfo(
-        status=enum.Value(view.status.value),
+        status=view.status.value,
         errors=list(view.errors),
         modelCopyInfos=[
             pb2.ModelStatusInfo.ModelCopyInfo(
-                location=c.location, copyStatus=enum.Value(c.status.value), time=c.time_ms
+                location=c.location, copyStatus=c.status.value, time=c.time_ms
             )
             for c in view.copies
         ],
@@ -62,7 +61,7 @@ def _model_status(view: management.ModelStatusView) -> Any:
 
 def _vmodel_status(view: management.VModelStatusView) -> Any:
     msg = pb2.VModelStatusInfo(
-        status=pb2.VModelStatusInfo.VModelStatus.Value(view.status.value),
+        status=view.status.value,
         activeModelId=view.active_model_id,
         targetModelId=view.target_model_id,
         activeModelStatus=_model_status(view.active),

@@ -71,6 +71,11 @@ class MemoryKV:
         """The store's current revision."""
         return self._revision
 
+    @property
+    def open_watches(self) -> int:
+        """How many watches are open (started and not yet closed)."""
+        return len(self._watches)
+
     def leases(self) -> dict[int, set[str]]:
         """Live lease id → the keys attached to it."""
         return {i: set(lease.keys) for i, lease in self._leases.items()}

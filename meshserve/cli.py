@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meshserve: {e.message}", file=sys.stderr)
         return 1
     except grpc.RpcError as e:
-        print(f"meshserve: {e.code().name}: {e.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"meshserve: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

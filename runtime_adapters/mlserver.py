@@ -432,7 +432,7 @@ class MLServerAdapter:
             return
         if self._child is not None and self._child.running():
             return
-        executable = self.config.venv / "bin" / "mlserver"
+        executable = (self.config.venv / "bin" / "mlserver").absolute()
         if not executable.is_file():
             raise errors.RuntimeUnavailable(
                 f"MLServer is not installed: {executable} is missing (run `make install`)"
@@ -460,7 +460,10 @@ class MLServerAdapter:
         )
         self._loaded_implementations.clear()
         started = time.monotonic()
-        child.start()
+        try:
+            child.start()
+        except OSError as e:
+            raise errors.RuntimeUnavailable(f"cannot start {executable}: {e}") from e
         self._child = child
         try:
             await self._wait_ready(started + cfg.start_timeout_seconds)
@@ -504,7 +507,7 @@ class MLServerAdapter:
             if left <= 0:
                 tail = (
                     f"; its log ({self.log_path}) ends:\n{self._child.log_tail()}"
-                    if (self._child)
+                    if self._child
                     else ""
                 )
                 raise errors.RuntimeUnavailable(

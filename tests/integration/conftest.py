@@ -5,4 +5,5 @@ Each fixture module owns one kind of server; they are registered here."""
 pytest_plugins = [
     "tests.integration.etcd_fixtures",
     "tests.integration.mlserver_fixtures",
+    "tests.integration.mesh_fixtures",
 ]

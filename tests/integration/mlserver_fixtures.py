@@ -101,6 +101,12 @@ def wine_sample(sample_dir: pathlib.Path) -> samples.Sample:
 
 
 @pytest.fixture(scope="session")
+def diabetes_sample(sample_dir: pathlib.Path) -> samples.Sample:
+    """scikit-learn ridge regression on diabetes (float predictions)."""
+    return samples.train_diabetes_ridge(sample_dir / "diabetes")
+
+
+@pytest.fixture(scope="session")
 def xgboost_sample(sample_dir: pathlib.Path, mlserver_venv: pathlib.Path) -> samples.Sample:
     """xgboost classifier on iris (``model.json``), trained in MLServer's venv."""
     return samples.train_xgboost_in(mlserver_venv / "bin" / "python", sample_dir / "xgboost")

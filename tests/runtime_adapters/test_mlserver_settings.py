@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from mesh import errors
+from mesh import errors, interfaces
 from runtime_adapters import mlserver
 
 FOLDER = pathlib.Path("/models/m1")
@@ -258,7 +258,14 @@ def test_checks_the_type_before_the_folder(tmp_path: pathlib.Path) -> None:
         mlserver.prepare_model_folder("m1", "onnx", tmp_path / "nope")
 
 
-# -- addresses --------------------------------------------------------------
+# -- the adapter without a server -------------------------------------------
+
+
+def test_is_a_runtime_adapter_for_sklearn_and_xgboost(tmp_path: pathlib.Path) -> None:
+    config = mlserver.MLServerConfig(model_dir=tmp_path, venv=tmp_path)
+    adapter: interfaces.RuntimeAdapter = mlserver.MLServerAdapter(config)  # checked by mypy
+    assert adapter.name == "mlserver"
+    assert {"sklearn", "xgboost"} <= set(adapter.supported_model_types())
 
 
 def test_grpc_target_is_the_endpoint_when_one_is_given(tmp_path: pathlib.Path) -> None:

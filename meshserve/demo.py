@@ -1,0 +1,175 @@
+"""``meshserve demo``: a local mesh serving real models, end to end.
+
+What a new user runs first (``make demo``). It does, in order, what a user
+would do by hand:
+
+1. start ``meshserve up`` as a child process (etcd, a node, MLServer);
+2. train three small scikit-learn models and save them to a folder;
+3. register each as a KServe ModelMesh ``Predictor`` (the YAML is written
+   next to the models, and applied as ``meshserve predictor apply`` does);
+4. call each model with ``tritonclient.grpc`` through the mesh's one
+   endpoint, and print the answers next to scikit-learn's own;
+5. print the Predictors and the placement table;
+6. stop the mesh with SIGTERM and check that nothing was left running.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+import psutil
+import yaml
+from tritonclient import grpc as triton
+
+from mesh import errors, processes
+from meshserve import client, samples
+
+INPUT_NAME = "predict"
+OUTPUT_NAME = "predict"
+
+
+def _wait_ready(url: str, up: processes.ChildProcess, timeout: float) -> float:
+    t0 = time.monotonic()
+    c = triton.InferenceServerClient(url)
+    try:
+        while time.monotonic() - t0 < timeout:
+            if not up.running():
+                raise errors.RuntimeUnavailable(
+                    f"meshserve up exited with {up.returncode()}; its log ends:\n{up.log_tail()}"
+                )
+            try:
+                if c.is_server_ready(client_timeout=1.0):
+                    return time.monotonic() - t0
+            except Exception:
+                pass
+            time.sleep(0.1)
+    finally:
+        c.close()
+    raise errors.RuntimeUnavailable(
+        f"the mesh was not ready within {timeout:.0f} s; log ends:\n{up.log_tail()}"
+    )
+
+
+def _predictor_yaml(name: str, sample: samples.Sample) -> str:
+    doc = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "Predictor",
+        "metadata": {"name": name},
+        "spec": {"modelType": {"name": sample.model_type}, "storage": {"path": str(sample.folder)}},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _infer(c: triton.InferenceServerClient, name: str, x: np.ndarray) -> np.ndarray:
+    inp = triton.InferInput(INPUT_NAME, list(x.shape), "FP64")
+    inp.set_data_from_numpy(x.astype(np.float64))
+    result = c.infer(name, [inp], outputs=[triton.InferRequestedOutput(OUTPUT_NAME)])
+    out: np.ndarray = result.as_numpy(OUTPUT_NAME)
+    return out
+
+
+def run(grpc_port: int, data_dir: pathlib.Path) -> int:
+    data_dir = data_dir.resolve()
+    for sub in ("models", "model-store", "predictors"):
+        shutil.rmtree(data_dir / sub, ignore_errors=True)
+    shutil.rmtree(data_dir / "etcd", ignore_errors=True)  # a fresh table each demo
+    endpoint = f"127.0.0.1:{grpc_port}"
+    if processes.port_open("127.0.0.1", grpc_port):
+        print(f"port {grpc_port} is taken; pass --grpc-port", file=sys.stderr)
+        return 1
+
+    print(f"== 1. starting a local mesh: meshserve up --grpc-port {grpc_port} --data-dir {data_dir}")
+    up = processes.ChildProcess(
+        "meshserve up",
+        [sys.executable, "-m", "meshserve.cli", "up", "--grpc-port", str(grpc_port),
+         "--data-dir", str(data_dir)],
+        data_dir / "logs" / "up.log",
+    )
+    up.start()
+    try:
+        took = _wait_ready(endpoint, up, 120)
+        print(f"   ready in {took:.1f} s (etcd + node + MLServer); log: {up.log_path}")
+
+        print("== 2. training three scikit-learn models")
+        store = data_dir / "model-store"
+        trained = {
+            "iris-logistic": samples.train_iris_logistic(store / "iris-logistic"),
+            "wine-forest": samples.train_wine_forest(store / "wine-forest"),
+            "diabetes-ridge": samples.train_diabetes_ridge(store / "diabetes-ridge"),
+        }
+        for name, s in trained.items():
+            print(f"   {name}: {s.model_file}")
+
+        print("== 3. registering them as Predictors (meshserve predictor apply -f ...)")
+        with client.MeshClient(endpoint) as mc:
+            for name, s in trained.items():
+                path = data_dir / "predictors" / f"{name}.yaml"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(_predictor_yaml(name, s))
+                for spec in client.load_predictors(path.read_text()):
+                    mc.apply(spec)
+                    print(f"   predictor/{spec.name} configured (model {spec.model_id})")
+
+            print("== 4. inference through the mesh with tritonclient.grpc at " + endpoint)
+            tc = triton.InferenceServerClient(endpoint)
+            ok = True
+            try:
+                for name, s in trained.items():
+                    t0 = time.perf_counter()
+                    got = _infer(tc, name, s.inputs)
+                    cold = (time.perf_counter() - t0) * 1000
+                    t0 = time.perf_counter()
+                    _infer(tc, name, s.inputs)
+                    warm = (time.perf_counter() - t0) * 1000
+                    same = np.allclose(got.astype(np.float64), s.expected.astype(np.float64))
+                    ok &= bool(same)
+                    print(f"   {name}: first call {cold:.0f} ms (loads the model), "
+                          f"next {warm:.1f} ms — {'matches' if same else 'DIFFERS FROM'} "
+                          "scikit-learn")
+                    for row, mesh_y, sk_y in zip(s.inputs[:3], got[:3], s.expected[:3], strict=True):
+                        print(f"     x={np.round(row[:4], 2).tolist()}...  mesh={_fmt(mesh_y)}"
+                              f"  sklearn={_fmt(sk_y)}")
+            finally:
+                tc.close()
+
+            print("== 5. the Predictors and the placement table")
+            print(_indent(client.vmodels_table(mc.vmodels())))
+            print()
+            print(_indent(client.models_table(mc.models())))
+            print()
+            print(_indent(client.nodes_table(mc.instances())))
+    finally:
+        print("== 6. stopping the mesh (SIGTERM)")
+        group = _group_members(up.pid)
+        t0 = time.monotonic()
+        up.stop(timeout=30)
+        left = [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        print(f"   stopped in {time.monotonic() - t0:.1f} s; "
+              f"{'no process left behind' if not left else f'LEFT RUNNING: {left}'}")
+    if not ok:
+        print("demo FAILED: an answer differs from scikit-learn's", file=sys.stderr)
+        return 1
+    print("demo OK")
+    return 0
+
+
+def _group_members(pid: int | None) -> list[psutil.Process]:
+    if pid is None:
+        return []
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _fmt(v: object) -> str:
+    return f"{float(v):.3f}" if isinstance(v, np.floating | float) else str(v)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())

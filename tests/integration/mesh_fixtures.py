@@ -1,0 +1,120 @@
+"""A real mesh node for the tests: real etcd, real MLServer, real gRPC port.
+
+The node runs on an event loop in a thread of its own, the way it runs in its
+own process in production, so tests talk to it as users do: with the
+synchronous ``tritonclient.grpc`` client and the CLI's :class:`MeshClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import pathlib
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from mesh import etcd_server, settings
+from meshserve import client, node
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+_T = TypeVar("_T")
+_prefixes = itertools.count(1)
+
+
+class NodeThread:
+    """A :class:`meshserve.node.Node` serving from a background thread."""
+
+    def __init__(self, config: settings.Settings) -> None:
+        self.config = config
+        self.node = node.Node(config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.node.port}"
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 120) -> _T:
+        """Run ``coro`` on the node's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.run(self.node.start())
+
+    def stop(self) -> None:
+        try:
+            self.run(self.node.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+    def client(self) -> client.MeshClient:
+        return client.MeshClient(self.endpoint)
+
+
+def node_settings(
+    etcd_endpoint: str, data_dir: pathlib.Path, **cache: Any
+) -> settings.Settings:
+    """Settings of a test node: free port, its own etcd prefix and folders."""
+    return settings.Settings(
+        kv=settings.KVSettings(endpoints=(etcd_endpoint,), prefix=f"test{next(_prefixes)}"),
+        service=settings.ServiceSettings(host="127.0.0.1", grpc_port=0),
+        cache=dataclasses.replace(settings.CacheSettings(), **cache),
+        node=settings.NodeSettings(
+            instance_id=f"node-{data_dir.name}", data_dir=data_dir, models_root=data_dir
+        ),
+        runtime=settings.RuntimeSettings(venv=REPO_ROOT / ".runtimes"),
+    )
+
+
+@pytest.fixture(scope="module")
+def module_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcd_server.EtcdServer]:
+    """One real etcd shared by a test module."""
+    server = etcd_server.EtcdServer(tmp_path_factory.mktemp("etcd") / "data", fast=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh_node(
+    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeThread]:
+    """One node with its own MLServer, shared by a test module (tests use
+    model names of their own)."""
+    n = NodeThread(node_settings(module_etcd.endpoint, tmp_path_factory.mktemp("node")))
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+@pytest.fixture
+def small_node(
+    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeThread]:
+    """A node that holds two models at most: every model counts as at least
+    100 MiB and the capacity is 250 MiB."""
+    n = NodeThread(
+        node_settings(
+            module_etcd.endpoint,
+            tmp_path_factory.mktemp("small"),
+            capacity_bytes=250 * MiB,
+            min_model_size_bytes=100 * MiB,
+        )
+    )
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
