@@ -360,9 +360,7 @@ class CacheManager:
 
     # -- etcd bookkeeping --------------------------------------------------------
 
-    async def _record(
-        self, model_id: str, change: _Change
-    ) -> records.ModelRecord | None:
+    async def _record(self, model_id: str, change: _Change) -> records.ModelRecord | None:
         """Apply ``change`` to the model's record if it still exists (an
         unregistered model stays unregistered), and wait until this node's
         mirror shows it, so a status read after this call sees the change."""
@@ -413,4 +411,3 @@ class CacheManager:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
-

@@ -127,7 +127,7 @@ class EtcdKV:
         cls,
         endpoints: Sequence[str],
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - bounds each later call too, not just this one
+        timeout: float = 5.0,
         check: bool = True,
     ) -> EtcdKV:
         """A connected store; with ``check``, raise
@@ -419,7 +419,7 @@ class EtcdKV:
 async def connect(
     endpoints: Sequence[str],
     *,
-    timeout: float = 5.0,  # noqa: ASYNC109 - bounds each later call too, not just this one
+    timeout: float = 5.0,
     check: bool = True,
 ) -> EtcdKV:
     """:meth:`EtcdKV.connect`: a connected store on ``endpoints``."""

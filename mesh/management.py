@@ -145,7 +145,9 @@ class Management:
             return dataclasses.replace(new, last_used_ms=cur.last_used_ms)
 
         rec = await self._store.update_model(model_id, change)
-        await self._table.wait_until(lambda: self._table.model(model_id) == rec, _MIRROR_WAIT_SECONDS)
+        await self._table.wait_until(
+            lambda: self._table.model(model_id) == rec, _MIRROR_WAIT_SECONDS
+        )
         if load_now:
             await self._load(model_id, sync)
         return self.model_status(model_id)
@@ -171,8 +173,7 @@ class Management:
             status=status,
             errors=tuple(f"{inst}: {f.message}" for inst, f in failures.items()),
             copies=tuple(
-                CopyView(inst, records.ModelStatus(c.state.value), c.since_ms)
-                for inst, c in copies
+                CopyView(inst, records.ModelStatus(c.state.value), c.since_ms) for inst, c in copies
             )
             + tuple(
                 CopyView(inst, records.ModelStatus.LOADING_FAILED, f.time_ms)
@@ -376,4 +377,3 @@ class Management:
 
 def _models_of(v: records.VModelRecord | None) -> set[str]:
     return set() if v is None else {v.active_model, v.target_model}
-

@@ -83,7 +83,9 @@ class Membership:
                 if now >= next_keepalive:
                     next_keepalive = now + keepalive_every
                     if not await self._store.kv.keep_alive(self._lease):
-                        log.warning("lease of instance %s expired; re-registering", self._instance_id)
+                        log.warning(
+                            "lease of instance %s expired; re-registering", self._instance_id
+                        )
                         self._lease = await self._store.kv.grant_lease(self._ttl)
                         await self._publish(force=True)
                         continue

@@ -118,9 +118,7 @@ def parse(doc: object) -> PredictorSpec:
     if not path:
         raise errors.InvalidPredictor("spec.storage.path", "is required")
     raw_params = _mapping(storage.get("parameters"), "spec.storage.parameters")
-    params = {
-        str(k): _string(v, f"spec.storage.parameters.{k}") for k, v in raw_params.items()
-    }
+    params = {str(k): _string(v, f"spec.storage.parameters.{k}") for k, v in raw_params.items()}
     bucket = _string(s3.get("bucket"), "spec.storage.s3.bucket")
     if bucket:
         params.setdefault("bucket", bucket)

@@ -129,12 +129,10 @@ class ModelRecord:
                 "storage_params": dict(self.storage_params),
                 "schema_path": self.schema_path,
                 "copies": {
-                    k: {"state": c.state.value, "since": c.since_ms}
-                    for k, c in self.copies.items()
+                    k: {"state": c.state.value, "since": c.since_ms} for k, c in self.copies.items()
                 },
                 "failures": {
-                    k: {"time": f.time_ms, "message": f.message}
-                    for k, f in self.failures.items()
+                    k: {"time": f.time_ms, "message": f.message} for k, f in self.failures.items()
                 },
                 "last_used": self.last_used_ms,
                 "size": self.size_bytes,
@@ -314,9 +312,7 @@ def recent_failures(
     record: ModelRecord, now_ms: int, failure_expiry_ms: int
 ) -> dict[str, FailureInfo]:
     """The failures not yet expired, by instance."""
-    return {
-        k: f for k, f in record.failures.items() if now_ms - f.time_ms < failure_expiry_ms
-    }
+    return {k: f for k, f in record.failures.items() if now_ms - f.time_ms < failure_expiry_ms}
 
 
 def _dump(d: Mapping[str, Any]) -> bytes:

@@ -119,8 +119,16 @@ class Settings:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?)?[Bb]?\s*$")
 _UNITS = {
     None: 1,
-    "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
 }
 
 
@@ -185,7 +193,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
         return default if v is None else parse_size(v, name)
 
     kv_d, svc_d, cache_d, node_d, rt_d = (
-        KVSettings(), ServiceSettings(), CacheSettings(), NodeSettings(), RuntimeSettings()
+        KVSettings(),
+        ServiceSettings(),
+        CacheSettings(),
+        NodeSettings(),
+        RuntimeSettings(),
     )
     kv_store = get("KV_STORE")
     kv = KVSettings(
@@ -207,9 +219,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         size_multiplier=number("MESHSERVE_SIZE_MULTIPLIER", cache_d.size_multiplier),
         min_model_size_bytes=size("MESHSERVE_MIN_MODEL_SIZE", cache_d.min_model_size_bytes),
         load_timeout_seconds=number("MESHSERVE_LOAD_TIMEOUT", cache_d.load_timeout_seconds),
-        failure_expiry_seconds=number(
-            "MESHSERVE_FAILURE_EXPIRY", cache_d.failure_expiry_seconds
-        ),
+        failure_expiry_seconds=number("MESHSERVE_FAILURE_EXPIRY", cache_d.failure_expiry_seconds),
         last_used_write_interval_seconds=number(
             "MESHSERVE_LAST_USED_INTERVAL", cache_d.last_used_write_interval_seconds
         ),
@@ -228,9 +238,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         kind=get("MESHSERVE_RUNTIME") or rt_d.kind,
         endpoint=runtime_endpoint,
         venv=pathlib.Path(get("MESHSERVE_RUNTIMES_DIR") or rt_d.venv),
-        start_timeout_seconds=number(
-            "MESHSERVE_RUNTIME_START_TIMEOUT", rt_d.start_timeout_seconds
-        ),
+        start_timeout_seconds=number("MESHSERVE_RUNTIME_START_TIMEOUT", rt_d.start_timeout_seconds),
     )
     if cache.capacity_bytes <= 0:
         raise errors.ConfigError("MESHSERVE_CAPACITY: must be more than 0 bytes")

@@ -142,7 +142,7 @@ class PlacementTable:
     async def wait_until(
         self,
         predicate: Callable[[], bool],
-        timeout: float | None,  # noqa: ASYNC109 - a bounded wait is the point of the call
+        timeout: float | None,
     ) -> bool:
         """Wait until ``predicate()`` is true, checking it after each applied
         change; ``False`` if ``timeout`` seconds pass first."""
@@ -160,7 +160,7 @@ class PlacementTable:
     async def wait_for_revision(
         self,
         revision: int,
-        timeout: float | None,  # noqa: ASYNC109 - a bounded wait is the point of the call
+        timeout: float | None,
     ) -> bool:
         """Wait until the mirror has applied ``revision`` (a revision written
         under the prefix, e.g. one a compare-and-set returned)."""

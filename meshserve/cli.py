@@ -90,7 +90,9 @@ def _mesh_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=pathlib.Path, default=d.data_dir)
     p.add_argument("--etcd", default="", help="use this etcd HOST:PORT instead of starting one")
     p.add_argument(
-        "--models-root", type=pathlib.Path, default=d.models_root,
+        "--models-root",
+        type=pathlib.Path,
+        default=d.models_root,
         help="base of relative Predictor storage paths (default: the current folder)",
     )
 
@@ -195,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "node":
             asyncio.run(_node())
         elif args.command == "demo":
-            from meshserve import demo
+            from meshserve import demo  # noqa: PLC0415 - needs scikit-learn, a dev extra
 
             return demo.run(args.grpc_port, args.data_dir)
         else:

@@ -44,7 +44,9 @@ class MeshClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def apply(self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False) -> Any:
+    def apply(
+        self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False
+    ) -> Any:
         """Register a Predictor: a vmodel named after it, pointing at the
         concrete model its spec defines."""
         return self.mesh.setVModel(

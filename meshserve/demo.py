@@ -82,11 +82,21 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
         print(f"port {grpc_port} is taken; pass --grpc-port", file=sys.stderr)
         return 1
 
-    print(f"== 1. starting a local mesh: meshserve up --grpc-port {grpc_port} --data-dir {data_dir}")
+    print(
+        f"== 1. starting a local mesh: meshserve up --grpc-port {grpc_port} --data-dir {data_dir}"
+    )
     up = processes.ChildProcess(
         "meshserve up",
-        [sys.executable, "-m", "meshserve.cli", "up", "--grpc-port", str(grpc_port),
-         "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "meshserve.cli",
+            "up",
+            "--grpc-port",
+            str(grpc_port),
+            "--data-dir",
+            str(data_dir),
+        ],
         data_dir / "logs" / "up.log",
     )
     up.start()
@@ -127,12 +137,18 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
                     warm = (time.perf_counter() - t0) * 1000
                     same = np.allclose(got.astype(np.float64), s.expected.astype(np.float64))
                     ok &= bool(same)
-                    print(f"   {name}: first call {cold:.0f} ms (loads the model), "
-                          f"next {warm:.1f} ms — {'matches' if same else 'DIFFERS FROM'} "
-                          "scikit-learn")
-                    for row, mesh_y, sk_y in zip(s.inputs[:3], got[:3], s.expected[:3], strict=True):
-                        print(f"     x={np.round(row[:4], 2).tolist()}...  mesh={_fmt(mesh_y)}"
-                              f"  sklearn={_fmt(sk_y)}")
+                    print(
+                        f"   {name}: first call {cold:.0f} ms (loads the model), "
+                        f"next {warm:.1f} ms — {'matches' if same else 'DIFFERS FROM'} "
+                        "scikit-learn"
+                    )
+                    for row, mesh_y, sk_y in zip(
+                        s.inputs[:3], got[:3], s.expected[:3], strict=True
+                    ):
+                        print(
+                            f"     x={np.round(row[:4], 2).tolist()}...  mesh={_fmt(mesh_y)}"
+                            f"  sklearn={_fmt(sk_y)}"
+                        )
             finally:
                 tc.close()
 
@@ -148,8 +164,10 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
         t0 = time.monotonic()
         up.stop(timeout=30)
         left = [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        print(f"   stopped in {time.monotonic() - t0:.1f} s; "
-              f"{'no process left behind' if not left else f'LEFT RUNNING: {left}'}")
+        print(
+            f"   stopped in {time.monotonic() - t0:.1f} s; "
+            f"{'no process left behind' if not left else f'LEFT RUNNING: {left}'}"
+        )
     if not ok:
         print("demo FAILED: an answer differs from scikit-learn's", file=sys.stderr)
         return 1

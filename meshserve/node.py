@@ -171,9 +171,11 @@ class Node:
             model_count=m.model_count(),
             in_flight_loads=m.loading_count(),
             rpm=m.requests_per_minute(),
-            labels=(f"rt:{self.runtime.name}",)
-            + tuple(f"mt:{t}" for t in self.runtime.supported_model_types())
-            + self.config.node.labels,
+            labels=(
+                f"rt:{self.runtime.name}",
+                *(f"mt:{t}" for t in self.runtime.supported_model_types()),
+                *self.config.node.labels,
+            ),
             version=version(),
             start_ms=self.started_ms,
         )

@@ -142,4 +142,3 @@ class DataPlane:
             self._table.model(model_id), int(time.time() * 1000), self._failure_expiry_ms
         )
         return status is not records.ModelStatus.LOADING_FAILED
-

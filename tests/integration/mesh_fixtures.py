@@ -59,9 +59,7 @@ class NodeThread:
         return client.MeshClient(self.endpoint)
 
 
-def node_settings(
-    etcd_endpoint: str, data_dir: pathlib.Path, **cache: Any
-) -> settings.Settings:
+def node_settings(etcd_endpoint: str, data_dir: pathlib.Path, **cache: Any) -> settings.Settings:
     """Settings of a test node: free port, its own etcd prefix and folders."""
     return settings.Settings(
         kv=settings.KVSettings(endpoints=(etcd_endpoint,), prefix=f"test{next(_prefixes)}"),

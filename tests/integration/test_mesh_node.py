@@ -112,7 +112,9 @@ def test_the_response_carries_the_name_the_caller_used(
         inp.set_data_from_numpy(x)
         result = c.infer(name, [inp])
         assert result.get_response().model_name == name
-        np.testing.assert_allclose(result.as_numpy("predict").reshape(-1), trained["diabetes"].expected)
+        np.testing.assert_allclose(
+            result.as_numpy("predict").reshape(-1), trained["diabetes"].expected.astype(np.float64)
+        )
         meta = c.get_model_metadata(name)
         assert meta.name == name
         assert c.is_model_ready(name)
@@ -138,8 +140,9 @@ def test_unknown_model_is_not_found_naming_the_model(mesh_node: mesh_fixtures.No
         _infer(mesh_node.endpoint, "no-such-model", np.zeros((1, 4)))
     assert info.value.status() == "StatusCode.NOT_FOUND"
     assert "no-such-model" in info.value.message()
-    with triton.InferenceServerClient(mesh_node.endpoint) as c, pytest.raises(
-        InferenceServerException, match="no-such-model"
+    with (
+        triton.InferenceServerClient(mesh_node.endpoint) as c,
+        pytest.raises(InferenceServerException, match="no-such-model"),
     ):
         c.is_model_ready("no-such-model")
 
@@ -216,7 +219,8 @@ def test_applying_a_changed_predictor_moves_it_to_the_new_model(
     mesh.apply(second)
     _wait(lambda: mesh.vmodel_status(name).activeModelId == second.model_id)
     np.testing.assert_allclose(
-        _infer(mesh_node.endpoint, name, trained["diabetes"].inputs), trained["diabetes"].expected
+        _infer(mesh_node.endpoint, name, trained["diabetes"].inputs),
+        trained["diabetes"].expected.astype(np.float64),
     )
     _wait(lambda: _model_state(mesh, first.model_id) == "NOT_FOUND")
 
@@ -226,7 +230,9 @@ def test_registering_a_model_again_with_a_different_spec_updates_it(
 ) -> None:
     model_id = _name("direct")
     info = pb2.ModelInfo(type="sklearn", path=str(trained["iris"].folder))
-    mesh.mesh.registerModel(pb2.RegisterModelRequest(modelId=model_id, modelInfo=info, loadNow=True, sync=True))
+    mesh.mesh.registerModel(
+        pb2.RegisterModelRequest(modelId=model_id, modelInfo=info, loadNow=True, sync=True)
+    )
     assert _model_state(mesh, model_id) == "LOADED"
     np.testing.assert_array_equal(
         _infer(mesh_node.endpoint, model_id, trained["iris"].inputs), trained["iris"].expected
@@ -235,7 +241,7 @@ def test_registering_a_model_again_with_a_different_spec_updates_it(
     mesh.mesh.registerModel(pb2.RegisterModelRequest(modelId=model_id, modelInfo=info2))
     np.testing.assert_allclose(
         _infer(mesh_node.endpoint, model_id, trained["diabetes"].inputs),
-        trained["diabetes"].expected,
+        trained["diabetes"].expected.astype(np.float64),
     )
 
 
@@ -261,13 +267,15 @@ def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
         _wait(unloaded)
     model_dir = mesh_node.config.node.model_dir / spec.model_id
     _wait(lambda: not model_dir.exists())
-    with pytest.raises(InferenceServerException, match="NOT_FOUND|not registered"):
+    with pytest.raises(InferenceServerException, match=r"NOT_FOUND|not registered"):
         _infer(mesh_node.endpoint, name, trained["iris"].inputs)
 
 
 def test_bad_management_calls_get_clear_statuses(mesh: client.MeshClient) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        mesh.mesh.registerModel(pb2.RegisterModelRequest(modelId="a/b", modelInfo=pb2.ModelInfo(type="sklearn")))
+        mesh.mesh.registerModel(
+            pb2.RegisterModelRequest(modelId="a/b", modelInfo=pb2.ModelInfo(type="sklearn"))
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "a/b" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:
@@ -295,7 +303,7 @@ def test_evicts_least_recently_used_model_when_capacity_is_full(
             _infer(small_node.endpoint, names[k], trained[k].inputs)
         _infer(small_node.endpoint, names["iris"], trained["iris"].inputs)  # wine is now LRU
         got = _infer(small_node.endpoint, names["diabetes"], trained["diabetes"].inputs)
-        np.testing.assert_allclose(got, trained["diabetes"].expected)
+        np.testing.assert_allclose(got, trained["diabetes"].expected.astype(np.float64))
         _wait(lambda: _model_state(mesh, specs["wine"].model_id) == "NOT_LOADED")
         assert _model_state(mesh, specs["iris"].model_id) == "LOADED"
         assert _model_state(mesh, specs["diabetes"].model_id) == "LOADED"

@@ -54,7 +54,9 @@ def test_reads_modelmesh_serving_sample_yaml() -> None:
 def test_reads_the_current_storage_spelling() -> None:
     spec = predictor.parse(_doc(CURRENT))
     assert (spec.storage_key, spec.path, spec.schema_path) == (
-        "localMinIO", "sklearn/iris", "schema/iris.json"
+        "localMinIO",
+        "sklearn/iris",
+        "schema/iris.json",
     )
     assert spec.storage_params == {"bucket": "modelmesh-example-models"}
     assert spec.runtime == "mlserver-1.x"
@@ -74,7 +76,9 @@ def test_model_id_is_stable_and_changes_with_the_spec() -> None:
 def test_storage_key_json_round_trips() -> None:
     spec = predictor.parse(_doc(CURRENT))
     assert predictor.parse_storage_key(predictor.storage_key_json(spec)) == (
-        "localMinIO", {"bucket": "modelmesh-example-models"}, "schema/iris.json"
+        "localMinIO",
+        {"bucket": "modelmesh-example-models"},
+        "schema/iris.json",
     )
     assert predictor.parse_storage_key("plain-key") == ("plain-key", {}, "")
 

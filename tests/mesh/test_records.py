@@ -41,7 +41,9 @@ def test_unknown_json_fields_are_ignored() -> None:
     assert records.ModelRecord.from_json(data).path == "p"
 
 
-@pytest.mark.parametrize("data", [b"not json", b"[]", b'{"path":"p"}', b'{"type":"x","copies":{"n":{}}}'])
+@pytest.mark.parametrize(
+    "data", [b"not json", b"[]", b'{"path":"p"}', b'{"type":"x","copies":{"n":{}}}']
+)
 def test_malformed_json_is_refused_with_a_clear_error(data: bytes) -> None:
     with pytest.raises(errors.InvalidRequest, match="malformed ModelRecord"):
         records.ModelRecord.from_json(data)

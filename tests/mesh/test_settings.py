@@ -56,7 +56,13 @@ def test_malformed_values_name_the_variable(env: dict[str, str], named: str) -> 
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1048576", 2**20), ("512Mi", 512 * 2**20), ("2G", 2 * 10**9), ("1.5Gi", 3 * 2**29), ("10KiB", 10240)],
+    [
+        ("1048576", 2**20),
+        ("512Mi", 512 * 2**20),
+        ("2G", 2 * 10**9),
+        ("1.5Gi", 3 * 2**29),
+        ("10KiB", 10240),
+    ],
 )
 def test_parses_sizes_with_suffixes(text: str, size: int) -> None:
     assert settings.parse_size(text) == size
