@@ -1,0 +1,206 @@
+"""The ``meshserve`` command as a user types it, against a real node and a
+real ``meshserve up``."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+from tritonclient import grpc as triton
+
+from mesh import processes
+from meshserve import samples
+from tests.integration import mesh_fixtures
+
+PREDICTOR = """\
+apiVersion: serving.kserve.io/v1alpha1
+kind: Predictor
+metadata:
+  name: {name}
+spec:
+  modelType:
+    name: sklearn
+  storage:
+    path: {path}
+"""
+
+
+def meshserve(*args: str, endpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if endpoint:
+        env["MESHSERVE_ENDPOINT"] = endpoint
+    return subprocess.run(
+        [sys.executable, "-m", "meshserve.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_predictor_apply_list_status_delete(
+    mesh_node: mesh_fixtures.NodeThread, tmp_path: pathlib.Path
+) -> None:
+    root = mesh_node.config.node.models_root
+    sample = samples.train_iris_logistic(root / "user-models" / "iris")
+    f = tmp_path / "iris.yaml"
+    # A path relative to the node's models root, as in a ModelMesh Predictor.
+    rel = sample.folder.relative_to(root)
+    f.write_text(PREDICTOR.format(name="cli-iris", path=rel))
+    done = meshserve("predictor", "apply", "-f", str(f), endpoint=mesh_node.endpoint)
+    assert done.returncode == 0, done.stderr
+    assert "predictor/cli-iris configured" in done.stdout
+
+    listed = meshserve("predictor", "list", "--endpoint", mesh_node.endpoint)
+    assert listed.returncode == 0, listed.stderr
+    assert "cli-iris" in listed.stdout and "DEFINED" in listed.stdout
+
+    with triton.InferenceServerClient(mesh_node.endpoint) as c:
+        inp = triton.InferInput("predict", list(sample.inputs.shape), "FP64")
+        inp.set_data_from_numpy(sample.inputs)
+        got = c.infer("cli-iris", [inp]).as_numpy("predict").reshape(-1)
+    np.testing.assert_array_equal(got, sample.expected)
+
+    status = meshserve("predictor", "status", "cli-iris", endpoint=mesh_node.endpoint)
+    assert status.returncode == 0, status.stderr
+    assert "activeModelState:   Loaded" in status.stdout
+    assert "available:          true" in status.stdout
+
+    models = meshserve("models", endpoint=mesh_node.endpoint)
+    assert models.returncode == 0, models.stderr
+    (row,) = [line for line in models.stdout.splitlines() if line.startswith("cli-iris__")]
+    assert "LOADED" in row and mesh_node.config.node.instance_id in row
+
+    nodes = meshserve("nodes", endpoint=mesh_node.endpoint)
+    assert mesh_node.config.node.instance_id in nodes.stdout
+
+    deleted = meshserve("predictor", "delete", "cli-iris", endpoint=mesh_node.endpoint)
+    assert deleted.returncode == 0 and "deleted" in deleted.stdout
+    again = meshserve("predictor", "status", "cli-iris", endpoint=mesh_node.endpoint)
+    assert again.returncode == 1 and "not found" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        (PREDICTOR.replace("name: sklearn", "version: '1'"), "spec.modelType.name"),
+        (PREDICTOR.replace("kind: Predictor", "kind: Pod"), "'kind'"),
+        (PREDICTOR.replace("  storage:\n    path: {path}\n", ""), "spec.storage.path"),
+        ("apiVersion: [unclosed", "not valid YAML"),
+    ],
+)
+def test_a_malformed_predictor_is_refused_naming_the_field(
+    mesh_node: mesh_fixtures.NodeThread, tmp_path: pathlib.Path, text: str, complaint: str
+) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text.format(name="bad", path="/x"))
+    done = meshserve("predictor", "apply", "-f", str(f), endpoint=mesh_node.endpoint)
+    assert done.returncode == 1
+    assert complaint in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_endpoint_gives_one_clear_line() -> None:
+    port = processes.free_port()
+    done = meshserve("models", "--endpoint", f"127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert "UNAVAILABLE" in done.stderr and "Traceback" not in done.stderr
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    p = psutil.Process(pid)
+    return [p, *p.children(recursive=True)]
+
+
+def test_up_runs_a_local_mesh_and_sigterm_leaves_no_process(tmp_path: pathlib.Path) -> None:
+    port = processes.free_port()
+    sample = samples.train_iris_logistic(tmp_path / "iris")
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "meshserve.cli", "up", "--grpc-port", str(port),
+             "--data-dir", str(tmp_path / "data"), "--capacity", "512Mi"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "meshserve is up" not in log.read_text():
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        children = _tree(up.pid)
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+        assert "etcd" in names and "mlserver" in names
+        f = tmp_path / "p.yaml"
+        f.write_text(PREDICTOR.format(name="up-iris", path=sample.folder))
+        assert (
+            meshserve("predictor", "apply", "-f", str(f), endpoint=f"127.0.0.1:{port}").returncode
+            == 0
+        )
+        with triton.InferenceServerClient(f"127.0.0.1:{port}") as c:
+            inp = triton.InferInput("predict", list(sample.inputs.shape), "FP64")
+            inp.set_data_from_numpy(sample.inputs)
+            got = c.infer("up-iris", [inp]).as_numpy("predict").reshape(-1)
+        np.testing.assert_array_equal(got, sample.expected)
+        nodes = meshserve("nodes", endpoint=f"127.0.0.1:{port}")
+        assert "512.0 MiB" in nodes.stdout
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0, log.read_text()
+        gone = psutil.wait_procs(children, timeout=15)[1]
+        assert not gone, f"left running: {gone}"
+        assert "meshserve stopped." in log.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
+def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None:
+    data = tmp_path / "data"
+    sample = samples.train_iris_logistic(tmp_path / "iris")
+    f = tmp_path / "p.yaml"
+    f.write_text(PREDICTOR.format(name="kept", path=sample.folder))
+    for round_ in range(2):
+        port = processes.free_port()
+        log = tmp_path / f"up{round_}.log"
+        with open(log, "wb") as out:
+            up = subprocess.Popen(
+                [sys.executable, "-m", "meshserve.cli", "up", "--grpc-port", str(port),
+                 "--data-dir", str(data)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 90
+            while "meshserve is up" not in log.read_text():
+                assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            if round_ == 0:
+                assert (
+                    meshserve(
+                        "predictor", "apply", "-f", str(f), endpoint=f"127.0.0.1:{port}"
+                    ).returncode
+                    == 0
+                )
+            else:
+                listed = meshserve("predictor", "list", endpoint=f"127.0.0.1:{port}")
+                assert "kept" in listed.stdout
+                models = meshserve("models", endpoint=f"127.0.0.1:{port}")
+                # The copy held by the stopped node is gone from the table.
+                (row,) = [r for r in models.stdout.splitlines() if r.startswith("kept__")]
+                assert row.split()[1] == "NOT_LOADED"
+                with triton.InferenceServerClient(f"127.0.0.1:{port}") as c:
+                    inp = triton.InferInput("predict", list(sample.inputs.shape), "FP64")
+                    inp.set_data_from_numpy(sample.inputs)
+                    got = c.infer("kept", [inp]).as_numpy("predict").reshape(-1)
+                np.testing.assert_array_equal(got, sample.expected)
+        finally:
+            up.send_signal(signal.SIGTERM)
+            up.wait(60)
