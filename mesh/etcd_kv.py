@@ -48,8 +48,7 @@ _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_PUT = 0  # mvccpb.Event.EventType
-_DELETE = 1
+_DELETE = 1  # mvccpb.Event.EventType (PUT is 0)
 
 _CHANNEL_OPTIONS: list[tuple[str, int]] = [
     # One subchannel per client: gRPC otherwise shares subchannels between
@@ -68,6 +67,15 @@ _CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 class _Compacted(Exception):
     """A read at a revision etcd has compacted away."""
+
+
+def _raise_if_closed_under_us(where: str, what: str) -> None:
+    """grpc.aio cancels the calls in flight when their channel is closed; the
+    caller then sees ``CancelledError`` although nobody cancelled its task.
+    Report that as the store going away, and let real cancellations through."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() == 0:
+        raise errors.StoreUnavailable(f"{where}: {what}: the client was closed")
 
 
 def _normalise_endpoint(endpoint: str) -> str:
@@ -202,6 +210,9 @@ class EtcdKV:
             raise self._unavailable(what, exc) from exc
         except (etcd3aio.EtcdError, TimeoutError, grpc.RpcError) as exc:
             raise self._unavailable(what, exc) from exc
+        except asyncio.CancelledError:
+            _raise_if_closed_under_us(self._where, what)
+            raise
 
     # --- KVStore ----------------------------------------------------------
 
@@ -374,6 +385,9 @@ class EtcdKV:
                         yield batch
             except (etcd3aio.EtcdError, grpc.RpcError) as exc:
                 raise self._unavailable(f"watch {prefix!r}", exc) from exc
+            except asyncio.CancelledError:
+                _raise_if_closed_under_us(self._where, f"watch {prefix!r}")
+                raise
             if not reopen:
                 raise errors.StoreUnavailable(f"{self._where}: watch {prefix!r} stream ended")
 

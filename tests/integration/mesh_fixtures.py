@@ -15,9 +15,12 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import pytest
+from tritonclient import grpc as triton
 
-from mesh import etcd_server, settings
+from mesh import etcd_server, predictor, settings
 from meshserve import client, node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -116,3 +119,32 @@ def small_node(
         yield n
     finally:
         n.stop()
+
+
+def predictor_spec(
+    name: str, path: pathlib.Path | str, model_type: str = "sklearn"
+) -> predictor.PredictorSpec:
+    """The spec of a Predictor as a user would write it."""
+    return predictor.parse(
+        {
+            "apiVersion": "serving.kserve.io/v1alpha1",
+            "kind": "Predictor",
+            "metadata": {"name": name},
+            "spec": {"modelType": {"name": model_type}, "storage": {"path": str(path)}},
+        }
+    )
+
+
+def infer(
+    endpoint: str,
+    name: str,
+    x: npt.NDArray[np.float64],
+    headers: dict[str, str] | None = None,
+) -> npt.NDArray[Any]:
+    """``predict`` for batch ``x`` through ``endpoint`` with tritonclient."""
+    with triton.InferenceServerClient(endpoint) as c:
+        inp = triton.InferInput("predict", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x.astype(np.float64))
+        result = c.infer(name, [inp], headers=headers, client_timeout=60)
+        out: npt.NDArray[Any] = result.as_numpy("predict")
+        return out.reshape(-1)

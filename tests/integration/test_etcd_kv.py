@@ -212,6 +212,18 @@ async def test_a_stopped_etcd_raises_store_unavailable_promptly(
         assert time.monotonic() - t0 < etcd_kv.timeout + 2, name
 
 
+async def test_closing_the_client_under_a_watch_raises_store_unavailable(
+    etcd_server: mesh.etcd_server.EtcdServer,
+) -> None:
+    store_ = await mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
+    watch = store_.watch_prefix("p/", 0)
+    pending = asyncio.ensure_future(next_batch(watch))
+    await asyncio.sleep(0.2)  # the stream is open
+    await store_.close()
+    with pytest.raises(errors.StoreUnavailable, match="closed"):
+        await pending
+
+
 async def test_connecting_to_no_etcd_raises_store_unavailable(
     etcd_server: mesh.etcd_server.EtcdServer,
 ) -> None:

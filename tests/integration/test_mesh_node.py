@@ -17,7 +17,6 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from mesh import predictor
 from mesh.proto import model_mesh_pb2 as pb2
 from meshserve import client, samples
 from tests.integration import mesh_fixtures
@@ -27,28 +26,6 @@ _names = itertools.count(1)
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
-
-
-def _spec(name: str, path: pathlib.Path, model_type: str = "sklearn") -> predictor.PredictorSpec:
-    return predictor.parse(
-        {
-            "apiVersion": "serving.kserve.io/v1alpha1",
-            "kind": "Predictor",
-            "metadata": {"name": name},
-            "spec": {"modelType": {"name": model_type}, "storage": {"path": str(path)}},
-        }
-    )
-
-
-def _infer(
-    endpoint: str, name: str, x: np.ndarray, headers: dict[str, str] | None = None
-) -> np.ndarray:
-    with triton.InferenceServerClient(endpoint) as c:
-        inp = triton.InferInput("predict", list(x.shape), "FP64")
-        inp.set_data_from_numpy(x.astype(np.float64))
-        result = c.infer(name, [inp], headers=headers, client_timeout=60)
-        out: np.ndarray = result.as_numpy("predict")
-        return out.reshape(-1)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30) -> None:
@@ -89,9 +66,9 @@ def test_serves_a_predictor_by_name_with_sklearns_answers(
     trained: dict[str, samples.Sample],
 ) -> None:
     name = _name("iris")
-    spec = _spec(name, trained["iris"].folder)
+    spec = mesh_fixtures.predictor_spec(name, trained["iris"].folder)
     mesh.apply(spec)
-    got = _infer(mesh_node.endpoint, name, trained["iris"].inputs)
+    got = mesh_fixtures.infer(mesh_node.endpoint, name, trained["iris"].inputs)
     np.testing.assert_array_equal(got, trained["iris"].expected)
     status = client.predictor_status(mesh.vmodel_status(name))
     assert status.available and status.active_model_state == "Loaded"
@@ -105,7 +82,7 @@ def test_the_response_carries_the_name_the_caller_used(
     mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
 ) -> None:
     name = _name("diabetes")
-    mesh.apply(_spec(name, trained["diabetes"].folder))
+    mesh.apply(mesh_fixtures.predictor_spec(name, trained["diabetes"].folder))
     with triton.InferenceServerClient(mesh_node.endpoint) as c:
         x = trained["diabetes"].inputs
         inp = triton.InferInput("predict", list(x.shape), "FP64")
@@ -124,20 +101,23 @@ def test_routes_by_mm_vmodel_id_and_mm_model_id_headers(
     mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
 ) -> None:
     name = _name("wine")
-    spec = _spec(name, trained["wine"].folder)
+    spec = mesh_fixtures.predictor_spec(name, trained["wine"].folder)
     mesh.apply(spec)
     x, want = trained["wine"].inputs, trained["wine"].expected
     np.testing.assert_array_equal(
-        _infer(mesh_node.endpoint, "ignored", x, headers={"mm-vmodel-id": name}), want
+        mesh_fixtures.infer(mesh_node.endpoint, "ignored", x, headers={"mm-vmodel-id": name}), want
     )
     np.testing.assert_array_equal(
-        _infer(mesh_node.endpoint, "ignored", x, headers={"mm-model-id": spec.model_id}), want
+        mesh_fixtures.infer(
+            mesh_node.endpoint, "ignored", x, headers={"mm-model-id": spec.model_id}
+        ),
+        want,
     )
 
 
 def test_unknown_model_is_not_found_naming_the_model(mesh_node: mesh_fixtures.NodeThread) -> None:
     with pytest.raises(InferenceServerException) as info:
-        _infer(mesh_node.endpoint, "no-such-model", np.zeros((1, 4)))
+        mesh_fixtures.infer(mesh_node.endpoint, "no-such-model", np.zeros((1, 4)))
     assert info.value.status() == "StatusCode.NOT_FOUND"
     assert "no-such-model" in info.value.message()
     with (
@@ -170,10 +150,12 @@ def test_corrupt_model_fails_with_the_runtimes_message_and_the_node_keeps_servin
     tmp_path: pathlib.Path,
 ) -> None:
     bad = _name("corrupt")
-    spec = _spec(bad, samples.write_corrupt_model(tmp_path / "corrupt").parent)
+    spec = mesh_fixtures.predictor_spec(
+        bad, samples.write_corrupt_model(tmp_path / "corrupt").parent
+    )
     mesh.apply(spec)
     with pytest.raises(InferenceServerException) as info:
-        _infer(mesh_node.endpoint, bad, np.zeros((1, 4)))
+        mesh_fixtures.infer(mesh_node.endpoint, bad, np.zeros((1, 4)))
     assert info.value.status() in ("StatusCode.FAILED_PRECONDITION", "StatusCode.INTERNAL")
     assert spec.model_id in info.value.message()
     status = mesh.vmodel_status(bad)
@@ -182,11 +164,12 @@ def test_corrupt_model_fails_with_the_runtimes_message_and_the_node_keeps_servin
     assert "LOADING_FAILED" in client.models_table(mesh.models())
     # A second request fails fast with the recorded message, no new load.
     with pytest.raises(InferenceServerException, match="failed to load"):
-        _infer(mesh_node.endpoint, bad, np.zeros((1, 4)))
+        mesh_fixtures.infer(mesh_node.endpoint, bad, np.zeros((1, 4)))
     good = _name("iris")
-    mesh.apply(_spec(good, trained["iris"].folder))
+    mesh.apply(mesh_fixtures.predictor_spec(good, trained["iris"].folder))
     np.testing.assert_array_equal(
-        _infer(mesh_node.endpoint, good, trained["iris"].inputs), trained["iris"].expected
+        mesh_fixtures.infer(mesh_node.endpoint, good, trained["iris"].inputs),
+        trained["iris"].expected,
     )
 
 
@@ -194,9 +177,9 @@ def test_missing_model_files_fail_with_a_message_naming_the_path(
     mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, tmp_path: pathlib.Path
 ) -> None:
     name = _name("missing")
-    mesh.apply(_spec(name, tmp_path / "nothing-here"))
+    mesh.apply(mesh_fixtures.predictor_spec(name, tmp_path / "nothing-here"))
     with pytest.raises(InferenceServerException) as info:
-        _infer(mesh_node.endpoint, name, np.zeros((1, 4)))
+        mesh_fixtures.infer(mesh_node.endpoint, name, np.zeros((1, 4)))
     assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
     assert "nothing-here" in info.value.message()
 
@@ -210,16 +193,16 @@ def test_applying_a_changed_predictor_moves_it_to_the_new_model(
     name = _name("swap")
     folder = tmp_path / "model"
     shutil.copytree(trained["iris"].folder, folder)
-    first = _spec(name, folder)
+    first = mesh_fixtures.predictor_spec(name, folder)
     mesh.apply(first)
-    _infer(mesh_node.endpoint, name, trained["iris"].inputs)
+    mesh_fixtures.infer(mesh_node.endpoint, name, trained["iris"].inputs)
     # Same name, new spec (another model): the old model serves until the new
     # one is loaded, then the name moves and the old model is deleted.
-    second = _spec(name, trained["diabetes"].folder)
+    second = mesh_fixtures.predictor_spec(name, trained["diabetes"].folder)
     mesh.apply(second)
     _wait(lambda: mesh.vmodel_status(name).activeModelId == second.model_id)
     np.testing.assert_allclose(
-        _infer(mesh_node.endpoint, name, trained["diabetes"].inputs),
+        mesh_fixtures.infer(mesh_node.endpoint, name, trained["diabetes"].inputs),
         trained["diabetes"].expected.astype(np.float64),
     )
     _wait(lambda: _model_state(mesh, first.model_id) == "NOT_FOUND")
@@ -235,12 +218,13 @@ def test_registering_a_model_again_with_a_different_spec_updates_it(
     )
     assert _model_state(mesh, model_id) == "LOADED"
     np.testing.assert_array_equal(
-        _infer(mesh_node.endpoint, model_id, trained["iris"].inputs), trained["iris"].expected
+        mesh_fixtures.infer(mesh_node.endpoint, model_id, trained["iris"].inputs),
+        trained["iris"].expected,
     )
     info2 = pb2.ModelInfo(type="sklearn", path=str(trained["diabetes"].folder))
     mesh.mesh.registerModel(pb2.RegisterModelRequest(modelId=model_id, modelInfo=info2))
     np.testing.assert_allclose(
-        _infer(mesh_node.endpoint, model_id, trained["diabetes"].inputs),
+        mesh_fixtures.infer(mesh_node.endpoint, model_id, trained["diabetes"].inputs),
         trained["diabetes"].expected.astype(np.float64),
     )
 
@@ -249,9 +233,9 @@ def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
     mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
 ) -> None:
     name = _name("gone")
-    spec = _spec(name, trained["iris"].folder)
+    spec = mesh_fixtures.predictor_spec(name, trained["iris"].folder)
     mesh.apply(spec)
-    _infer(mesh_node.endpoint, name, trained["iris"].inputs)
+    mesh_fixtures.infer(mesh_node.endpoint, name, trained["iris"].inputs)
     runtime = mesh_node.node.runtime.grpc_target
     with triton.InferenceServerClient(runtime) as direct:
         assert direct.is_model_ready(spec.model_id)
@@ -268,7 +252,7 @@ def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
     model_dir = mesh_node.config.node.model_dir / spec.model_id
     _wait(lambda: not model_dir.exists())
     with pytest.raises(InferenceServerException, match=r"NOT_FOUND|not registered"):
-        _infer(mesh_node.endpoint, name, trained["iris"].inputs)
+        mesh_fixtures.infer(mesh_node.endpoint, name, trained["iris"].inputs)
 
 
 def test_bad_management_calls_get_clear_statuses(mesh: client.MeshClient) -> None:
@@ -296,13 +280,17 @@ def test_evicts_least_recently_used_model_when_capacity_is_full(
 ) -> None:
     with small_node.client() as mesh:
         names = {k: _name(k) for k in ("iris", "wine", "diabetes")}
-        specs = {k: _spec(n, trained[k].folder) for k, n in names.items()}
+        specs = {k: mesh_fixtures.predictor_spec(n, trained[k].folder) for k, n in names.items()}
         for s in specs.values():
             mesh.apply(s)
         for k in ("iris", "wine"):
-            _infer(small_node.endpoint, names[k], trained[k].inputs)
-        _infer(small_node.endpoint, names["iris"], trained["iris"].inputs)  # wine is now LRU
-        got = _infer(small_node.endpoint, names["diabetes"], trained["diabetes"].inputs)
+            mesh_fixtures.infer(small_node.endpoint, names[k], trained[k].inputs)
+        mesh_fixtures.infer(
+            small_node.endpoint, names["iris"], trained["iris"].inputs
+        )  # wine is now LRU
+        got = mesh_fixtures.infer(
+            small_node.endpoint, names["diabetes"], trained["diabetes"].inputs
+        )
         np.testing.assert_allclose(got, trained["diabetes"].expected.astype(np.float64))
         _wait(lambda: _model_state(mesh, specs["wine"].model_id) == "NOT_LOADED")
         assert _model_state(mesh, specs["iris"].model_id) == "LOADED"
@@ -311,6 +299,6 @@ def test_evicts_least_recently_used_model_when_capacity_is_full(
         assert inst.model_count == 2 and inst.used_bytes <= inst.capacity_bytes
         # The evicted model still serves: it is loaded again on demand.
         np.testing.assert_array_equal(
-            _infer(small_node.endpoint, names["wine"], trained["wine"].inputs),
+            mesh_fixtures.infer(small_node.endpoint, names["wine"], trained["wine"].inputs),
             trained["wine"].expected,
         )
