@@ -68,7 +68,7 @@ def _infer(c: triton.InferenceServerClient, name: str, x: np.ndarray) -> np.ndar
     inp = triton.InferInput(INPUT_NAME, list(x.shape), "FP64")
     inp.set_data_from_numpy(x.astype(np.float64))
     result = c.infer(name, [inp], outputs=[triton.InferRequestedOutput(OUTPUT_NAME)])
-    out: np.ndarray = result.as_numpy(OUTPUT_NAME)
+    out: np.ndarray = result.as_numpy(OUTPUT_NAME).reshape(-1)
     return out
 
 

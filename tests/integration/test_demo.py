@@ -1,0 +1,24 @@
+"""`make demo` is what a new user runs first: it must work end to end."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+from mesh import processes
+
+
+def test_demo_serves_three_models_with_sklearns_answers_and_stops_cleanly(
+    tmp_path: pathlib.Path,
+) -> None:
+    port = processes.free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "meshserve.cli", "demo", "--grpc-port", str(port),
+         "--data-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("matches scikit-learn") == 3
+    assert "no process left behind" in done.stdout
+    assert done.stdout.rstrip().endswith("demo OK")
