@@ -1,0 +1,195 @@
+"""The cache manager's promises, on the in-memory KV store with a scripted
+runtime (the real-runtime cases are in tests/integration/test_mesh_node.py):
+one load per model however many requests wait for it, and nothing loading
+or serving is ever evicted."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mesh import cache_manager, errors, memory_kv, records, settings, store, table
+
+MiB = 1024 * 1024
+
+
+class ScriptedRuntime:
+    """A runtime whose loads finish when the test says so."""
+
+    name = "scripted"
+    grpc_target = "127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.loads: list[str] = []
+        self.unloads: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.fail: dict[str, str] = {}
+
+    def supported_model_types(self) -> tuple[str, ...]:
+        return ("sklearn",)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def ready(self) -> bool:
+        return True
+
+    def gate(self, model_id: str) -> asyncio.Event:
+        return self.gates.setdefault(model_id, asyncio.Event())
+
+    async def load(self, model_id: str, model_type: str, model_path: pathlib.Path) -> int:
+        self.loads.append(model_id)
+        await self.gate(model_id).wait()
+        if model_id in self.fail:
+            raise errors.ModelLoadFailed(model_id, self.fail[model_id])
+        return 100 * MiB
+
+    async def unload(self, model_id: str) -> None:
+        self.unloads.append(model_id)
+
+
+class FolderPuller:
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+
+    async def pull(self, model_id: str, record: records.ModelRecord) -> pathlib.Path:
+        d = self.root / model_id
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "model.joblib").write_bytes(b"x" * 10)
+        return d
+
+    async def remove(self, model_id: str) -> None:
+        pass
+
+
+@pytest.fixture
+async def parts(
+    tmp_path: pathlib.Path,
+) -> AsyncIterator[tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore]]:
+    kv = memory_kv.MemoryKV()
+    rs = store.RecordStore(kv, "t")
+    mirror = table.PlacementTable(kv, "t")
+    await mirror.start()
+    config = settings.Settings(
+        cache=settings.CacheSettings(capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB),
+        node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
+    )
+    runtime = ScriptedRuntime()
+    manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
+    await manager.start()
+    for m in ("a", "b", "c"):
+        await rs.create_model(m, records.ModelRecord(model_type="sklearn", path=m))
+    await mirror.wait_until(lambda: len(mirror.models()) == 3, 5)
+    yield manager, runtime, rs
+    for g in runtime.gates.values():
+        g.set()
+    await manager.stop()
+    await mirror.stop()
+
+
+async def _serve(manager: cache_manager.CacheManager, model_id: str) -> None:
+    async with manager.serving(model_id, timeout=5):
+        pass
+
+
+async def test_many_requests_for_a_cold_model_cause_one_load(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, rs = parts
+    waiters = [asyncio.create_task(_serve(manager, "a")) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    assert runtime.loads == ["a"]
+    entry = await rs.get_model("a")
+    assert entry is not None and entry[0].copies["n1"].state is records.CopyState.LOADING
+    runtime.gate("a").set()
+    await asyncio.gather(*waiters)
+    assert runtime.loads == ["a"]
+    entry = await rs.get_model("a")
+    assert entry is not None and entry[0].copies["n1"].state is records.CopyState.LOADED
+
+
+async def test_a_loading_model_is_never_evicted(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, _ = parts
+    runtime.gate("b").set()
+    runtime.gate("c").set()
+    loading_a = asyncio.create_task(_serve(manager, "a"))  # stays loading
+    await _serve(manager, "b")
+    # a (loading) and b fill the 250 MiB node; c must evict b, never a.
+    await _serve(manager, "c")
+    assert runtime.unloads == ["b"]
+    assert not manager.holds("b") and manager.holds("c")
+    runtime.gate("a").set()
+    await loading_a
+    assert manager.holds("a")
+
+
+async def test_a_model_serving_a_request_is_never_evicted(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, _ = parts
+    for m in "abc":
+        runtime.gate(m).set()
+    await _serve(manager, "a")
+    await _serve(manager, "b")
+    async with manager.serving("a", timeout=5):  # a is older but busy
+        await _serve(manager, "c")
+    assert runtime.unloads == ["b"]
+
+
+async def test_refuses_when_everything_is_pinned(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, rs = parts
+    runtime.gate("c").set()
+    pinned = [asyncio.create_task(_serve(manager, m)) for m in "ab"]
+    await asyncio.sleep(0.05)
+    with pytest.raises(errors.InsufficientCapacity):
+        await _serve(manager, "c")
+    entry = await rs.get_model("c")
+    assert entry is not None and "n1" in entry[0].failures
+    for m in "ab":
+        runtime.gate(m).set()
+    await asyncio.gather(*pinned)
+
+
+async def test_a_failed_load_is_recorded_and_fails_fast(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, rs = parts
+    runtime.fail["a"] = "bad pickle"
+    runtime.gate("a").set()
+    with pytest.raises(errors.ModelLoadFailed, match="bad pickle"):
+        await _serve(manager, "a")
+    entry = await rs.get_model("a")
+    assert entry is not None and entry[0].failures["n1"].message == "bad pickle"
+    with pytest.raises(errors.ModelLoadFailed, match="bad pickle"):
+        await _serve(manager, "a")
+    assert runtime.loads == ["a"]  # the second request did not try again
+
+
+async def test_an_unregistered_model_is_not_found(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, _, _ = parts
+    with pytest.raises(errors.ModelNotFound, match="nope"):
+        await _serve(manager, "nope")
+
+
+async def test_a_request_whose_deadline_passes_leaves_the_load_running(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, _ = parts
+    with pytest.raises(errors.DeadlineExceeded):
+        async with manager.serving("a", timeout=0.05):
+            pass
+    runtime.gate("a").set()
+    await _serve(manager, "a")
+    assert runtime.loads == ["a"]
