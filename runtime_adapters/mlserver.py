@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import pathlib
 import posixpath
@@ -38,7 +37,7 @@ import grpc
 import psutil
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from mesh import errors, processes
+from mesh import cache, errors, processes
 
 log = logging.getLogger(__name__)
 
@@ -234,29 +233,6 @@ def server_settings(
         "debug": False,
         "grpc_max_message_length": max_message_bytes,
     }
-
-
-def predict_size_bytes(disk_bytes: int, multiplier: float, minimum: int) -> int:
-    """The size a model is expected to take before it is loaded: its bytes on
-    disk * ``multiplier``, never below ``minimum``."""
-    return max(minimum, math.ceil(disk_bytes * multiplier))
-
-
-def reported_size_bytes(predicted: int, measured: int | None, minimum: int) -> int:
-    """The size to report after a load: the larger of the prediction and the
-    measured growth of the runtime's memory (when there is one), never below
-    ``minimum``.
-
-    The measurement is the runtime process's RSS growth across the load. It
-    corrects the prediction upward when the model takes more memory than its
-    file (compressed files, structures built at load time). It is not trusted
-    downward: RSS undercounts when the load reuses memory an earlier unload
-    freed inside the process (seen: a 1.2 MB forest grew RSS by 4.4 MB when
-    first loaded and by 2.0 MB when loaded again after its unload), and an
-    undercount lets the cache overfill the runtime; an overcount only costs
-    some room.
-    """
-    return max(minimum, predicted, measured or 0)
 
 
 # --------------------------------------------------------------------------
@@ -533,7 +509,7 @@ class MLServerAdapter:
         Returns the model's size in bytes: the larger of the prediction
         (bytes on disk * ``size_multiplier``) and the runtime's measured RSS
         growth across the load, never below ``min_model_size_bytes`` (see
-        :func:`reported_size_bytes` for why). The growth is measured only on a
+        :func:`mesh.cache.corrected_size` for why). The growth is measured only on a
         process we started, and not on the first load of each implementation
         class: that one mostly measures importing the library (sklearn: ~80 MB
         for a 1 KB model) which stays after the model goes.
@@ -542,7 +518,7 @@ class MLServerAdapter:
             prepare_model_folder, model_id, model_type, model_path
         )
         implementation = str(settings["implementation"])
-        predicted = predict_size_bytes(
+        predicted = cache.predicted_size(
             disk, self.config.size_multiplier, self.config.min_model_size_bytes
         )
         async with self._get_lock():
@@ -560,7 +536,7 @@ class MLServerAdapter:
         ):
             measured = after - before
         self._loaded_implementations.add(implementation)
-        size = reported_size_bytes(predicted, measured, self.config.min_model_size_bytes)
+        size = cache.corrected_size(predicted, measured, self.config.min_model_size_bytes)
         log.info(
             "loaded %s (%s) in %.3f s: %d bytes on disk, predicted %d, measured %s, reported %d",
             model_id,

@@ -50,6 +50,26 @@ def test_refuses_a_model_larger_than_the_whole_capacity() -> None:
         cache.plan_room([], 100 * MB, 101 * MB)
 
 
-def test_predicted_size_is_disk_size_times_multiplier_with_a_floor() -> None:
-    assert cache.predicted_size(100 * MB, 1.25, MB) == 125 * MB
-    assert cache.predicted_size(10, 1.25, MB) == MB
+def test_predicts_disk_bytes_times_the_multiplier() -> None:
+    assert cache.predicted_size(8 << 20, 1.25, 1 << 20) == 10 << 20
+
+
+def test_predicts_at_least_the_minimum_for_a_tiny_file() -> None:
+    assert cache.predicted_size(1_000, 1.25, 1 << 20) == 1 << 20
+
+
+def test_reports_the_measurement_when_it_exceeds_the_prediction() -> None:
+    assert cache.corrected_size(10 << 20, 30 << 20, 1 << 20) == 30 << 20
+
+
+def test_keeps_the_prediction_when_the_measurement_is_smaller() -> None:
+    assert cache.corrected_size(10 << 20, 2 << 20, 1 << 20) == 10 << 20
+
+
+@pytest.mark.parametrize("measured", [None, 0, -(5 << 20)])
+def test_keeps_the_prediction_without_a_positive_measurement(measured: int | None) -> None:
+    assert cache.corrected_size(3 << 20, measured, 1 << 20) == 3 << 20
+
+
+def test_never_reports_below_the_minimum() -> None:
+    assert cache.corrected_size(0, 1000, 1 << 20) == 1 << 20

@@ -198,34 +198,6 @@ def test_server_settings_load_nothing_at_start_and_serve_in_process() -> None:
     json.dumps(settings)
 
 
-# -- sizes ------------------------------------------------------------------
-
-
-def test_predicts_disk_bytes_times_the_multiplier() -> None:
-    assert mlserver.predict_size_bytes(8 << 20, 1.25, 1 << 20) == 10 << 20
-
-
-def test_predicts_at_least_the_minimum_for_a_tiny_file() -> None:
-    assert mlserver.predict_size_bytes(1_000, 1.25, 1 << 20) == 1 << 20
-
-
-def test_reports_the_measurement_when_it_exceeds_the_prediction() -> None:
-    assert mlserver.reported_size_bytes(10 << 20, 30 << 20, 1 << 20) == 30 << 20
-
-
-def test_keeps_the_prediction_when_the_measurement_is_smaller() -> None:
-    assert mlserver.reported_size_bytes(10 << 20, 2 << 20, 1 << 20) == 10 << 20
-
-
-@pytest.mark.parametrize("measured", [None, 0, -(5 << 20)])
-def test_keeps_the_prediction_without_a_positive_measurement(measured: int | None) -> None:
-    assert mlserver.reported_size_bytes(3 << 20, measured, 1 << 20) == 3 << 20
-
-
-def test_never_reports_below_the_minimum() -> None:
-    assert mlserver.reported_size_bytes(0, 1000, 1 << 20) == 1 << 20
-
-
 # -- the folder on disk -----------------------------------------------------
 
 
