@@ -4,14 +4,15 @@
 fixtures. Each child runs in its own process group (runtimes spawn workers of
 their own) and is told by the kernel to die with SIGTERM if its parent dies
 without cleaning up (``PR_SET_PDEATHSIG`` on Linux), so a crash or a
-``kill -9`` of the parent leaves no orphan. :meth:`ChildProcess.stop` sends
+``kill -9`` of the parent leaves no orphan. (The kernel ties that signal to
+the *thread* that started the child: start children from a thread that lives
+as long as they should, not from a short-lived worker thread.) :meth:`ChildProcess.stop` sends
 SIGTERM to the whole group, waits, then SIGKILLs what is left.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pathlib
 import signal
@@ -19,30 +20,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# Resolved in the parent, so the child does no dynamic loading between fork
-# and exec (the parent has threads: gRPC's).
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# The child is started through this tiny launcher, which asks the kernel to
+# SIGTERM it when its parent dies, then becomes the real program (exec keeps
+# the setting). Done in a fresh single-threaded interpreter, not in a
+# ``preexec_fn``: between fork and exec of a process that has threads (gRPC's),
+# calling into libc can deadlock or crash the child, and it did. If the parent
+# is already gone when the launcher runs, it exits at once.
+_LAUNCHER = """\
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(sys.argv[1]):
+        sys.exit(143)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,13 +79,13 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self.argv,
+                [sys.executable, "-S", "-c", _LAUNCHER, str(os.getpid()), *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only setsid and prctl
+                start_new_session=True,  # its own process group, for stop()
             )
 
     def running(self) -> bool:
