@@ -57,7 +57,7 @@ test: install lint
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
-	  mesh/proto/model_mesh.proto mesh/proto/meshserve_admin.proto
+	  mesh/proto/model_mesh.proto mesh/proto/meshserve_admin.proto mesh/proto/meshserve_peer.proto
 
 bench: install
 	$(PY) -m load_tests.latency

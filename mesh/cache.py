@@ -1,8 +1,8 @@
 """The node's cache rules: which loaded models to evict to make room.
 
 A node holds models up to its capacity in bytes. Making room for a new model
-evicts the least recently used models first, weighted by size only in the
-sense that it stops as soon as enough bytes are free. A model that is loading,
+evicts extra copies first (models another node also holds), then the least
+recently used models, and stops as soon as enough bytes are free. A model that is loading,
 or serving a request right now, is never evicted. If the room cannot be made
 even by evicting everything evictable, nothing is evicted and
 :class:`mesh.errors.InsufficientCapacity` says why.
@@ -32,6 +32,9 @@ class Entry:
     """When it last served (any monotonic or wall clock, one per cache)."""
     pinned: bool = False
     """Loading, or serving an in-flight request: may not be evicted."""
+    extra: bool = False
+    """Another node holds a ready copy too, beyond the model's minimum:
+    evicting this one costs little, so it goes first."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,9 @@ def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) 
     free = capacity_bytes - used_bytes(entries)
     if needed_bytes <= free:
         return EvictionPlan((), 0)
-    candidates = sorted((e for e in entries if not e.pinned), key=lambda e: e.last_used)
+    candidates = sorted(
+        (e for e in entries if not e.pinned), key=lambda e: (not e.extra, e.last_used)
+    )
     evict: list[str] = []
     freed = 0
     for e in candidates:

@@ -22,6 +22,7 @@ Concurrency, all on one event loop:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -30,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from mesh import cache, errors, interfaces, records, settings, store, table
+from mesh import cache, errors, interfaces, placement, records, settings, store, table
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,26 @@ class _Copy:
     state: _State
     ready: asyncio.Future[None]
     last_used: float
+    extra_copy: bool = False
+    """Loaded on purpose beside another node's copy (for load, or a minimum)."""
+    ignore: frozenset[str] = frozenset()
+    """Instances whose copies the claim disregards (the router found them dead)."""
     in_flight: int = 0
+    recent: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
+    """When requests were served, over the last minute."""
 
-    def entry(self) -> cache.Entry:
+    def rpm(self, now: float) -> int:
+        while self.recent and self.recent[0] < now - 60:
+            self.recent.popleft()
+        return len(self.recent)
+
+    def entry(self, extra: bool = False) -> cache.Entry:
         return cache.Entry(
             self.model_id,
             self.size_bytes,
             self.last_used,
             pinned=self.state is not _State.LOADED or self.in_flight > 0,
+            extra=extra,
         )
 
 
@@ -92,8 +105,10 @@ class CacheManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._touched: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
-        self._requests: list[float] = []
+        self._requests: collections.deque[float] = collections.deque()
         self._changed_callbacks: list[_Callback] = []
+        self.draining = False
+        """Set when the node shuts down: no new loads are taken."""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -142,7 +157,8 @@ class CacheManager:
 
     def requests_per_minute(self) -> int:
         cutoff = time.time() - 60
-        self._requests = [t for t in self._requests if t >= cutoff]
+        while self._requests and self._requests[0] < cutoff:
+            self._requests.popleft()
         return len(self._requests)
 
     def holds(self, model_id: str) -> bool:
@@ -150,13 +166,38 @@ class CacheManager:
         c = self._copies.get(model_id)
         return c is not None and c.state is _State.LOADED
 
+    def has_copy(self, model_id: str) -> bool:
+        """Whether a copy is here, ready or loading."""
+        c = self._copies.get(model_id)
+        return c is not None and c.state is not _State.UNLOADING
+
+    def model_rpm(self) -> dict[str, int]:
+        """Requests per minute served by each ready copy here."""
+        now = time.time()
+        return {m: c.rpm(now) for m, c in self._copies.items() if c.state is _State.LOADED}
+
+    def recently_used(self, within_seconds: float) -> list[str]:
+        """Ready models used within the window, most recent first."""
+        cutoff = time.time() - within_seconds
+        used = [
+            c for c in self._copies.values() if c.state is _State.LOADED and c.last_used >= cutoff
+        ]
+        return [c.model_id for c in sorted(used, key=lambda c: c.last_used, reverse=True)]
+
     # -- the request path ------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def serving(self, model_id: str, timeout: float | None) -> AsyncIterator[None]:
+    async def serving(
+        self, model_id: str, timeout: float | None, ignore: frozenset[str] = frozenset()
+    ) -> AsyncIterator[None]:
         """Hold a ready copy of ``model_id`` for the duration of the block:
-        load it first if needed, and keep it from eviction meanwhile."""
-        copy = await self._ready_copy(model_id, timeout)
+        load it first if needed, and keep it from eviction meanwhile.
+
+        A load here is claimed in etcd first: if another live node (not in
+        ``ignore``) already holds or loads the model, this raises
+        :class:`mesh.errors.Reroute` instead, so one load happens cluster-wide.
+        """
+        copy = await self._ready_copy(model_id, timeout, ignore=ignore)
         copy.in_flight += 1
         try:
             yield
@@ -164,12 +205,28 @@ class CacheManager:
             copy.in_flight -= 1
             now = time.time()
             copy.last_used = now
+            copy.recent.append(now)
             self._requests.append(now)
             self._touched.add(model_id)
 
-    async def ensure_loaded(self, model_id: str, timeout: float | None = None) -> None:
-        """Load ``model_id`` here if it is not (no request needed)."""
-        await self._ready_copy(model_id, timeout)
+    async def ensure_loaded(
+        self, model_id: str, timeout: float | None = None, *, extra_copy: bool = False
+    ) -> None:
+        """Load ``model_id`` here if it is not (no request needed); with
+        ``extra_copy``, even if another node holds it too."""
+        await self._ready_copy(model_id, timeout, extra_copy=extra_copy)
+
+    def load_soon(self, model_id: str, *, extra_copy: bool = False) -> None:
+        """Start loading ``model_id`` here in the background (errors are logged
+        and recorded, not raised)."""
+
+        async def load() -> None:
+            try:
+                await self._ready_copy(model_id, None, extra_copy=extra_copy)
+            except errors.MeshError as e:
+                log.info("background load of %s: %s", model_id, e.message)
+
+        self._spawn(load())
 
     def forget(self, model_id: str) -> None:
         """The runtime says it does not hold this model (restarted, or unloaded
@@ -178,13 +235,20 @@ class CacheManager:
         if c is not None and c.state is _State.LOADED and c.in_flight == 0:
             self._spawn(self._unload(model_id, "the runtime no longer holds it"))
 
-    async def _ready_copy(self, model_id: str, timeout: float | None) -> _Copy:
+    async def _ready_copy(
+        self,
+        model_id: str,
+        timeout: float | None,
+        *,
+        extra_copy: bool = False,
+        ignore: frozenset[str] = frozenset(),
+    ) -> _Copy:
         c = self._copies.get(model_id)
         if c is None or c.state is _State.UNLOADING:
             if c is not None:  # wait for the unload to finish, then load anew
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(c.ready), timeout)
-            c = self._begin_load(model_id)
+            c = self._begin_load(model_id, extra_copy, ignore)
         if c.state is _State.LOADING:
             try:
                 await asyncio.wait_for(asyncio.shield(c.ready), timeout)
@@ -194,10 +258,12 @@ class CacheManager:
                 ) from None
         return c
 
-    def _begin_load(self, model_id: str) -> _Copy:
+    def _begin_load(self, model_id: str, extra_copy: bool, ignore: frozenset[str]) -> _Copy:
         rec = self._table.model(model_id)
         if rec is None:
             raise errors.ModelNotFound(model_id)
+        if self.draining:
+            raise errors.Reroute(f"node {self.instance_id} is shutting down")
         failure = records.recent_failures(
             rec, _now_ms(), int(self._cache.failure_expiry_seconds * 1000)
         ).get(self.instance_id)
@@ -211,6 +277,8 @@ class CacheManager:
             state=_State.LOADING,
             ready=loop.create_future(),
             last_used=time.time(),
+            extra_copy=extra_copy,
+            ignore=ignore,
         )
         self._copies[model_id] = c
         self._spawn(self._load(c))
@@ -222,12 +290,7 @@ class CacheManager:
         model_id = c.model_id
         t0 = time.monotonic()
         try:
-            await self._record(
-                model_id,
-                lambda r: r.with_copy(
-                    self.instance_id, records.CopyInfo(records.CopyState.LOADING, _now_ms())
-                ),
-            )
+            await self._record(model_id, lambda r: self._claim(c, r))
             path = await self._puller.pull(model_id, c.source)
             if c.source.size_bytes <= 0:
                 disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -273,8 +336,24 @@ class CacheManager:
             # Measured bigger than predicted: make room after the fact.
             self._spawn(self._shrink())
 
+    def _claim(self, c: _Copy, r: records.ModelRecord) -> records.ModelRecord:
+        """The record with this node's copy LOADING, unless another live node
+        holds or loads the model (one load cluster-wide), or enough copies
+        exist for an extra one."""
+        live = {i: x for i, x in self._table.instances().items() if i not in c.ignore}
+        others = [i for i in placement.live_copies(r, live) if i != self.instance_id]
+        if others and not c.extra_copy:
+            raise errors.Reroute(f"model {c.model_id!r} is already on {others[0]}")
+        if c.extra_copy and r.max_copies and len(others) >= r.max_copies:
+            raise errors.Reroute(f"model {c.model_id!r} already has {len(others)} copies")
+        return r.with_copy(self.instance_id, records.CopyInfo(records.CopyState.LOADING, _now_ms()))
+
     async def _load_failed(self, c: _Copy, e: BaseException) -> None:
         model_id = c.model_id
+        if isinstance(e, errors.Reroute):  # nothing was loaded or recorded here
+            log.debug("model %s not loaded here: %s", model_id, e.message)
+            self._drop(c, e)
+            return
         if isinstance(e, errors.MeshError):
             err: errors.MeshError = e
         elif isinstance(e, TimeoutError):
@@ -282,7 +361,7 @@ class CacheManager:
                 model_id, f"load took longer than {self._cache.load_timeout_seconds:.0f} s"
             )
         elif isinstance(e, asyncio.CancelledError):
-            err = errors.ModelLoadFailed(model_id, "the node is stopping")
+            err = errors.RuntimeUnavailable(f"node {self.instance_id} stopped loading {model_id!r}")
         else:
             log.exception("unexpected error loading model %s", model_id)
             err = errors.ModelLoadFailed(model_id, f"{type(e).__name__}: {e}")
@@ -293,15 +372,20 @@ class CacheManager:
         with contextlib.suppress(Exception):
             await self._puller.remove(model_id)
         # Record the failure before anyone hears of it, so the status they
-        # read next says LOADING_FAILED with the runtime's message.
+        # read next says LOADING_FAILED with the runtime's message. A load cut
+        # short by the node stopping is not the model's fault: no failure.
         with contextlib.suppress(errors.MeshError):
             if isinstance(err, errors.ModelLoadFailed | errors.InsufficientCapacity):
                 failure = records.FailureInfo(_now_ms(), message)
                 await self._record(model_id, lambda r: r.with_failure(self.instance_id, failure))
             else:
                 await self._record(model_id, lambda r: r.without_copy(self.instance_id))
-        if self._copies.get(model_id) is c:
-            del self._copies[model_id]
+        self._drop(c, err)
+
+    def _drop(self, c: _Copy, err: BaseException) -> None:
+        """Forget a copy whose load ended without a model, telling its waiters."""
+        if self._copies.get(c.model_id) is c:
+            del self._copies[c.model_id]
         if not c.ready.done():
             c.ready.set_exception(err)
             c.ready.exception()  # retrieved: no "never retrieved" warning if nobody waits
@@ -311,11 +395,21 @@ class CacheManager:
         """Evict least recently used copies until ``c`` fits (``c`` itself is
         already counted, as a pinned entry)."""
         async with self._room:
-            others = [x.entry() for x in self._copies.values() if x is not c]
+            others = [
+                x.entry(self._is_extra(x.model_id)) for x in self._copies.values() if x is not c
+            ]
             plan = cache.plan_room(others, self.capacity_bytes, c.size_bytes)
             for victim in plan.evict:
                 log.info("evicting model %s to make room for %s", victim, c.model_id)
                 await self._unload(victim, f"evicted to make room for {c.model_id}")
+
+    def _is_extra(self, model_id: str) -> bool:
+        """Whether another live node holds a ready copy, beyond the minimum."""
+        rec = self._table.model(model_id)
+        if rec is None:
+            return False
+        ready = placement.live_copies(rec, self._table.instances(), records.CopyState.LOADED)
+        return len([i for i in ready if i != self.instance_id]) >= max(1, rec.min_copies)
 
     async def _shrink(self) -> None:
         async with self._room:

@@ -15,6 +15,9 @@ status code in a single table, so no handler picks status codes itself::
     ├── RuntimeUnavailable      the runtime process does not answer    → UNAVAILABLE
     ├── StoreUnavailable        etcd does not answer                   → UNAVAILABLE
     ├── Conflict                a compare-and-set lost its race        → ABORTED
+    │   └── Reroute             this node will not load the model now (another
+    │                           node holds or loads it, or this one is draining):
+    │                           the node that routed the request decides again
     └── DeadlineExceeded        the caller's deadline ran out          → DEADLINE_EXCEEDED
 
 Errors from a runtime's own inference answer (bad tensor shapes and the like)
@@ -63,8 +66,8 @@ class AlreadyExists(MeshError):
 class ModelLoadFailed(MeshError):
     """Loading a model failed; the message carries the runtime's own words."""
 
-    def __init__(self, model_id: str, reason: str) -> None:
-        super().__init__(f"model {model_id!r} failed to load: {reason}")
+    def __init__(self, model_id: str, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"model {model_id!r} failed to load: {reason}")
         self.model_id = model_id
         self.reason = reason
 
@@ -83,6 +86,11 @@ class StoreUnavailable(MeshError):
 
 class Conflict(MeshError):
     """A compare-and-set write lost to a concurrent writer too many times."""
+
+
+class Reroute(Conflict):
+    """This node will not load the model now: another node holds or is
+    loading it, or this node is shutting down. The routing node retries."""
 
 
 class DeadlineExceeded(MeshError):

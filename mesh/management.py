@@ -22,7 +22,19 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from mesh import cache_manager, errors, ids, predictor, records, settings, store, table
+from mesh import (
+    cache_manager,
+    dispatch,
+    errors,
+    ids,
+    peers,
+    placement,
+    predictor,
+    records,
+    settings,
+    store,
+    table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +105,17 @@ class Management:
         self,
         config: settings.Settings,
         record_store: store.RecordStore,
-        placement: table.PlacementTable,
+        mirror: table.PlacementTable,
         manager: cache_manager.CacheManager,
+        dispatcher: dispatch.Dispatcher,
+        peer_channels: peers.Peers,
     ) -> None:
         self._failure_expiry_ms = int(config.cache.failure_expiry_seconds * 1000)
         self._store = record_store
-        self._table = placement
+        self._table = mirror
         self._manager = manager
+        self._dispatcher = dispatcher
+        self._peers = peer_channels
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def stop(self) -> None:
@@ -118,12 +134,20 @@ class Management:
         sync: bool = False,
         last_used_ms: int = 0,
         auto_delete: bool = False,
+        min_copies: int = 0,
+        max_copies: int = 0,
     ) -> ModelStatusView:
         """Register ``model_id``, or update its definition if it changed (its
-        loaded copies are then unloaded, and reloaded on demand)."""
+        loaded copies are then unloaded, and reloaded on demand). Registering
+        the same definition again clears its recorded failures (a retry) and
+        updates its copy limits."""
         ids.validate(model_id)
         if not info.type:
             raise errors.InvalidRequest("modelInfo.type is required (e.g. 'sklearn')")
+        if max_copies and min_copies > max_copies:
+            raise errors.InvalidRequest(
+                f"minCopies ({min_copies}) is more than maxCopies ({max_copies})"
+            )
         key, params, schema = predictor.parse_storage_key(info.key)
         new = records.ModelRecord(
             model_type=info.type,
@@ -134,13 +158,18 @@ class Management:
             last_used_ms=last_used_ms or _now_ms(),
             auto_delete=auto_delete,
             registered_ms=_now_ms(),
+            min_copies=min_copies,
+            max_copies=max_copies,
         )
 
         def change(cur: records.ModelRecord | None) -> records.ModelRecord | None:
             if cur is None:
                 return new
             if cur.same_source(new):
-                return cur  # registering the same model again changes nothing
+                again = dataclasses.replace(
+                    cur, failures={}, min_copies=min_copies, max_copies=max_copies
+                )
+                return cur if again == cur else again
             # A new definition: the old copies are stale and get unloaded.
             return dataclasses.replace(new, last_used_ms=cur.last_used_ms)
 
@@ -193,10 +222,26 @@ class Management:
         await self._load(model_id, sync)
         return self.model_status(model_id)
 
+    async def _ensure_somewhere(self, model_id: str) -> None:
+        """Have a ready copy somewhere: here or on the node placement picks."""
+
+        async def here(unreachable: frozenset[str], remaining: float) -> None:
+            await self._manager.ensure_loaded(model_id, remaining)
+
+        async def there(route: placement.Route, _: frozenset[str], remaining: float) -> None:
+            if route.action is placement.Action.FORWARD:
+                return  # a ready copy is there already
+            peer = self._table.instance(route.instance)
+            if peer is None:
+                raise errors.RuntimeUnavailable(f"node {route.instance} left the mesh")
+            await self._peers.ensure_local(peer.endpoint, model_id, timeout=remaining)
+
+        await self._dispatcher.run(model_id, None, here, there)
+
     async def _load(self, model_id: str, sync: bool) -> None:
         async def load() -> None:
             try:
-                await self._manager.ensure_loaded(model_id)
+                await self._ensure_somewhere(model_id)
             except errors.MeshError as e:  # recorded in the model's status
                 log.info("load of %s requested by the API failed: %s", model_id, e.message)
 
@@ -220,6 +265,8 @@ class Management:
         force: bool = False,
         sync: bool = False,
         expected_target_model_id: str = "",
+        min_copies: int = 0,
+        max_copies: int = 0,
     ) -> VModelStatusView:
         """Create a vmodel or point it at a new target. The active model keeps
         serving until the target is loaded (unless ``force``, or the active
@@ -228,7 +275,13 @@ class Management:
         ids.validate(vmodel_id, "vmodel id")
         ids.validate(target_model_id, "target model id")
         if model_info is not None:
-            await self.register_model(target_model_id, model_info, auto_delete=auto_delete_target)
+            await self.register_model(
+                target_model_id,
+                model_info,
+                auto_delete=auto_delete_target,
+                min_copies=min_copies,
+                max_copies=max_copies,
+            )
         elif self._table.model(target_model_id) is None:
             raise errors.ModelNotFound(target_model_id)
         active_loaded = False
@@ -289,7 +342,7 @@ class Management:
         """Load the target, then move the alias to it."""
         failed = False
         try:
-            await self._manager.ensure_loaded(target)
+            await self._ensure_somewhere(target)
         except errors.MeshError as e:
             log.warning("vmodel %s: target %s failed to load: %s", vmodel_id, target, e.message)
             failed = True

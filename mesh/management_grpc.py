@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mesh import errors, grpc_status, management, records
+from mesh import cache_manager, errors, grpc_status, management, records
 from mesh.proto import meshserve_admin_pb2 as admin_pb2
 from mesh.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
+from mesh.proto import meshserve_peer_pb2 as peer_pb2
+from mesh.proto import meshserve_peer_pb2_grpc as peer_pb2_grpc
 from mesh.proto import model_mesh_pb2 as pb2
 from mesh.proto import model_mesh_pb2_grpc as pb2_grpc
 
@@ -92,6 +94,8 @@ class ModelMeshServicer(pb2_grpc.ModelMeshServicer):  # type: ignore[misc]
             load_now=request.loadNow,
             sync=request.sync,
             last_used_ms=request.lastUsedTime,
+            min_copies=request.minCopies,
+            max_copies=request.maxCopies,
         )
         return _model_status(view)
 
@@ -121,6 +125,8 @@ class ModelMeshServicer(pb2_grpc.ModelMeshServicer):  # type: ignore[misc]
             force=request.force,
             sync=request.sync,
             expected_target_model_id=request.expectedTargetModelId,
+            min_copies=request.minCopies,
+            max_copies=request.maxCopies,
         )
         return _vmodel_status(view)
 
@@ -212,6 +218,26 @@ def _instance_entry(instance_id: str, i: records.InstanceRecord) -> Any:
     )
 
 
-def add_to_server(server: Any, handler: management.Management) -> None:
+class PeerServicer(peer_pb2_grpc.PeerServicer):  # type: ignore[misc]
+    """``meshserve.peer.v1.Peer``: what other nodes ask of this one."""
+
+    def __init__(self, manager: cache_manager.CacheManager) -> None:
+        self._manager = manager
+
+    @_edge
+    async def EnsureLocal(self, request: Any, context: Any) -> Any:
+        if request.sync:
+            await self._manager.ensure_loaded(
+                request.model_id, context.time_remaining(), extra_copy=request.extra_copy
+            )
+        else:
+            self._manager.load_soon(request.model_id, extra_copy=request.extra_copy)
+        return peer_pb2.EnsureLocalResponse(loaded=self._manager.holds(request.model_id))
+
+
+def add_to_server(
+    server: Any, handler: management.Management, manager: cache_manager.CacheManager
+) -> None:
     pb2_grpc.add_ModelMeshServicer_to_server(ModelMeshServicer(handler), server)
     admin_pb2_grpc.add_MeshAdminServicer_to_server(MeshAdminServicer(handler), server)
+    peer_pb2_grpc.add_PeerServicer_to_server(PeerServicer(manager), server)

@@ -90,6 +90,10 @@ class ModelRecord:
     """Delete the model when the last vmodel stops pointing at it."""
     registered_ms: int = 0
     """When the model was registered."""
+    min_copies: int = 0
+    """Copies kept loaded even without traffic (0: none, load on demand)."""
+    max_copies: int = 0
+    """Most copies the mesh adds for load (0: as many as there are nodes)."""
 
     def with_copy(self, instance_id: str, copy: CopyInfo) -> ModelRecord:
         """This record with ``copy`` on ``instance_id`` (a load ends a failure)."""
@@ -99,7 +103,9 @@ class ModelRecord:
         )
 
     def without_copy(self, instance_id: str) -> ModelRecord:
-        """This record with no copy on ``instance_id``."""
+        """This record with no copy on ``instance_id`` (itself if it had none)."""
+        if instance_id not in self.copies:
+            return self
         copies = {k: v for k, v in self.copies.items() if k != instance_id}
         return dataclasses.replace(self, copies=copies)
 
@@ -138,6 +144,8 @@ class ModelRecord:
                 "size": self.size_bytes,
                 "auto_delete": self.auto_delete,
                 "registered": self.registered_ms,
+                "min_copies": self.min_copies,
+                "max_copies": self.max_copies,
             }
         )
 
@@ -163,6 +171,8 @@ class ModelRecord:
                 size_bytes=int(d.get("size", 0)),
                 auto_delete=bool(d.get("auto_delete", False)),
                 registered_ms=int(d.get("registered", 0)),
+                min_copies=int(d.get("min_copies", 0)),
+                max_copies=int(d.get("max_copies", 0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errors.InvalidRequest(f"malformed ModelRecord: {e!r}") from e

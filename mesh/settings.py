@@ -62,12 +62,54 @@ class CacheSettings:
     load_timeout_seconds: float = 120.0
     """Longest a single load may take before it counts as failed
     (``MESHSERVE_LOAD_TIMEOUT``)."""
-    failure_expiry_seconds: float = 30.0
-    """How long a failed load makes further requests fail fast before the
-    load is tried again (``MESHSERVE_FAILURE_EXPIRY``)."""
+    failure_expiry_seconds: float = 15 * 60.0
+    """How long a failed load is remembered (``MESHSERVE_FAILURE_EXPIRY``):
+    the node that failed is not asked again, and once three nodes (or every
+    node that could) have failed, requests fail fast with the recorded
+    message. Registering the model again clears its failures."""
+    churn_threshold_seconds: float = 0.0
+    """A model used within this many seconds is never evicted to make room
+    for another (``MESHSERVE_CHURN_THRESHOLD``); 0 turns the guard off. With
+    it on, a request that would need such an eviction fails with
+    RESOURCE_EXHAUSTED instead of thrashing the cache."""
     last_used_write_interval_seconds: float = 5.0
     """How often a model's last-used time is written back to etcd at most
     (``MESHSERVE_LAST_USED_INTERVAL``): the request path never waits on it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutingSettings:
+    """How a request finds a copy across the mesh."""
+
+    max_attempts: int = 6
+    """Most routing decisions one request may take (a peer gone, a load
+    claimed elsewhere, a failed load each cost one) (``MESHSERVE_ROUTE_ATTEMPTS``)."""
+    default_deadline_seconds: float = 120.0
+    """Deadline of a request whose client set none (``MESHSERVE_DEFAULT_DEADLINE``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingSettings:
+    """Extra copies for load, and what a node hands over when it leaves."""
+
+    scale_up_rpm: int = 600
+    """A copy serving more requests per minute than this gets a sibling on
+    another node, up to the model's maximum (``MESHSERVE_SCALE_UP_RPM``)."""
+    check_interval_seconds: float = 5.0
+    """How often request rates and minimum copies are checked
+    (``MESHSERVE_SCALE_INTERVAL``)."""
+    handover_window_seconds: float = 600.0
+    """At shutdown, models used within this window whose only copy is here
+    are loaded on another node first (``MESHSERVE_HANDOVER_WINDOW``)."""
+    drain_timeout_seconds: float = 30.0
+    """Longest a shutting-down node spends handing models over
+    (``MESHSERVE_DRAIN_TIMEOUT``)."""
+    janitor_interval_seconds: float = 5.0
+    """How often the leader prunes dead nodes' copies and expired failures
+    (``MESHSERVE_JANITOR_INTERVAL``)."""
+    dead_node_grace_seconds: float = 5.0
+    """How long after a node's lease expired its copies are pruned
+    (``MESHSERVE_DEAD_NODE_GRACE``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +156,8 @@ class Settings:
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
     node: NodeSettings = dataclasses.field(default_factory=NodeSettings)
     runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
+    routing: RoutingSettings = dataclasses.field(default_factory=RoutingSettings)
+    scaling: ScalingSettings = dataclasses.field(default_factory=ScalingSettings)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?)?[Bb]?\s*$")
@@ -199,6 +243,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         NodeSettings(),
         RuntimeSettings(),
     )
+    route_d, scale_d = RoutingSettings(), ScalingSettings()
     kv_store = get("KV_STORE")
     kv = KVSettings(
         endpoints=parse_kv_store(kv_store) if kv_store else kv_d.endpoints,
@@ -223,6 +268,29 @@ def from_env(env: Mapping[str, str]) -> Settings:
         last_used_write_interval_seconds=number(
             "MESHSERVE_LAST_USED_INTERVAL", cache_d.last_used_write_interval_seconds
         ),
+        churn_threshold_seconds=number(
+            "MESHSERVE_CHURN_THRESHOLD", cache_d.churn_threshold_seconds
+        ),
+    )
+    routing = RoutingSettings(
+        max_attempts=max(1, integer("MESHSERVE_ROUTE_ATTEMPTS", route_d.max_attempts)),
+        default_deadline_seconds=number(
+            "MESHSERVE_DEFAULT_DEADLINE", route_d.default_deadline_seconds
+        ),
+    )
+    scaling = ScalingSettings(
+        scale_up_rpm=integer("MESHSERVE_SCALE_UP_RPM", scale_d.scale_up_rpm),
+        check_interval_seconds=number("MESHSERVE_SCALE_INTERVAL", scale_d.check_interval_seconds),
+        handover_window_seconds=number(
+            "MESHSERVE_HANDOVER_WINDOW", scale_d.handover_window_seconds
+        ),
+        drain_timeout_seconds=number("MESHSERVE_DRAIN_TIMEOUT", scale_d.drain_timeout_seconds),
+        janitor_interval_seconds=number(
+            "MESHSERVE_JANITOR_INTERVAL", scale_d.janitor_interval_seconds
+        ),
+        dead_node_grace_seconds=number(
+            "MESHSERVE_DEAD_NODE_GRACE", scale_d.dead_node_grace_seconds
+        ),
     )
     labels = tuple(x.strip() for x in (get("MM_LABELS") or "").split(",") if x.strip())
     node = NodeSettings(
@@ -242,4 +310,12 @@ def from_env(env: Mapping[str, str]) -> Settings:
     )
     if cache.capacity_bytes <= 0:
         raise errors.ConfigError("MESHSERVE_CAPACITY: must be more than 0 bytes")
-    return Settings(kv=kv, service=service, cache=cache, node=node, runtime=runtime)
+    return Settings(
+        kv=kv,
+        service=service,
+        cache=cache,
+        node=node,
+        runtime=runtime,
+        routing=routing,
+        scaling=scaling,
+    )

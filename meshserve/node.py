@@ -18,13 +18,19 @@ import grpc
 
 from mesh import (
     cache_manager,
+    dispatch,
     errors,
     etcd_kv,
     interfaces,
+    janitor,
+    leader,
     management,
     management_grpc,
     membership,
+    peers,
+    placement,
     records,
+    scaler,
     settings,
     store,
     table,
@@ -72,6 +78,7 @@ class Node:
         self.started_ms = 0
         self._stack = contextlib.AsyncExitStack()
         self._server: grpc.aio.Server | None = None
+        self._started = False
         self.port = 0
 
     @property
@@ -105,13 +112,21 @@ class Node:
         self.manager = cache_manager.CacheManager(cfg, self.store, self.table, self.runtime, puller)
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
-        self.management = management.Management(cfg, self.store, self.table, self.manager)
+        self.peers = peers.Peers(cfg.service.max_message_bytes)
+        self._stack.push_async_callback(self.peers.close)
+        dispatcher = dispatch.Dispatcher(cfg, self.table, self.manager)
+        self.management = management.Management(
+            cfg, self.store, self.table, self.manager, dispatcher, self.peers
+        )
         self._stack.push_async_callback(self.management.stop)
 
-        upstream = forward.GrpcUpstream(self.runtime.grpc_target, cfg.service.max_message_bytes)
+        upstream = forward.GrpcUpstream.open(
+            self.runtime.grpc_target, cfg.service.max_message_bytes
+        )
         self._stack.push_async_callback(upstream.close)
-        plane = dataplane.DataPlane(
-            self.table, self.manager, upstream, int(cfg.cache.failure_expiry_seconds * 1000)
+        peer_upstreams = forward.PeerUpstreams(self.peers)
+        self.plane = dataplane.DataPlane(
+            cfg, self.table, self.manager, dispatcher, upstream, peer_upstreams.get
         )
         server = grpc.aio.server(
             options=[
@@ -120,8 +135,10 @@ class Node:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        server.add_generic_rpc_handlers([servicer.InferenceService(plane, self.ready, version())])
-        management_grpc.add_to_server(server, self.management)
+        server.add_generic_rpc_handlers(
+            [servicer.InferenceService(self.plane, self.ready, version())]
+        )
+        management_grpc.add_to_server(server, self.management, self.manager)
         address = f"{cfg.service.host}:{cfg.service.grpc_port}"
         try:
             self.port = server.add_insecure_port(address)
@@ -141,6 +158,28 @@ class Node:
         await self.membership.start()
         self._stack.push_async_callback(self.membership.stop)
         self.manager.add_change_callback(self.membership.changed)
+
+        self.leader = leader.Leader(
+            kv, f"{cfg.kv.prefix}/leader", cfg.node.instance_id, cfg.kv.lease_ttl_seconds
+        )
+        await self.leader.start()
+        self._stack.push_async_callback(self.leader.stop)
+        sweeper = janitor.Janitor(
+            self.store,
+            self.table,
+            self.leader,
+            cfg.scaling.janitor_interval_seconds,
+            cfg.scaling.dead_node_grace_seconds,
+            cfg.cache.failure_expiry_seconds,
+        )
+        await sweeper.start()
+        self._stack.push_async_callback(sweeper.stop)
+        self.scaler = scaler.Scaler(
+            cfg, self.table, self.manager, self.peers, lambda: self.leader.is_leader
+        )
+        await self.scaler.start()
+        self._stack.push_async_callback(self.scaler.stop)
+        self._started = True
         log.info(
             "node %s ready on %s in %.0f ms (runtime %s at %s)",
             cfg.node.instance_id,
@@ -155,7 +194,58 @@ class Node:
             await self._server.stop(grace=2.0)
 
     async def stop(self) -> None:
+        """Leave the mesh: drain (if it had started), then stop every part."""
+        if self._started:
+            self._started = False
+            try:
+                await self._drain()
+            except Exception:
+                log.exception("draining node %s failed", self.config.node.instance_id)
         await self._stack.aclose()
+
+    async def _drain(self) -> None:
+        """Stop taking loads, tell the mesh, and have another node load the
+        recently used models whose only copy is here."""
+        cfg = self.config
+        self.manager.draining = True
+        await self.membership.publish_now()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.scaling.drain_timeout_seconds
+        moved = 0
+        for model_id in self.manager.recently_used(cfg.scaling.handover_window_seconds):
+            remaining = deadline - loop.time()
+            rec = self.table.model(model_id)
+            if remaining <= 0 or rec is None:
+                break
+            instances = self.table.instances()
+            others = [
+                i
+                for i in placement.live_copies(rec, instances, records.CopyState.LOADED)
+                if i != cfg.node.instance_id and not instances[i].shutting_down
+            ]
+            if others:
+                continue
+            target = placement.choose_node(
+                instances,
+                max(rec.size_bytes, cfg.cache.min_model_size_bytes),
+                labels=placement.required_labels(rec.model_type),
+                avoid={cfg.node.instance_id},
+                now_ms=int(time.time() * 1000),
+            )
+            if target is None:
+                log.info("no node can take over model %s", model_id)
+                continue
+            try:
+                await self.peers.ensure_local(
+                    instances[target].endpoint,
+                    model_id,
+                    extra_copy=True,
+                    timeout=remaining,
+                )
+                moved += 1
+            except errors.MeshError as e:
+                log.warning("handing %s over to %s failed: %s", model_id, target, e.message)
+        log.info("node %s drained: %d models handed over", cfg.node.instance_id, moved)
 
     async def ready(self) -> bool:
         """Serving: the runtime answers and the etcd mirror is live."""
@@ -178,6 +268,7 @@ class Node:
             ),
             version=version(),
             start_ms=self.started_ms,
+            shutting_down=m.draining,
         )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/proto/model_mesh.proto\x12\x05mmesh\"\x81\x01\n\x14RegisterModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12#\n\tmodelInfo\x18\x02 \x01(\x0b\x32\x10.mmesh.ModelInfo\x12\x0f\n\x07loadNow\x18\x03 \x01(\x08\x12\x0c\n\x04sync\x18\x04 \x01(\x08\x12\x14\n\x0clastUsedTime\x18\x05 \x01(\x04\"4\n\tModelInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\"\xe4\x02\n\x0fModelStatusInfo\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\".mmesh.ModelStatusInfo.ModelStatus\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\x12<\n\x0emodelCopyInfos\x18\x03 \x03(\x0b\x32$.mmesh.ModelStatusInfo.ModelCopyInfo\x1ag\n\rModelCopyInfo\x12\x10\n\x08location\x18\x01 \x01(\t\x12\x36\n\ncopyStatus\x18\x02 \x01(\x0e\x32\".mmesh.ModelStatusInfo.ModelStatus\x12\x0c\n\x04time\x18\x03 \x01(\x04\"f\n\x0bModelStatus\x12\r\n\tNOT_FOUND\x10\x00\x12\x0e\n\nNOT_LOADED\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\n\n\x06LOADED\x10\x03\x12\x12\n\x0eLOADING_FAILED\x10\x04\x12\x0b\n\x07UNKNOWN\x10\x05\")\n\x16UnregisterModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"\x19\n\x17UnregisterModelResponse\"#\n\x10GetStatusRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"P\n\x13\x45nsureLoadedRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x14\n\x0clastUsedTime\x18\x02 \x01(\x04\x12\x0c\n\x04sync\x18\x04 \x01(\x08J\x04\x08\x03\x10\x04\"\xce\x02\n\x10VModelStatusInfo\x12\x34\n\x06status\x18\x01 \x01(\x0e\x32$.mmesh.VModelStatusInfo.VModelStatus\x12\x15\n\ractiveModelId\x18\x02 \x01(\t\x12\x15\n\rtargetModelId\x18\x03 \x01(\t\x12\x31\n\x11\x61\x63tiveModelStatus\x18\x04 \x01(\x0b\x32\x16.mmesh.ModelStatusInfo\x12\x31\n\x11targetModelStatus\x18\x05 \x01(\x0b\x32\x16.mmesh.ModelStatusInfo\x12\r\n\x05owner\x18\x06 \x01(\t\"a\n\x0cVModelStatus\x12\r\n\tNOT_FOUND\x10\x00\x12\x0b\n\x07\x44\x45\x46INED\x10\x01\x12\x11\n\rTRANSITIONING\x10\x02\x12\x15\n\x11TRANSITION_FAILED\x10\x03\x12\x0b\n\x07UNKNOWN\x10\x05\"6\n\x13\x44\x65leteVModelRequest\x12\x10\n\x08vModelId\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteVModelResponse\"\xef\x01\n\x10SetVModelRequest\x12\x10\n\x08vModelId\x18\x01 \x01(\t\x12\x15\n\rtargetModelId\x18\x02 \x01(\t\x12\x12\n\nupdateOnly\x18\x03 \x01(\x08\x12#\n\tmodelInfo\x18\x04 \x01(\x0b\x32\x10.mmesh.ModelInfo\x12\x1d\n\x15\x61utoDeleteTargetModel\x18\x05 \x01(\x08\x12\x0f\n\x07loadNow\x18\x06 \x01(\x08\x12\r\n\x05\x66orce\x18\x07 \x01(\x08\x12\x0c\n\x04sync\x18\x08 \x01(\x08\x12\x1d\n\x15\x65xpectedTargetModelId\x18\t \x01(\t\x12\r\n\x05owner\x18\n \x01(\t\"9\n\x16GetVModelStatusRequest\x12\x10\n\x08vModelId\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t2\x8b\x04\n\tModelMesh\x12\x46\n\rregisterModel\x12\x1b.mmesh.RegisterModelRequest\x1a\x16.mmesh.ModelStatusInfo\"\x00\x12R\n\x0funregisterModel\x12\x1d.mmesh.UnregisterModelRequest\x1a\x1e.mmesh.UnregisterModelResponse\"\x00\x12\x43\n\x0egetModelStatus\x12\x17.mmesh.GetStatusRequest\x1a\x16.mmesh.ModelStatusInfo\"\x00\x12\x44\n\x0c\x65nsureLoaded\x12\x1a.mmesh.EnsureLoadedRequest\x1a\x16.mmesh.ModelStatusInfo\"\x00\x12?\n\tsetVModel\x12\x17.mmesh.SetVModelRequest\x1a\x17.mmesh.VModelStatusInfo\"\x00\x12I\n\x0c\x64\x65leteVModel\x12\x1a.mmesh.DeleteVModelRequest\x1a\x1b.mmesh.DeleteVModelResponse\"\x00\x12K\n\x0fgetVModelStatus\x12\x1d.mmesh.GetVModelStatusRequest\x1a\x17.mmesh.VModelStatusInfo\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/proto/model_mesh.proto\x12\x05mmesh\"\xa7\x01\n\x14RegisterModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12#\n\tmodelInfo\x18\x02 \x01(\x0b\x32\x10.mmesh.ModelInfo\x12\x0f\n\x07loadNow\x18\x03 \x01(\x08\x12\x0c\n\x04sync\x18\x04 \x01(\x08\x12\x14\n\x0clastUsedTime\x18\x05 \x01(\x04\x12\x11\n\tminCopies\x18\x14 \x01(\r\x12\x11\n\tmaxCopies\x18\x15 \x01(\r\"4\n\tModelInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\"\xe4\x02\n\x0fModelStatusInfo\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\".mmesh.ModelStatusInfo.ModelStatus\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\x12<\n\x0emodelCopyInfos\x18\x03 \x03(\x0b\x32$.mmesh.ModelStatusInfo.ModelCopyInfo\x1ag\n\rModelCopyInfo\x12\x10\n\x08location\x18\x01 \x01(\t\x12\x36\n\ncopyStatus\x18\x02 \x01(\x0e\x32\".mmesh.ModelStatusInfo.ModelStatus\x12\x0c\n\x04time\x18\x03 \x01(\x04\"f\n\x0bModelStatus\x12\r\n\tNOT_FOUND\x10\x00\x12\x0e\n\nNOT_LOADED\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\n\n\x06LOADED\x10\x03\x12\x12\n\x0eLOADING_FAILED\x10\x04\x12\x0b\n\x07UNKNOWN\x10\x05\")\n\x16UnregisterModelRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"\x19\n\x17UnregisterModelResponse\"#\n\x10GetStatusRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"P\n\x13\x45nsureLoadedRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x14\n\x0clastUsedTime\x18\x02 \x01(\x04\x12\x0c\n\x04sync\x18\x04 \x01(\x08J\x04\x08\x03\x10\x04\"\xce\x02\n\x10VModelStatusInfo\x12\x34\n\x06status\x18\x01 \x01(\x0e\x32$.mmesh.VModelStatusInfo.VModelStatus\x12\x15\n\ractiveModelId\x18\x02 \x01(\t\x12\x15\n\rtargetModelId\x18\x03 \x01(\t\x12\x31\n\x11\x61\x63tiveModelStatus\x18\x04 \x01(\x0b\x32\x16.mmesh.ModelStatusInfo\x12\x31\n\x11targetModelStatus\x18\x05 \x01(\x0b\x32\x16.mmesh.ModelStatusInfo\x12\r\n\x05owner\x18\x06 \x01(\t\"a\n\x0cVModelStatus\x12\r\n\tNOT_FOUND\x10\x00\x12\x0b\n\x07\x44\x45\x46INED\x10\x01\x12\x11\n\rTRANSITIONING\x10\x02\x12\x15\n\x11TRANSITION_FAILED\x10\x03\x12\x0b\n\x07UNKNOWN\x10\x05\"6\n\x13\x44\x65leteVModelRequest\x12\x10\n\x08vModelId\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteVModelResponse\"\x95\x02\n\x10SetVModelRequest\x12\x10\n\x08vModelId\x18\x01 \x01(\t\x12\x15\n\rtargetModelId\x18\x02 \x01(\t\x12\x12\n\nupdateOnly\x18\x03 \x01(\x08\x12#\n\tmodelInfo\x18\x04 \x01(\x0b\x32\x10.mmesh.ModelInfo\x12\x1d\n\x15\x61utoDeleteTargetModel\x18\x05 \x01(\x08\x12\x0f\n\x07loadNow\x18\x06 \x01(\x08\x12\r\n\x05\x66orce\x18\x07 \x01(\x08\x12\x0c\n\x04sync\x18\x08 \x01(\x08\x12\x1d\n\x15\x65xpectedTargetModelId\x18\t \x01(\t\x12\r\n\x05owner\x18\n \x01(\t\x12\x11\n\tminCopies\x18\x14 \x01(\r\x12\x11\n\tmaxCopies\x18\x15 \x01(\r\"9\n\x16GetVModelStatusRequest\x12\x10\n\x08vModelId\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t2\x8b\x04\n\tModelMesh\x12\x46\n\rregisterModel\x12\x1b.mmesh.RegisterModelRequest\x1a\x16.mmesh.ModelStatusInfo\"\x00\x12R\n\x0funregisterModel\x12\x1d.mmesh.UnregisterModelRequest\x1a\x1e.mmesh.UnregisterModelResponse\"\x00\x12\x43\n\x0egetModelStatus\x12\x17.mmesh.GetStatusRequest\x1a\x16.mmesh.ModelStatusInfo\"\x00\x12\x44\n\x0c\x65nsureLoaded\x12\x1a.mmesh.EnsureLoadedRequest\x1a\x16.mmesh.ModelStatusInfo\"\x00\x12?\n\tsetVModel\x12\x17.mmesh.SetVModelRequest\x1a\x17.mmesh.VModelStatusInfo\"\x00\x12I\n\x0c\x64\x65leteVModel\x12\x1a.mmesh.DeleteVModelRequest\x1a\x1b.mmesh.DeleteVModelResponse\"\x00\x12K\n\x0fgetVModelStatus\x12\x1d.mmesh.GetVModelStatusRequest\x1a\x17.mmesh.VModelStatusInfo\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,35 +32,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.proto.model_mesh_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERMODELREQUEST']._serialized_start=39
-  _globals['_REGISTERMODELREQUEST']._serialized_end=168
-  _globals['_MODELINFO']._serialized_start=170
-  _globals['_MODELINFO']._serialized_end=222
-  _globals['_MODELSTATUSINFO']._serialized_start=225
-  _globals['_MODELSTATUSINFO']._serialized_end=581
-  _globals['_MODELSTATUSINFO_MODELCOPYINFO']._serialized_start=374
-  _globals['_MODELSTATUSINFO_MODELCOPYINFO']._serialized_end=477
-  _globals['_MODELSTATUSINFO_MODELSTATUS']._serialized_start=479
-  _globals['_MODELSTATUSINFO_MODELSTATUS']._serialized_end=581
-  _globals['_UNREGISTERMODELREQUEST']._serialized_start=583
-  _globals['_UNREGISTERMODELREQUEST']._serialized_end=624
-  _globals['_UNREGISTERMODELRESPONSE']._serialized_start=626
-  _globals['_UNREGISTERMODELRESPONSE']._serialized_end=651
-  _globals['_GETSTATUSREQUEST']._serialized_start=653
-  _globals['_GETSTATUSREQUEST']._serialized_end=688
-  _globals['_ENSURELOADEDREQUEST']._serialized_start=690
-  _globals['_ENSURELOADEDREQUEST']._serialized_end=770
-  _globals['_VMODELSTATUSINFO']._serialized_start=773
-  _globals['_VMODELSTATUSINFO']._serialized_end=1107
-  _globals['_VMODELSTATUSINFO_VMODELSTATUS']._serialized_start=1010
-  _globals['_VMODELSTATUSINFO_VMODELSTATUS']._serialized_end=1107
-  _globals['_DELETEVMODELREQUEST']._serialized_start=1109
-  _globals['_DELETEVMODELREQUEST']._serialized_end=1163
-  _globals['_DELETEVMODELRESPONSE']._serialized_start=1165
-  _globals['_DELETEVMODELRESPONSE']._serialized_end=1187
-  _globals['_SETVMODELREQUEST']._serialized_start=1190
-  _globals['_SETVMODELREQUEST']._serialized_end=1429
-  _globals['_GETVMODELSTATUSREQUEST']._serialized_start=1431
-  _globals['_GETVMODELSTATUSREQUEST']._serialized_end=1488
-  _globals['_MODELMESH']._serialized_start=1491
-  _globals['_MODELMESH']._serialized_end=2014
+  _globals['_REGISTERMODELREQUEST']._serialized_end=206
+  _globals['_MODELINFO']._serialized_start=208
+  _globals['_MODELINFO']._serialized_end=260
+  _globals['_MODELSTATUSINFO']._serialized_start=263
+  _globals['_MODELSTATUSINFO']._serialized_end=619
+  _globals['_MODELSTATUSINFO_MODELCOPYINFO']._serialized_start=412
+  _globals['_MODELSTATUSINFO_MODELCOPYINFO']._serialized_end=515
+  _globals['_MODELSTATUSINFO_MODELSTATUS']._serialized_start=517
+  _globals['_MODELSTATUSINFO_MODELSTATUS']._serialized_end=619
+  _globals['_UNREGISTERMODELREQUEST']._serialized_start=621
+  _globals['_UNREGISTERMODELREQUEST']._serialized_end=662
+  _globals['_UNREGISTERMODELRESPONSE']._serialized_start=664
+  _globals['_UNREGISTERMODELRESPONSE']._serialized_end=689
+  _globals['_GETSTATUSREQUEST']._serialized_start=691
+  _globals['_GETSTATUSREQUEST']._serialized_end=726
+  _globals['_ENSURELOADEDREQUEST']._serialized_start=728
+  _globals['_ENSURELOADEDREQUEST']._serialized_end=808
+  _globals['_VMODELSTATUSINFO']._serialized_start=811
+  _globals['_VMODELSTATUSINFO']._serialized_end=1145
+  _globals['_VMODELSTATUSINFO_VMODELSTATUS']._serialized_start=1048
+  _globals['_VMODELSTATUSINFO_VMODELSTATUS']._serialized_end=1145
+  _globals['_DELETEVMODELREQUEST']._serialized_start=1147
+  _globals['_DELETEVMODELREQUEST']._serialized_end=1201
+  _globals['_DELETEVMODELRESPONSE']._serialized_start=1203
+  _globals['_DELETEVMODELRESPONSE']._serialized_end=1225
+  _globals['_SETVMODELREQUEST']._serialized_start=1228
+  _globals['_SETVMODELREQUEST']._serialized_end=1505
+  _globals['_GETVMODELSTATUSREQUEST']._serialized_start=1507
+  _globals['_GETVMODELSTATUSREQUEST']._serialized_end=1564
+  _globals['_MODELMESH']._serialized_start=1567
+  _globals['_MODELMESH']._serialized_end=2090
 # @@protoc_insertion_point(module_scope)

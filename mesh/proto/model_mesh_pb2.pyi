@@ -8,18 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterModelRequest(_message.Message):
-    __slots__ = ("modelId", "modelInfo", "loadNow", "sync", "lastUsedTime")
+    __slots__ = ("modelId", "modelInfo", "loadNow", "sync", "lastUsedTime", "minCopies", "maxCopies")
     MODELID_FIELD_NUMBER: _ClassVar[int]
     MODELINFO_FIELD_NUMBER: _ClassVar[int]
     LOADNOW_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
     LASTUSEDTIME_FIELD_NUMBER: _ClassVar[int]
+    MINCOPIES_FIELD_NUMBER: _ClassVar[int]
+    MAXCOPIES_FIELD_NUMBER: _ClassVar[int]
     modelId: str
     modelInfo: ModelInfo
     loadNow: bool
     sync: bool
     lastUsedTime: int
-    def __init__(self, modelId: _Optional[str] = ..., modelInfo: _Optional[_Union[ModelInfo, _Mapping]] = ..., loadNow: bool = ..., sync: bool = ..., lastUsedTime: _Optional[int] = ...) -> None: ...
+    minCopies: int
+    maxCopies: int
+    def __init__(self, modelId: _Optional[str] = ..., modelInfo: _Optional[_Union[ModelInfo, _Mapping]] = ..., loadNow: bool = ..., sync: bool = ..., lastUsedTime: _Optional[int] = ..., minCopies: _Optional[int] = ..., maxCopies: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("type", "path", "key")
@@ -131,7 +135,7 @@ class DeleteVModelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SetVModelRequest(_message.Message):
-    __slots__ = ("vModelId", "targetModelId", "updateOnly", "modelInfo", "autoDeleteTargetModel", "loadNow", "force", "sync", "expectedTargetModelId", "owner")
+    __slots__ = ("vModelId", "targetModelId", "updateOnly", "modelInfo", "autoDeleteTargetModel", "loadNow", "force", "sync", "expectedTargetModelId", "owner", "minCopies", "maxCopies")
     VMODELID_FIELD_NUMBER: _ClassVar[int]
     TARGETMODELID_FIELD_NUMBER: _ClassVar[int]
     UPDATEONLY_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +146,8 @@ class SetVModelRequest(_message.Message):
     SYNC_FIELD_NUMBER: _ClassVar[int]
     EXPECTEDTARGETMODELID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    MINCOPIES_FIELD_NUMBER: _ClassVar[int]
+    MAXCOPIES_FIELD_NUMBER: _ClassVar[int]
     vModelId: str
     targetModelId: str
     updateOnly: bool
@@ -152,7 +158,9 @@ class SetVModelRequest(_message.Message):
     sync: bool
     expectedTargetModelId: str
     owner: str
-    def __init__(self, vModelId: _Optional[str] = ..., targetModelId: _Optional[str] = ..., updateOnly: bool = ..., modelInfo: _Optional[_Union[ModelInfo, _Mapping]] = ..., autoDeleteTargetModel: bool = ..., loadNow: bool = ..., force: bool = ..., sync: bool = ..., expectedTargetModelId: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    minCopies: int
+    maxCopies: int
+    def __init__(self, vModelId: _Optional[str] = ..., targetModelId: _Optional[str] = ..., updateOnly: bool = ..., modelInfo: _Optional[_Union[ModelInfo, _Mapping]] = ..., autoDeleteTargetModel: bool = ..., loadNow: bool = ..., force: bool = ..., sync: bool = ..., expectedTargetModelId: _Optional[str] = ..., owner: _Optional[str] = ..., minCopies: _Optional[int] = ..., maxCopies: _Optional[int] = ...) -> None: ...
 
 class GetVModelStatusRequest(_message.Message):
     __slots__ = ("vModelId", "owner")

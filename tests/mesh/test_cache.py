@@ -73,3 +73,12 @@ def test_keeps_the_prediction_without_a_positive_measurement(measured: int | Non
 
 def test_never_reports_below_the_minimum() -> None:
     assert cache.corrected_size(0, 1000, 1 << 20) == 1 << 20
+
+
+def test_evicts_extra_copies_before_the_least_recently_used_model() -> None:
+    entries = [
+        cache.Entry("only-copy-old", 40 * MB, 1.0),
+        cache.Entry("extra-copy-recent", 40 * MB, 5.0, extra=True),
+        cache.Entry("only-copy-recent", 20 * MB, 4.0),
+    ]
+    assert cache.plan_room(entries, 100 * MB, 30 * MB).evict == ("extra-copy-recent",)
