@@ -7,16 +7,20 @@ machines and runs; the ratio from one run, same process, same model, varies
 much less). Tests never assert on time; this benchmark is where speed is
 looked at.
 
-One run starts a local mesh in this process (``meshserve.local.LocalMesh``:
-etcd, one node, the node's MLServer), trains one small scikit-learn model
-(logistic regression on iris, a ~1 KB file) and measures three things, each
+One run starts a local mesh of its own: an etcd (``mesh.etcd_server``) and
+one mesh node (``meshserve.node.Node``) on an event loop in a thread of this
+process, which starts its own MLServer. (The node runs in-process, unlike
+the node processes of ``meshserve up``, so that its runtime's endpoint is at
+hand for the direct side.) It trains one small scikit-learn model (logistic
+regression on iris, a ~1 KB file) and measures three things, each
 time the same model in the same MLServer process, once through the mesh's
 endpoint and once straight to MLServer's own V2 gRPC endpoint, with the same
 client (``tritonclient.grpc``, one 5×4 FP64 batch, input and output
 ``predict``):
 
-1. **start**: ``LocalMesh.start()`` until it returns, i.e. etcd, the node and
-   MLServer all answer (what ``meshserve up`` costs before the first request).
+1. **start**: etcd started, then ``Node.start()`` until it returns, i.e. etcd,
+   the node and MLServer all answer (about what ``meshserve up`` costs before
+   the first request).
 2. **cold path**, in ms: the first ModelInfer of a model that is not loaded.
    *mesh*: a registered Predictor called by name; the node resolves it, claims
    the load in etcd, copies the files into the runtime's repository, writes
@@ -69,8 +73,8 @@ import numpy.typing as npt
 import psutil
 from tritonclient import grpc as triton
 
-from mesh import predictor, processes
-from meshserve import client, local, node, samples
+from mesh import etcd_server, predictor, settings
+from meshserve import client, node, samples
 from runtime_adapters import mlserver
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,12 +91,29 @@ Ns = npt.NDArray[np.int64]
 
 
 class MeshThread:
-    """A :class:`meshserve.local.LocalMesh` on an event loop in a background
-    thread, so that the synchronous clients of the main thread never block it
-    (as ``tests/integration/mesh_fixtures.NodeThread`` does for one node)."""
+    """An etcd and a :class:`meshserve.node.Node` serving from an event loop
+    in a background thread, so that the synchronous clients of the main
+    thread never block it (as the integration tests run a node).
 
-    def __init__(self, options: local.LocalMeshOptions) -> None:
-        self.mesh = local.LocalMesh(options)
+    etcd is started from the main thread and the node (which starts MLServer)
+    from the loop's thread: each child dies with the thread that started it
+    (``mesh.processes``), and both threads outlive what they started."""
+
+    def __init__(
+        self, data_dir: pathlib.Path, models_root: pathlib.Path, runtimes_dir: pathlib.Path
+    ) -> None:
+        self.etcd = etcd_server.EtcdServer(
+            data_dir / "etcd", log_path=data_dir / "logs" / "etcd.log"
+        )
+        self.config = settings.Settings(
+            kv=settings.KVSettings(endpoints=(self.etcd.endpoint,)),
+            service=settings.ServiceSettings(host="127.0.0.1", grpc_port=0),
+            node=settings.NodeSettings(
+                instance_id="bench-node", data_dir=data_dir, models_root=models_root
+            ),
+            runtime=settings.RuntimeSettings(venv=runtimes_dir),
+        )
+        self.node = node.Node(self.config)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -100,19 +121,22 @@ class MeshThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(self) -> None:
-        """Start the mesh (on failure it has stopped what it started)."""
+        """Start etcd, then the node (on failure, stop what had started)."""
+        self.etcd.start()
         self._thread.start()
         try:
-            self.run(self.mesh.start())
+            self.run(self.node.start())
         except BaseException:
             self._end_loop()
+            self.etcd.stop()
             raise
 
     def stop(self) -> None:
         try:
-            self.run(self.mesh.stop(), timeout=60)
+            self.run(self.node.stop(), timeout=60)
         finally:
             self._end_loop()
+            self.etcd.stop()
 
     def _end_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -122,22 +146,17 @@ class MeshThread:
     @property
     def endpoint(self) -> str:
         """The mesh's gRPC endpoint (``host:port``)."""
-        return f"127.0.0.1:{self._node().port}"
+        return f"127.0.0.1:{self.node.port}"
 
     @property
     def runtime_endpoint(self) -> str:
         """MLServer's own V2 gRPC endpoint."""
-        return self._node().runtime.grpc_target
+        return self.node.runtime.grpc_target
 
     @property
     def model_dir(self) -> pathlib.Path:
         """MLServer's model repository."""
-        return self._node().config.node.model_dir
-
-    def _node(self) -> node.Node:
-        if self.mesh.node is None:
-            raise RuntimeError("the mesh is not running")
-        return self.mesh.node
+        return self.config.node.model_dir
 
 
 class Call:
@@ -273,13 +292,7 @@ def alive(procs: Sequence[psutil.Process]) -> list[str]:
 def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris-logistic")
     call = Call(sample)
-    options = local.LocalMeshOptions(
-        grpc_port=processes.free_port(),
-        data_dir=work / "data",
-        models_root=work / "store",
-        runtimes_dir=REPO_ROOT / ".runtimes",
-    )
-    mesh = MeshThread(options)
+    mesh = MeshThread(work / "data", work / "store", REPO_ROOT / ".runtimes")
     t0 = time.perf_counter_ns()
     mesh.start()
     startup_ns = time.perf_counter_ns() - t0

@@ -109,6 +109,8 @@ class CacheManager:
         self._changed_callbacks: list[_Callback] = []
         self.draining = False
         """Set when the node shuts down: no new loads are taken."""
+        self.loads_claimed = 0
+        """Loads this node claimed in etcd and started (for tests and metrics)."""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -291,6 +293,7 @@ class CacheManager:
         t0 = time.monotonic()
         try:
             await self._record(model_id, lambda r: self._claim(c, r))
+            self.loads_claimed += 1
             path = await self._puller.pull(model_id, c.source)
             if c.source.size_bytes <= 0:
                 disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

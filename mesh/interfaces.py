@@ -1,4 +1,4 @@
-"""The two seams between the mesh core and the outside world of models.
+"""The seams between the mesh core and the outside world.
 
 A node's cache manager (:mod:`mesh.cache_manager`) pulls a model's files with
 a :class:`ModelPuller`, then loads them into the runtime with a
@@ -11,6 +11,9 @@ The model's files live in one folder per model, ``<model_dir>/<model_id>``:
 the puller fills it, the adapter may add its own files there (MLServer's
 ``model-settings.json``, Triton's ``config.pbtxt``) because the runtime's
 model repository *is* ``<model_dir>``.
+
+:class:`PeerLoader` is the seam to the other nodes, so the management and
+scaling logic can ask a peer to load a model without importing gRPC.
 """
 
 from __future__ import annotations
@@ -77,4 +80,21 @@ class ModelPuller(Protocol):
 
     async def remove(self, model_id: str) -> None:
         """Delete the model's local files; absent files are not an error."""
+        ...
+
+
+class PeerLoader(Protocol):
+    """Asks another node to load a model (:class:`mesh.peers.Peers` on gRPC)."""
+
+    async def ensure_local(
+        self,
+        endpoint: str,
+        model_id: str,
+        *,
+        extra_copy: bool = False,
+        sync: bool = True,
+        timeout: float | None = None,
+    ) -> bool:
+        """Have the node at ``endpoint`` load ``model_id``; ``True`` once it
+        holds it (with ``sync``). Raises the mesh error the peer answered."""
         ...

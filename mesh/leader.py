@@ -216,7 +216,8 @@ class Leader:
     def _step_down(self, reason: str) -> None:
         if self._leading:
             self._leading = False
-            _log.warning("%s is no longer leader on %r: %s", self.instance_id, self.key, reason)
+            level = logging.INFO if reason == "stopped" else logging.WARNING
+            _log.log(level, "%s is no longer leader on %r: %s", self.instance_id, self.key, reason)
             self._notify(False)
 
     async def _drop_lease(self) -> None:

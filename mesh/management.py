@@ -27,7 +27,7 @@ from mesh import (
     dispatch,
     errors,
     ids,
-    peers,
+    interfaces,
     placement,
     predictor,
     records,
@@ -108,7 +108,7 @@ class Management:
         mirror: table.PlacementTable,
         manager: cache_manager.CacheManager,
         dispatcher: dispatch.Dispatcher,
-        peer_channels: peers.Peers,
+        peer_channels: interfaces.PeerLoader,
     ) -> None:
         self._failure_expiry_ms = int(config.cache.failure_expiry_seconds * 1000)
         self._store = record_store

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from mesh import cache_manager, errors, peers, placement, records, settings, table
+from mesh import cache_manager, errors, interfaces, placement, records, settings, table
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Scaler:
         config: settings.Settings,
         mirror: table.PlacementTable,
         manager: cache_manager.CacheManager,
-        peer_channels: peers.Peers,
+        peer_channels: interfaces.PeerLoader,
         is_leader: Callable[[], bool],
     ) -> None:
         self._scaling = config.scaling
@@ -79,19 +79,28 @@ class Scaler:
             if placement.wants_extra_copy(
                 rpm, self._scaling.scale_up_rpm, len(copies), rec.max_copies, able
             ):
-                log.info("model %s serves %d rpm here: adding a copy", model_id, rpm)
-                await self._add_copy(model_id, rec)
+                now = time.monotonic()
+                if now - self._asked.get(model_id, -COOLDOWN_SECONDS) >= COOLDOWN_SECONDS:
+                    log.info("model %s serves %d rpm here: adding a copy", model_id, rpm)
+                    self._asked[model_id] = now
+                    await self._add_copy(model_id, rec, set())
         if not self._is_leader():
             return
+        # Loading copies count towards the minimum, so a model is not asked
+        # for twice while its copies load.
         for model_id, rec in list(self._table.models().items()):
+            chosen: set[str] = set()
             for _ in range(placement.missing_copies(rec, instances)):
-                if not await self._add_copy(model_id, rec):
+                target = await self._add_copy(model_id, rec, chosen)
+                if target is None:
                     break
+                chosen.add(target)
 
-    async def _add_copy(self, model_id: str, rec: records.ModelRecord) -> bool:
-        now = time.monotonic()
-        if now - self._asked.get(model_id, -COOLDOWN_SECONDS) < COOLDOWN_SECONDS:
-            return False
+    async def _add_copy(
+        self, model_id: str, rec: records.ModelRecord, avoid: set[str]
+    ) -> str | None:
+        """Ask the node placement picks (not one in ``avoid``) for a copy;
+        the node asked, or ``None``."""
         instances = self._table.instances()
         now_ms = int(time.time() * 1000)
         failed = records.recent_failures(
@@ -101,21 +110,20 @@ class Scaler:
             instances,
             max(rec.size_bytes, self._cache.min_model_size_bytes),
             labels=placement.required_labels(rec.model_type),
-            avoid=set(rec.copies) | set(failed),
+            avoid=set(rec.copies) | set(failed) | avoid,
             now_ms=now_ms,
             churn_threshold_ms=int(self._cache.churn_threshold_seconds * 1000),
         )
         if target is None:
-            return False
-        self._asked[model_id] = now
+            return None
         if target == self._self:
             self._manager.load_soon(model_id, extra_copy=True)
-            return True
+            return target
         try:
             await self._peers.ensure_local(
                 instances[target].endpoint, model_id, extra_copy=True, sync=False, timeout=10
             )
         except errors.MeshError as e:
             log.info("could not add a copy of %s on %s: %s", model_id, target, e.message)
-            return False
-        return True
+            return None
+        return target

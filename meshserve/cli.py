@@ -2,7 +2,8 @@
 
 ::
 
-    meshserve up        a whole mesh on this machine, until Ctrl-C / SIGTERM
+    meshserve up        a whole mesh on this machine (etcd, N node processes,
+                        a runtime each), until Ctrl-C / SIGTERM
     meshserve node      one mesh node, configured from the environment
     meshserve demo      a local mesh serving real models, end to end
     meshserve predictor apply -f FILE | delete NAME | list | status NAME
@@ -18,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import pathlib
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import grpc
 
@@ -43,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default=os.environ.get("MESHSERVE_LOG_LEVEL", "INFO"))
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run a local mesh (etcd, a node, its runtime) until stopped")
+    up = sub.add_parser("up", help="run a local mesh (etcd, N nodes, a runtime each) until stopped")
     _mesh_options(up)
 
     sub.add_parser("node", help="run one mesh node configured from the environment (MM_*)")
@@ -81,11 +85,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _mesh_options(p: argparse.ArgumentParser) -> None:
     d = local.LocalMeshOptions()
-    p.add_argument("--grpc-port", type=int, default=d.grpc_port, help="default 8033")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=d.nodes,
+        help="how many mesh nodes, each a process with its own runtime (default 1)",
+    )
+    p.add_argument(
+        "--grpc-port", type=int, default=d.grpc_port, help="node i listens on this + i (8033)"
+    )
     p.add_argument("--host", default=d.host, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--runtime", default=d.runtime, choices=["mlserver"])
     p.add_argument(
-        "--capacity", type=_size, default=d.capacity_bytes, help="bytes of models, e.g. 512Mi"
+        "--capacity",
+        type=_size,
+        default=d.capacity_bytes,
+        help="bytes of models per node, e.g. 512Mi",
     )
     p.add_argument("--data-dir", type=pathlib.Path, default=d.data_dir)
     p.add_argument("--etcd", default="", help="use this etcd HOST:PORT instead of starting one")
@@ -101,6 +116,7 @@ def _options(args: argparse.Namespace) -> local.LocalMeshOptions:
     if args.etcd:
         settings.parse_endpoint(args.etcd, "--etcd")
     return local.LocalMeshOptions(
+        nodes=args.nodes,
         grpc_port=args.grpc_port,
         host=args.host,
         runtime=args.runtime,
@@ -108,40 +124,90 @@ def _options(args: argparse.Namespace) -> local.LocalMeshOptions:
         data_dir=args.data_dir,
         etcd=args.etcd,
         models_root=args.models_root,
+        log_level=args.log_level.upper(),
     )
 
 
-async def _until_signalled() -> None:
+def _stop_event() -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def _start_unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``start``; if ``stop`` is set first, cancel it (a cancelled start
+    stops what it had started) and return ``False``."""
+    task = asyncio.ensure_future(start)
+    signalled = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()  # its error, if it failed
+    return True
 
 
 async def _up(options: local.LocalMeshOptions) -> None:
+    stop = _stop_event()
     mesh = local.LocalMesh(options)
-    await mesh.start()
-    assert mesh.node is not None
+    t0 = time.monotonic()
+    if not await _start_unless_stopped(mesh.start(), stop):
+        print("meshserve stopped.", flush=True)
+        return
+    nodes = mesh.nodes
+    ports = f"{nodes[0].port}" + (f"-{nodes[-1].port}" if len(nodes) > 1 else "")
     print(
-        f"meshserve is up: gRPC on {options.host}:{mesh.node.port}, etcd at "
-        f"{mesh.etcd_endpoint}, runtime {mesh.node.runtime.name} at "
-        f"{mesh.node.runtime.grpc_target}; data in {options.data_dir}. Ctrl-C stops it.",
+        f"meshserve is up: {len(nodes)} node{'s' if len(nodes) > 1 else ''}, gRPC on "
+        f"{mesh.client_host}:{ports}, etcd at {mesh.etcd_endpoint}, runtime "
+        f"{options.runtime}; data in {options.data_dir}; ready in "
+        f"{time.monotonic() - t0:.1f} s. Ctrl-C stops it.",
         flush=True,
     )
+    for n in nodes:
+        print(
+            f"  node {n.index}: {n.endpoint}  instance {n.instance_id}  pid {n.process.pid}  "
+            f"log {n.log_path}",
+            flush=True,
+        )
     try:
-        await _until_signalled()
+        reported: set[int] = set()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            for n in mesh.exited():
+                if n.index not in reported:
+                    reported.add(n.index)
+                    print(
+                        f"meshserve: {n.describe()} exited with status "
+                        f"{n.process.returncode()} and is not restarted; its log "
+                        f"({n.log_path}) ends:\n{n.process.log_tail()}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         print("meshserve is stopping...", flush=True)
+        t0 = time.monotonic()
         await mesh.stop()
-        print("meshserve stopped.", flush=True)
+        print(f"meshserve stopped. ({time.monotonic() - t0:.1f} s)", flush=True)
 
 
 async def _node() -> None:
-    n = node.Node(settings.from_env(os.environ))
-    await n.start()
+    config = settings.from_env(os.environ)  # a ConfigError ends here, as one line
+    stop = _stop_event()
+    n = node.Node(config)
+    if not await _start_unless_stopped(n.start(), stop):
+        return
     try:
-        await _until_signalled()
+        await stop.wait()
     finally:
         await n.stop()
 

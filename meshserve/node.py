@@ -126,7 +126,7 @@ class Node:
         self._stack.push_async_callback(upstream.close)
         peer_upstreams = forward.PeerUpstreams(self.peers)
         self.plane = dataplane.DataPlane(
-            cfg, self.table, self.manager, dispatcher, upstream, peer_upstreams.get
+            cfg, self.table, self.store, self.manager, dispatcher, upstream, peer_upstreams.get
         )
         server = grpc.aio.server(
             options=[

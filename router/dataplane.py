@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from mesh import cache_manager, dispatch, errors, placement, records, settings, table
+from mesh import cache_manager, dispatch, errors, placement, records, settings, store, table
 from router import wire
 
 VMODEL_HEADER = "mm-vmodel-id"
@@ -136,6 +136,7 @@ class DataPlane:
         self,
         config: settings.Settings,
         mirror: table.PlacementTable,
+        record_store: store.RecordStore,
         manager: cache_manager.CacheManager,
         dispatcher: dispatch.Dispatcher,
         runtime: Upstream,
@@ -143,6 +144,7 @@ class DataPlane:
     ) -> None:
         self._failure_expiry_ms = int(config.cache.failure_expiry_seconds * 1000)
         self._table = mirror
+        self._store = record_store
         self._manager = manager
         self._dispatcher = dispatcher
         self._runtime = runtime
@@ -155,10 +157,13 @@ class DataPlane:
     ) -> bytes:
         """Route one call; ``method`` is the short name (``ModelInfer``)."""
         asked = requested(request, headers)
-        if asked.balanced and asked.kind == "model":
-            # A peer routed this here: our mirror may lag its by a moment.
-            await self._table.wait_until(lambda: self._table.model(asked.name) is not None, 2.0)
-        model_id = resolve(self._table, asked.kind, asked.name)
+        try:
+            model_id = resolve(self._table, asked.kind, asked.name)
+        except errors.ModelNotFound:
+            # Registered a moment ago through another node? This node's
+            # mirror may lag etcd by a few milliseconds: catch up, once.
+            await self._catch_up(asked)
+            model_id = resolve(self._table, asked.kind, asked.name)
         forwarded = wire.rewrite_name(request, model_id)
         if asked.balanced:
             response = await self._serve_here(
@@ -180,6 +185,16 @@ class DataPlane:
         if method in _NAMED_RESPONSES and asked.name != model_id:
             response = wire.rewrite_name(response, asked.name)
         return response
+
+    async def _catch_up(self, asked: Requested) -> None:
+        """Wait (briefly) for the mirror to show a record etcd already has."""
+        found: tuple[object, int] | None = None
+        if asked.kind in ("vmodel", "any"):
+            found = await self._store.get_vmodel(asked.name)
+        if found is None and asked.kind in ("model", "any"):
+            found = await self._store.get_model(asked.name)
+        if found is not None:
+            await self._table.wait_for_revision(found[1], 2.0)
 
     async def _serve_here(
         self,

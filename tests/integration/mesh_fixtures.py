@@ -8,6 +8,7 @@ synchronous ``tritonclient.grpc`` client and the CLI's :class:`MeshClient`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import itertools
 import pathlib
@@ -62,17 +63,53 @@ class NodeThread:
         return client.MeshClient(self.endpoint)
 
 
-def node_settings(etcd_endpoint: str, data_dir: pathlib.Path, **cache: Any) -> settings.Settings:
-    """Settings of a test node: free port, its own etcd prefix and folders."""
+def node_settings(
+    etcd_endpoint: str, data_dir: pathlib.Path, prefix: str = "", **cache: Any
+) -> settings.Settings:
+    """Settings of a test node: free port, its own folders, and its own etcd
+    prefix unless one is given (nodes of one mesh share theirs)."""
     return settings.Settings(
-        kv=settings.KVSettings(endpoints=(etcd_endpoint,), prefix=f"test{next(_prefixes)}"),
+        kv=settings.KVSettings(
+            endpoints=(etcd_endpoint,),
+            prefix=prefix or f"test{next(_prefixes)}",
+            lease_ttl_seconds=3,
+        ),
         service=settings.ServiceSettings(host="127.0.0.1", grpc_port=0),
         cache=dataclasses.replace(settings.CacheSettings(), **cache),
         node=settings.NodeSettings(
             instance_id=f"node-{data_dir.name}", data_dir=data_dir, models_root=data_dir
         ),
         runtime=settings.RuntimeSettings(venv=REPO_ROOT / ".runtimes"),
+        scaling=settings.ScalingSettings(
+            check_interval_seconds=0.5, janitor_interval_seconds=0.5, dead_node_grace_seconds=1
+        ),
     )
+
+
+def start_cluster(
+    etcd_endpoint: str, tmp: pytest.TempPathFactory, n: int, **cache: Any
+) -> list[NodeThread]:
+    """``n`` nodes of one mesh (one etcd prefix), started in parallel."""
+    prefix = f"mesh{next(_prefixes)}"
+    nodes = [
+        NodeThread(node_settings(etcd_endpoint, tmp.mktemp(f"node{i}-"), prefix, **cache))
+        for i in range(n)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        started = [pool.submit(node.start) for node in nodes]
+    try:
+        for f in started:
+            f.result()
+    except BaseException:
+        stop_cluster(nodes)
+        raise
+    return nodes
+
+
+def stop_cluster(nodes: list[NodeThread]) -> None:
+    """Stop nodes in parallel."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(nodes))) as pool:
+        list(pool.map(NodeThread.stop, nodes))
 
 
 @pytest.fixture(scope="module")

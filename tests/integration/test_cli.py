@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,3 +205,130 @@ def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None
         finally:
             up.send_signal(signal.SIGTERM)
             up.wait(60)
+
+
+def _two_free_ports() -> int:
+    """A port p such that p and p + 1 are both free now."""
+    for _ in range(100):
+        port = processes.free_port()
+        if port >= 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_up_runs_several_node_processes_and_any_node_serves_any_model(
+    tmp_path: pathlib.Path,
+) -> None:
+    port = _two_free_ports()
+    endpoints = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
+    sample = samples.train_iris_logistic(tmp_path / "iris")
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "meshserve.cli", "up", "--nodes", "2",
+             "--grpc-port", str(port), "--data-dir", str(tmp_path / "data"),
+             "--capacity", "256Mi"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "meshserve is up" not in log.read_text():
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        printed = log.read_text()
+        for endpoint in endpoints:
+            assert endpoint in printed
+
+        # Two `meshserve node` processes under `up`, each the parent of its own MLServer.
+        children = _tree(up.pid)
+        node_procs = [
+            p for p in children if "meshserve.cli" in _cmdline(p) and "node" in _cmdline(p)
+        ]
+        runtimes = [
+            p
+            for p in children
+            if "start" in _cmdline(p) and any(a.endswith("/mlserver") for a in _cmdline(p))
+        ]
+        assert len(node_procs) == 2, [p.cmdline() for p in children]
+        assert len(runtimes) == 2, [p.cmdline() for p in children]
+        assert {p.ppid() for p in node_procs} == {up.pid}
+        assert sorted(p.ppid() for p in runtimes) == sorted(p.pid for p in node_procs)
+
+        f = tmp_path / "p.yaml"
+        f.write_text(PREDICTOR.format(name="multi-iris", path=sample.folder))
+        applied = meshserve("predictor", "apply", "-f", str(f), endpoint=endpoints[0])
+        assert applied.returncode == 0, applied.stderr
+
+        # Either node answers (whether it holds a copy or a peer does).
+        for endpoint in (*endpoints, *endpoints):
+            with triton.InferenceServerClient(endpoint) as c:
+                inp = triton.InferInput("predict", list(sample.inputs.shape), "FP64")
+                inp.set_data_from_numpy(sample.inputs)
+                got = c.infer("multi-iris", [inp], client_timeout=60).as_numpy("predict")
+            np.testing.assert_array_equal(got.reshape(-1), sample.expected)
+
+        nodes = meshserve("nodes", endpoint=endpoints[1])
+        assert nodes.returncode == 0, nodes.stderr
+        host = socket.gethostname()
+        for p, endpoint in ((port, endpoints[0]), (port + 1, endpoints[1])):
+            (row,) = [r for r in nodes.stdout.splitlines() if r.startswith(f"{host}-{p} ")]
+            assert endpoint in row and "256.0 MiB" in row
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(90) == 0, log.read_text()
+        left = psutil.wait_procs(children, timeout=15)[1]
+        assert not left, f"left running: {left}"
+        assert "meshserve stopped." in log.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
+def test_up_fails_with_the_end_of_the_log_of_a_node_that_cannot_start(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = {**os.environ, "MESHSERVE_RUNTIME_START_TIMEOUT": "soon"}  # every node refuses it
+    up = subprocess.Popen(
+        [sys.executable, "-m", "meshserve.cli", "up", "--nodes", "2",
+         "--grpc-port", str(_two_free_ports()), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 1, out + err
+    assert "exited with status 1 before it was ready" in err
+    assert "MESHSERVE_RUNTIME_START_TIMEOUT: 'soon' is not a number" in err
+    assert "Traceback" not in err
+    assert "meshserve is up" not in out
+    left = [
+        p.pid
+        for p in psutil.process_iter()
+        if str(tmp_path) in " ".join(_cmdline(p)) or _environ_mentions(p, str(tmp_path))
+    ]
+    assert not left, f"left running: {left}"
+
+
+def _environ_mentions(p: psutil.Process, text: str) -> bool:
+    try:
+        return any(text in v for v in p.environ().values())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
