@@ -8,4 +8,6 @@ pytest_plugins = [
     "tests.integration.etcd_fixtures",
     "tests.integration.mlserver_fixtures",
     "tests.integration.mesh_fixtures",
+    "tests.integration.storage_fixtures",
+    "tests.integration.triton_fixtures",
 ]

@@ -1,0 +1,1 @@
+"""Fixtures for storage_fixtures (being written)."""

@@ -1,0 +1,1 @@
+"""Fixtures for triton_fixtures (being written)."""
