@@ -361,7 +361,7 @@ class CacheManager:
             err: errors.MeshError = e
         elif isinstance(e, TimeoutError):
             err = errors.ModelLoadFailed(
-                model_id, f"load took longer than {self._cache.load_timeout_seconds:.0f} s"
+                model_id, f"load took longer than {self._cache.load_timeout_seconds:g} s"
             )
         elif isinstance(e, asyncio.CancelledError):
             err = errors.RuntimeUnavailable(f"node {self.instance_id} stopped loading {model_id!r}")

@@ -27,6 +27,10 @@ API_VERSION = "serving.kserve.io/v1alpha1"
 KIND = "Predictor"
 OWNER = "predictor"
 """The vmodel owner meshserve sets for Predictor-made vmodels."""
+MIN_COPIES = "meshserve.io/min-copies"
+MAX_COPIES = "meshserve.io/max-copies"
+"""Annotations setting a Predictor's copy limits (KServe's spec has no field
+for them; annotations keep ModelMesh Serving's YAML valid)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,10 @@ class PredictorSpec:
     """``spec.storage.parameters``: overrides of the storage configuration."""
     schema_path: str = ""
     """``spec.storage.schemaPath``, if given."""
+    min_copies: int = 0
+    """Annotation ``meshserve.io/min-copies``: copies kept loaded without traffic."""
+    max_copies: int = 0
+    """Annotation ``meshserve.io/max-copies``: most copies added for load (0: no limit)."""
 
     @property
     def model_id(self) -> str:
@@ -90,6 +98,15 @@ def _string(value: object, field: str, required: bool = False) -> str:
     return str(value)
 
 
+def _count(value: object, field: str) -> int:
+    text = _string(value, field)
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise errors.InvalidPredictor(field, f"must be a whole number, not {text!r}")
+    return int(text)
+
+
 def parse(doc: object) -> PredictorSpec:
     """A :class:`PredictorSpec` from one parsed YAML document."""
     doc = _mapping(doc, "(document)", required=True)
@@ -107,6 +124,15 @@ def parse(doc: object) -> PredictorSpec:
         raise errors.InvalidPredictor("metadata.name", e.message) from None
     if "__" in name:
         raise errors.InvalidPredictor("metadata.name", "may not contain '__'")
+    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
+    copies = {
+        key: _count(annotations.get(key), f"metadata.annotations.{key}")
+        for key in (MIN_COPIES, MAX_COPIES)
+    }
+    if copies[MAX_COPIES] and copies[MIN_COPIES] > copies[MAX_COPIES]:
+        raise errors.InvalidPredictor(
+            f"metadata.annotations.{MIN_COPIES}", f"is more than {MAX_COPIES}"
+        )
     spec = _mapping(doc.get("spec"), "spec", required=True)
     model_type = _mapping(spec.get("modelType"), "spec.modelType", required=True)
     runtime = _mapping(spec.get("runtime"), "spec.runtime")
@@ -133,6 +159,8 @@ def parse(doc: object) -> PredictorSpec:
         storage_params=params,
         schema_path=_string(storage.get("schemaPath"), "spec.storage.schemaPath")
         or _string(spec.get("schemaPath"), "spec.schemaPath"),
+        min_copies=copies[MIN_COPIES],
+        max_copies=copies[MAX_COPIES],
     )
 
 

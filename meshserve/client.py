@@ -60,6 +60,8 @@ class MeshClient:
                 autoDeleteTargetModel=True,
                 loadNow=load_now,
                 sync=sync,
+                minCopies=spec.min_copies,
+                maxCopies=spec.max_copies,
             ),
             timeout=self.timeout,
         )

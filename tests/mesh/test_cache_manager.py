@@ -193,3 +193,29 @@ async def test_a_request_whose_deadline_passes_leaves_the_load_running(
     runtime.gate("a").set()
     await _serve(manager, "a")
     assert runtime.loads == ["a"]
+
+
+async def test_a_load_past_its_timeout_is_cancelled_unloaded_and_recorded(
+    tmp_path: pathlib.Path,
+) -> None:
+    kv = memory_kv.MemoryKV()
+    rs = store.RecordStore(kv, "t")
+    mirror = table.PlacementTable(kv, "t")
+    await mirror.start()
+    config = settings.Settings(
+        cache=settings.CacheSettings(load_timeout_seconds=0.2),
+        node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
+    )
+    runtime = ScriptedRuntime()  # its load never finishes: the gate stays shut
+    manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
+    await manager.start()
+    await rs.create_model("slow", records.ModelRecord(model_type="sklearn", path="slow"))
+    await mirror.wait_until(lambda: mirror.model("slow") is not None, 5)
+    with pytest.raises(errors.ModelLoadFailed, match="longer than"):
+        await _serve(manager, "slow")
+    assert runtime.unloads == ["slow"]
+    entry = await rs.get_model("slow")
+    assert entry is not None and "n1" in entry[0].failures and not entry[0].copies
+    assert not manager.has_copy("slow")
+    await manager.stop()
+    await mirror.stop()

@@ -105,3 +105,29 @@ def test_malformed_predictor_is_refused_naming_the_field(mutate: Any, field: str
         predictor.parse(doc)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_copy_limits_come_from_annotations_and_do_not_change_the_model_id() -> None:
+    doc = _doc(CURRENT)
+    plain = predictor.parse(doc).model_id
+    doc["metadata"]["annotations"] = {
+        "meshserve.io/min-copies": "2",
+        "meshserve.io/max-copies": "4",
+    }
+    spec = predictor.parse(doc)
+    assert (spec.min_copies, spec.max_copies) == (2, 4)
+    assert spec.model_id == plain
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {"meshserve.io/min-copies": "two"},
+        {"meshserve.io/min-copies": "3", "meshserve.io/max-copies": "2"},
+    ],
+)
+def test_bad_copy_annotations_are_refused_naming_them(annotations: dict[str, str]) -> None:
+    doc = _doc(CURRENT)
+    doc["metadata"]["annotations"] = annotations
+    with pytest.raises(errors.InvalidPredictor, match=r"meshserve\.io/min-copies"):
+        predictor.parse(doc)
