@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from mesh import cache, errors, interfaces, placement, records, settings, store, table
+from mesh import cache, errors, interfaces, placement, records, settings, sizes, store, table
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ class CacheManager:
         self._changed_callbacks: list[_Callback] = []
         self.draining = False
         """Set when the node shuts down: no new loads are taken."""
+        self.sizes = sizes.SizeModel(
+            config.cache.size_multiplier, config.cache.min_model_size_bytes
+        )
+        """Per-type size averages learned from this node's loads."""
         self.loads_claimed = 0
         """Loads this node claimed in etcd and started (for tests and metrics)."""
 
@@ -295,11 +299,9 @@ class CacheManager:
             await self._record(model_id, lambda r: self._claim(c, r))
             self.loads_claimed += 1
             path = await self._puller.pull(model_id, c.source)
-            if c.source.size_bytes <= 0:
-                disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-                c.size_bytes = cache.predicted_size(
-                    disk, self._cache.size_multiplier, self._cache.min_model_size_bytes
-                )
+            disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if c.source.size_bytes <= 0:  # never measured: predict from its type
+                c.size_bytes = self.sizes.predict(c.source.model_type, disk)
             await self._make_room(c)
             async with asyncio.timeout(self._cache.load_timeout_seconds):
                 measured = await self._runtime.load(model_id, c.source.model_type, path)
@@ -307,6 +309,7 @@ class CacheManager:
             await self._load_failed(c, e)
             return
         c.size_bytes = max(measured, self._cache.min_model_size_bytes)
+        self.sizes = self.sizes.learned(c.source.model_type, disk, c.size_bytes)
         log.info(
             "model %s loaded in %.0f ms, %d bytes",
             model_id,
