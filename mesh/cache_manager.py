@@ -309,7 +309,7 @@ class CacheManager:
             await self._load_failed(c, e)
             return
         c.size_bytes = max(measured, self._cache.min_model_size_bytes)
-        self.sizes = self.sizes.learned(c.source.model_type, disk, c.size_bytes)
+        self.sizes = self.sizes.learned(c.source.model_type, c.size_bytes)
         log.info(
             "model %s loaded in %.0f ms, %d bytes",
             model_id,

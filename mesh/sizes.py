@@ -1,12 +1,19 @@
 """What a model will take in memory before it is loaded, learned per type.
 
 KServe ModelMesh guesses every model's size as its bytes on disk × 1.25,
-whatever it is; a random forest can take five times its file, an ONNX model
-about its file. meshserve predicts with that multiplier only until it has
-measured a model of the same type: from then on it uses the running average
-of measured size ÷ disk size for the type. The measurement itself comes from
-the runtime adapter (process memory growth, GPU memory, or the runtime's own
-report), already corrected (:func:`mesh.cache.corrected_size`).
+whatever it is; a small random forest can take fifty times its file. meshserve
+predicts the larger of that guess and the running average of the sizes
+measured for models of the same type on this node: a type whose models carry
+a large fixed cost (the library's own objects) stops being underestimated
+after its first load, and a large file is never predicted below its own size.
+The measurement itself comes from the runtime adapter (process memory growth,
+GPU memory, or the runtime's own report), already corrected
+(:func:`mesh.cache.corrected_size`), and corrects each model's own record
+after its load.
+
+(A ratio of measured size to disk size was tried first and dropped: on small
+files the fixed cost dominates, and the ratio learned from a 1 KB model
+predicted gigabytes for a 100 KB one.)
 
 Pure: frozen values, no I/O.
 """
@@ -21,18 +28,16 @@ from mesh import cache
 
 @dataclasses.dataclass(frozen=True)
 class TypeAverage:
-    """Running average of measured size ÷ disk size for one model type."""
+    """Running average of the measured sizes of one model type."""
 
     loads: int = 0
     """How many loads were measured."""
-    ratio: float = 0.0
-    """Mean measured size per byte on disk."""
+    mean_bytes: float = 0.0
+    """Mean measured size."""
 
-    def with_measurement(self, disk_bytes: int, size_bytes: int) -> TypeAverage:
-        if disk_bytes <= 0:
-            return self
+    def with_measurement(self, size_bytes: int) -> TypeAverage:
         n = self.loads + 1
-        return TypeAverage(n, self.ratio + (size_bytes / disk_bytes - self.ratio) / n)
+        return TypeAverage(n, self.mean_bytes + (size_bytes - self.mean_bytes) / n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +45,17 @@ class SizeModel:
     """Per-type averages, and the prediction they give."""
 
     multiplier: float
-    """Used for a type never measured (``CacheSettings.size_multiplier``)."""
+    """Bytes on disk × this is the least a model is predicted to take
+    (``CacheSettings.size_multiplier``)."""
     minimum: int
     """Floor of every prediction (``CacheSettings.min_model_size_bytes``)."""
     types: Mapping[str, TypeAverage] = dataclasses.field(default_factory=dict)
 
     def predict(self, model_type: str, disk_bytes: int) -> int:
+        guess = cache.predicted_size(disk_bytes, self.multiplier, self.minimum)
         avg = self.types.get(model_type)
-        ratio = avg.ratio if avg and avg.loads else self.multiplier
-        return cache.predicted_size(disk_bytes, ratio, self.minimum)
+        return max(guess, int(avg.mean_bytes)) if avg else guess
 
-    def learned(self, model_type: str, disk_bytes: int, size_bytes: int) -> SizeModel:
-        avg = self.types.get(model_type, TypeAverage()).with_measurement(disk_bytes, size_bytes)
+    def learned(self, model_type: str, size_bytes: int) -> SizeModel:
+        avg = self.types.get(model_type, TypeAverage()).with_measurement(size_bytes)
         return dataclasses.replace(self, types={**self.types, model_type: avg})
