@@ -134,7 +134,9 @@ def node_config(
     shutdown, so that the model stays on A alone."""
     return settings.Settings(
         kv=settings.KVSettings(endpoints=(etcd_endpoint,), prefix=PREFIX),
-        service=settings.ServiceSettings(host="127.0.0.1", grpc_port=0),
+        service=settings.ServiceSettings(
+            host="127.0.0.1", grpc_port=0, rest_port=-1, metrics_port=-1, probe_port=-1
+        ),
         cache=settings.CacheSettings(capacity_bytes=capacity_bytes),
         node=settings.NodeSettings(
             instance_id=instance_id,

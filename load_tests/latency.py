@@ -107,7 +107,9 @@ class MeshThread:
         )
         self.config = settings.Settings(
             kv=settings.KVSettings(endpoints=(self.etcd.endpoint,)),
-            service=settings.ServiceSettings(host="127.0.0.1", grpc_port=0),
+            service=settings.ServiceSettings(
+                host="127.0.0.1", grpc_port=0, rest_port=-1, metrics_port=-1, probe_port=-1
+            ),
             node=settings.NodeSettings(
                 instance_id="bench-node", data_dir=data_dir, models_root=models_root
             ),

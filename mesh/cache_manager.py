@@ -31,7 +31,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from mesh import cache, errors, interfaces, placement, records, settings, sizes, store, table
+from mesh import (
+    cache,
+    errors,
+    interfaces,
+    metrics,
+    placement,
+    records,
+    settings,
+    sizes,
+    store,
+    table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +104,10 @@ class CacheManager:
         placement: table.PlacementTable,
         runtime: interfaces.RuntimeAdapter,
         puller: interfaces.ModelPuller,
+        node_metrics: metrics.Metrics | None = None,
     ) -> None:
         self.instance_id = config.node.instance_id
+        self.metrics = node_metrics or metrics.Metrics()
         self._cache = config.cache
         self._store = record_store
         self._table = placement
@@ -203,7 +216,12 @@ class CacheManager:
         ``ignore``) already holds or loads the model, this raises
         :class:`mesh.errors.Reroute` instead, so one load happens cluster-wide.
         """
+        existing = self._copies.get(model_id)
+        hit = existing is not None and existing.state is _State.LOADED
+        t0 = time.monotonic()
         copy = await self._ready_copy(model_id, timeout, ignore=ignore)
+        if not hit:
+            self.metrics.waited_for_load(model_id, (time.monotonic() - t0) * 1000)
         copy.in_flight += 1
         try:
             yield
@@ -310,6 +328,7 @@ class CacheManager:
             return
         c.size_bytes = max(measured, self._cache.min_model_size_bytes)
         self.sizes = self.sizes.learned(c.source.model_type, c.size_bytes)
+        self.metrics.loaded(model_id, (time.monotonic() - t0) * 1000, c.size_bytes)
         log.info(
             "model %s loaded in %.0f ms, %d bytes",
             model_id,
@@ -373,6 +392,7 @@ class CacheManager:
             err = errors.ModelLoadFailed(model_id, f"{type(e).__name__}: {e}")
         message = err.reason if isinstance(err, errors.ModelLoadFailed) else err.message
         log.warning("model %s failed to load: %s", model_id, message)
+        self.metrics.load_failed(model_id)
         with contextlib.suppress(Exception):
             await self._runtime.unload(model_id)
         with contextlib.suppress(Exception):
@@ -404,10 +424,24 @@ class CacheManager:
             others = [
                 x.entry(self._is_extra(x.model_id)) for x in self._copies.values() if x is not c
             ]
-            plan = cache.plan_room(others, self.capacity_bytes, c.size_bytes)
+            plan = cache.plan_room(self._churn_guard(others), self.capacity_bytes, c.size_bytes)
             for victim in plan.evict:
                 log.info("evicting model %s to make room for %s", victim, c.model_id)
-                await self._unload(victim, f"evicted to make room for {c.model_id}")
+                await self._evict(victim, f"evicted to make room for {c.model_id}")
+
+    def _churn_guard(self, entries: list[cache.Entry]) -> list[cache.Entry]:
+        """Entries used within the churn threshold count as pinned."""
+        threshold = self._cache.churn_threshold_seconds
+        if threshold <= 0:
+            return entries
+        recent = time.time() - threshold
+        return [dataclasses.replace(e, pinned=True) if e.last_used > recent else e for e in entries]
+
+    async def _evict(self, model_id: str, reason: str) -> None:
+        c = self._copies.get(model_id)
+        if c is not None:
+            self.metrics.evicted_model(model_id, (time.time() - c.last_used) * 1000)
+        await self._unload(model_id, reason)
 
     def _is_extra(self, model_id: str) -> bool:
         """Whether another live node holds a ready copy, beyond the minimum."""
@@ -426,7 +460,7 @@ class CacheManager:
             with contextlib.suppress(errors.InsufficientCapacity):
                 plan = cache.plan_room(entries, self.capacity_bytes, 0)
                 for victim in plan.evict:
-                    await self._unload(victim, "the node is over capacity")
+                    await self._evict(victim, "the node is over capacity")
 
     async def unload(self, model_id: str, reason: str) -> None:
         """Unload the copy here, if any (waits for in-flight requests)."""
@@ -444,10 +478,14 @@ class CacheManager:
                     break
                 await asyncio.sleep(0.1)
             log.info("unloading model %s: %s", model_id, reason)
+            t0 = time.monotonic()
             try:
                 await self._runtime.unload(model_id)
+                ok = True
             except errors.MeshError as e:
                 log.warning("runtime could not unload %s: %s", model_id, e)
+                ok = False
+            self.metrics.unloaded(model_id, (time.monotonic() - t0) * 1000, ok)
             with contextlib.suppress(Exception):
                 await self._puller.remove(model_id)
         finally:

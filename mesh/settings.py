@@ -44,6 +44,19 @@ class ServiceSettings:
     """Largest request or response on any hop (``MM_SVC_GRPC_MAX_MSG_SIZE``)."""
     advertise_host: str = "127.0.0.1"
     """Host peers use to reach this node (``MESHSERVE_ADVERTISE_HOST``)."""
+    rest_port: int = 8008
+    """Port of the V2 REST endpoint (``REST_PROXY_LISTEN_PORT``, ModelMesh
+    Serving's name for its REST proxy's port): 0 picks a free port, -1 turns
+    REST off."""
+    metrics_port: int = 2112
+    """Port of the Prometheus metrics (``MESHSERVE_METRICS_PORT``; ModelMesh's
+    port): 0 picks a free port, -1 turns them off."""
+    probe_port: int = 8089
+    """Port of ``/live`` and ``/ready`` (``MESHSERVE_PROBE_PORT``): 0 picks a
+    free port, -1 turns them off."""
+    metrics_per_model: bool = False
+    """Label per-model histograms with the model id
+    (``MESHSERVE_METRICS_PER_MODEL=true``): one series per model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +137,12 @@ class NodeSettings:
     """Where model copies and logs go (``MESHSERVE_DATA_DIR``)."""
     models_root: pathlib.Path = pathlib.Path(".")
     """Base of relative local storage paths (``MESHSERVE_MODELS_ROOT``)."""
+    storage_config_dir: pathlib.Path | None = None
+    """The mounted ``storage-config`` Secret: a folder with one JSON file per
+    storage key, in KServe ModelMesh Serving's format
+    (``MESHSERVE_STORAGE_CONFIG``). Files are re-read when they change.
+    ``None``: models load from local files (and ``s3://``, ``gs://``,
+    ``https://`` paths without credentials) only."""
 
     @property
     def model_dir(self) -> pathlib.Path:
@@ -253,11 +272,24 @@ def from_env(env: Mapping[str, str]) -> Settings:
     port = integer("MM_SVC_GRPC_PORT", svc_d.grpc_port)
     if not 0 <= port < 65536:
         raise errors.ConfigError(f"MM_SVC_GRPC_PORT: {port} is not a port")
+
+    def optional_port(name: str, default: int) -> int:
+        value = integer(name, default)
+        if not -1 <= value < 65536:
+            raise errors.ConfigError(f"{name}: {value} is not a port (0: any free port, -1: off)")
+        return value
+
+    rest_port = optional_port("REST_PROXY_LISTEN_PORT", svc_d.rest_port)
     service = ServiceSettings(
         host=get("MESHSERVE_HOST") or svc_d.host,
         grpc_port=port,
         max_message_bytes=size("MM_SVC_GRPC_MAX_MSG_SIZE", svc_d.max_message_bytes),
         advertise_host=get("MESHSERVE_ADVERTISE_HOST") or svc_d.advertise_host,
+        rest_port=rest_port,
+        metrics_port=optional_port("MESHSERVE_METRICS_PORT", svc_d.metrics_port),
+        probe_port=optional_port("MESHSERVE_PROBE_PORT", svc_d.probe_port),
+        metrics_per_model=(get("MESHSERVE_METRICS_PER_MODEL") or "").lower()
+        in ("1", "true", "yes"),
     )
     cache = CacheSettings(
         capacity_bytes=size("MESHSERVE_CAPACITY", cache_d.capacity_bytes),
@@ -293,11 +325,14 @@ def from_env(env: Mapping[str, str]) -> Settings:
         ),
     )
     labels = tuple(x.strip() for x in (get("MM_LABELS") or "").split(",") if x.strip())
+    storage_config = get("MESHSERVE_STORAGE_CONFIG")
+    storage_config_dir = pathlib.Path(storage_config) if storage_config else None
     node = NodeSettings(
         instance_id=get("MM_INSTANCE_ID") or node_d.instance_id,
         labels=labels,
         data_dir=pathlib.Path(get("MESHSERVE_DATA_DIR") or node_d.data_dir),
         models_root=pathlib.Path(get("MESHSERVE_MODELS_ROOT") or node_d.models_root),
+        storage_config_dir=storage_config_dir,
     )
     runtime_endpoint = get("MESHSERVE_RUNTIME_ENDPOINT") or ""
     if runtime_endpoint:

@@ -94,6 +94,14 @@ def _mesh_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grpc-port", type=int, default=d.grpc_port, help="node i listens on this + i (8033)"
     )
+    for name, default, what in (
+        ("--rest-port", d.rest_port, "V2 REST"),
+        ("--metrics-port", d.metrics_port, "Prometheus metrics"),
+        ("--probe-port", d.probe_port, "/live and /ready"),
+    ):
+        p.add_argument(
+            name, type=int, default=default, help=f"{what}: node i on this + i ({default}; -1: off)"
+        )
     p.add_argument("--host", default=d.host, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--runtime", default=d.runtime, choices=["mlserver"])
     p.add_argument(
@@ -110,6 +118,14 @@ def _mesh_options(p: argparse.ArgumentParser) -> None:
         default=d.models_root,
         help="base of relative Predictor storage paths (default: the current folder)",
     )
+    p.add_argument(
+        "--storage-config",
+        type=pathlib.Path,
+        default=d.storage_config,
+        metavar="DIR",
+        help="storage-config folder: one JSON file per storage key, in ModelMesh "
+        "Serving's format (for Predictors with spec.storage.key)",
+    )
 
 
 def _options(args: argparse.Namespace) -> local.LocalMeshOptions:
@@ -118,12 +134,16 @@ def _options(args: argparse.Namespace) -> local.LocalMeshOptions:
     return local.LocalMeshOptions(
         nodes=args.nodes,
         grpc_port=args.grpc_port,
+        rest_port=args.rest_port,
+        metrics_port=args.metrics_port,
+        probe_port=args.probe_port,
         host=args.host,
         runtime=args.runtime,
         capacity_bytes=args.capacity,
         data_dir=args.data_dir,
         etcd=args.etcd,
         models_root=args.models_root,
+        storage_config=args.storage_config,
         log_level=args.log_level.upper(),
     )
 

@@ -94,6 +94,8 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
             "up",
             "--grpc-port",
             str(grpc_port),
+            # The demo talks gRPC only: REST, metrics and probes take any free port.
+            *("--rest-port", "0", "--metrics-port", "0", "--probe-port", "0"),
             "--data-dir",
             str(data_dir),
         ],

@@ -80,6 +80,15 @@ class LocalMeshOptions:
     grpc_port: int = 8033
     """Port of node 0's gRPC service; node ``i`` listens on ``grpc_port + i``
     (``--grpc-port``)."""
+    rest_port: int = 8008
+    """Port of node 0's V2 REST endpoint, node ``i`` on ``rest_port + i``
+    (``--rest-port``; -1: off)."""
+    metrics_port: int = 2112
+    """Port of node 0's Prometheus metrics, node ``i`` on ``metrics_port + i``
+    (``--metrics-port``; -1: off)."""
+    probe_port: int = 8089
+    """Port of node 0's ``/live`` and ``/ready``, node ``i`` on ``probe_port + i``
+    (``--probe-port``; -1: off)."""
     host: str = "127.0.0.1"
     """Address the nodes listen on (``--host``); peers and clients on this
     machine reach them there, or at 127.0.0.1 for a wildcard address."""
@@ -93,6 +102,9 @@ class LocalMeshOptions:
     """``host:port`` of an etcd to use instead of starting one (``--etcd``)."""
     models_root: pathlib.Path = pathlib.Path(".")
     """Base of relative model paths in Predictors (``--models-root``)."""
+    storage_config: pathlib.Path | None = None
+    """The storage-config folder, one JSON file per storage key
+    (``--storage-config``); passed to each node as ``MESHSERVE_STORAGE_CONFIG``."""
     runtimes_dir: pathlib.Path = settings.RuntimeSettings().venv
     """Folder of the runtimes' virtual environments."""
     prefix: str = "mm"
@@ -115,6 +127,11 @@ class LocalMeshOptions:
                 f"--grpc-port: {self.nodes} node(s) from port {self.grpc_port} "
                 "need ports between 1 and 65535"
             )
+
+
+def _nth_port(base: int, index: int) -> str:
+    """Node ``index``'s port from node 0's (-1, off, and 0, any free port, stay)."""
+    return str(base if base <= 0 else base + index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,12 +197,18 @@ class LocalMesh:
                 "KV_STORE": f"etcd:{self.etcd_endpoint}",
                 "MM_KVSTORE_PREFIX": o.prefix,
                 "MM_SVC_GRPC_PORT": str(o.grpc_port + index),
+                "REST_PROXY_LISTEN_PORT": _nth_port(o.rest_port, index),
+                "MESHSERVE_METRICS_PORT": _nth_port(o.metrics_port, index),
+                "MESHSERVE_PROBE_PORT": _nth_port(o.probe_port, index),
                 "MM_INSTANCE_ID": self.instance_id(index),
                 "MESHSERVE_HOST": o.host,
                 "MESHSERVE_ADVERTISE_HOST": self.client_host,
                 "MESHSERVE_CAPACITY": str(o.capacity_bytes),
                 "MESHSERVE_DATA_DIR": str(data_dir / f"node-{index}"),
                 "MESHSERVE_MODELS_ROOT": str(o.models_root.resolve()),
+                "MESHSERVE_STORAGE_CONFIG": (
+                    str(o.storage_config.resolve()) if o.storage_config else ""
+                ),
                 "MESHSERVE_RUNTIME": o.runtime,
                 "MESHSERVE_RUNTIMES_DIR": str(o.runtimes_dir.resolve()),
                 "MESHSERVE_LOG_LEVEL": o.log_level,

@@ -27,6 +27,8 @@ from mesh import (
     management,
     management_grpc,
     membership,
+    metrics,
+    ops_http,
     peers,
     placement,
     records,
@@ -36,7 +38,7 @@ from mesh import (
     table,
 )
 from puller import local
-from router import dataplane, forward, servicer
+from router import dataplane, forward, rest, servicer
 from runtime_adapters import mlserver
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,10 @@ class Node:
         await self.runtime.start()
         self._stack.push_async_callback(self.runtime.stop)
 
-        self.manager = cache_manager.CacheManager(cfg, self.store, self.table, self.runtime, puller)
+        self.metrics = metrics.Metrics(per_model=cfg.service.metrics_per_model)
+        self.manager = cache_manager.CacheManager(
+            cfg, self.store, self.table, self.runtime, puller, self.metrics
+        )
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
         self.peers = peers.Peers(cfg.service.max_message_bytes)
@@ -136,7 +141,7 @@ class Node:
             ]
         )
         server.add_generic_rpc_handlers(
-            [servicer.InferenceService(self.plane, self.ready, version())]
+            [servicer.InferenceService(self.plane, self.ready, version(), self.metrics)]
         )
         management_grpc.add_to_server(server, self.management, self.manager)
         address = f"{cfg.service.host}:{cfg.service.grpc_port}"
@@ -147,6 +152,27 @@ class Node:
         await server.start()
         self._server = server
         self._stack.push_async_callback(self._stop_server)
+        if cfg.service.rest_port >= 0:
+            self.rest = rest.RestServer(
+                self.plane,
+                self.ready,
+                version(),
+                cfg.service.host,
+                cfg.service.rest_port,
+                cfg.service.max_message_bytes,
+            )
+            await self.rest.start()
+            self._stack.push_async_callback(self.rest.stop)
+        self.metrics.watch_state(self.metrics_state)
+        self.ops = ops_http.OpsServer(
+            self.metrics,
+            self.readiness,
+            cfg.service.host,
+            cfg.service.metrics_port,
+            cfg.service.probe_port,
+        )
+        await self.ops.start()
+        self._stack.push_async_callback(self.ops.stop)
 
         self.started_ms = int(time.time() * 1000)
         self.membership = membership.Membership(
@@ -248,8 +274,34 @@ class Node:
         log.info("node %s drained: %d models handed over", cfg.node.instance_id, moved)
 
     async def ready(self) -> bool:
-        """Serving: the runtime answers and the etcd mirror is live."""
+        """Serving: the runtime answers (V2 ServerReady)."""
         return self._server is not None and await self.runtime.ready()
+
+    async def readiness(self) -> tuple[bool, str]:
+        """For ``/ready``: the runtime answers and etcd is reachable."""
+        if not await self.ready():
+            return False, f"runtime {self.runtime.name} is not ready"
+        try:
+            await self.store.get_instance(self.config.node.instance_id)
+        except errors.StoreUnavailable as e:
+            return False, e.message
+        return True, ""
+
+    def metrics_state(self) -> metrics.NodeState:
+        now_ms = int(time.time() * 1000)
+        expiry_ms = int(self.config.cache.failure_expiry_seconds * 1000)
+        models = self.table.models()
+        statuses = [records.model_status(r, now_ms, expiry_ms) for r in models.values()]
+        lru_ms = self.manager.lru_time_ms()
+        return metrics.NodeState(
+            capacity_bytes=self.manager.capacity_bytes,
+            used_bytes=self.manager.used_bytes(),
+            lru_age_seconds=(now_ms - lru_ms) / 1000 if lru_ms else 0.0,
+            models_here=self.manager.model_count(),
+            models_loaded_cluster=statuses.count(records.ModelStatus.LOADED),
+            models_managed=len(models),
+            models_with_failure=statuses.count(records.ModelStatus.LOADING_FAILED),
+        )
 
     def instance_record(self) -> records.InstanceRecord:
         m = self.manager

@@ -206,8 +206,17 @@ class DataPlane:
     ) -> bytes:
         for attempt in range(2):
             async with self._manager.serving(model_id, timeout, ignore=unreachable):
+                t0 = time.monotonic()
                 try:
-                    return await self._runtime.call(method, request, timeout)
+                    response = await self._runtime.call(method, request, timeout)
+                    self._manager.metrics.invoked(
+                        method,
+                        model_id,
+                        (time.monotonic() - t0) * 1000,
+                        len(request),
+                        len(response),
+                    )
+                    return response
                 except UpstreamError as e:
                     if not _runtime_lost_model(e):
                         raise

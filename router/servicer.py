@@ -12,13 +12,14 @@ the table of :mod:`mesh.grpc_status`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2
 
-from mesh import errors, grpc_status
+from mesh import errors, grpc_status, metrics
 from router import dataplane
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,20 @@ _ROUTED = frozenset({"ModelInfer", "ModelMetadata", "ModelConfig"})
 Readiness = Callable[[], Awaitable[bool]]
 
 
-def _identity(b: bytes) -> bytes:
-    return b
-
-
 class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Dispatches ``/inference.GRPCInferenceService/*`` calls."""
 
-    def __init__(self, plane: dataplane.DataPlane, ready: Readiness, version: str) -> None:
+    def __init__(
+        self,
+        plane: dataplane.DataPlane,
+        ready: Readiness,
+        version: str,
+        node_metrics: metrics.Metrics | None = None,
+    ) -> None:
         self._plane = plane
         self._ready = ready
         self._version = version
+        self._metrics = node_metrics or metrics.Metrics()
 
     def service(self, handler_call_details: Any) -> Any:
         service, _, method = handler_call_details.method.lstrip("/").partition("/")
@@ -61,6 +65,9 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def _routed(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
         async def handle(request: bytes, context: Any) -> bytes:
+            t0 = time.monotonic()
+            code = grpc.StatusCode.OK
+            details = ""
             try:
                 return await self._plane.call(
                     method,
@@ -69,12 +76,15 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
                     context.time_remaining(),
                 )
             except dataplane.UpstreamError as e:
-                await context.abort(getattr(grpc.StatusCode, e.code), e.details)
+                code, details = getattr(grpc.StatusCode, e.code), e.details
             except errors.MeshError as e:
-                await context.abort(grpc_status.code_for(e), e.message)
+                code, details = grpc_status.code_for(e), e.message
             except Exception:
                 log.exception("%s failed", method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"{method} failed; see node log")
+                code, details = grpc.StatusCode.INTERNAL, f"{method} failed; see node log"
+            finally:
+                self._metrics.api_call(method, code.name, (time.monotonic() - t0) * 1000)
+            await context.abort(code, details)
             raise AssertionError("unreachable")
 
         return handle

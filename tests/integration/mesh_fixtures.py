@@ -26,6 +26,8 @@ from meshserve import client, node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
+ANY_FREE_OPS_PORTS = ("--rest-port", "0", "--metrics-port", "0", "--probe-port", "0")
+"""``meshserve up`` options that keep test meshes off 8008, 2112 and 8089."""
 _T = TypeVar("_T")
 _prefixes = itertools.count(1)
 
@@ -74,7 +76,9 @@ def node_settings(
             prefix=prefix or f"test{next(_prefixes)}",
             lease_ttl_seconds=3,
         ),
-        service=settings.ServiceSettings(host="127.0.0.1", grpc_port=0),
+        service=settings.ServiceSettings(
+            host="127.0.0.1", grpc_port=0, rest_port=0, metrics_port=0, probe_port=0
+        ),
         cache=dataclasses.replace(settings.CacheSettings(), **cache),
         node=settings.NodeSettings(
             instance_id=f"node-{data_dir.name}", data_dir=data_dir, models_root=data_dir

@@ -127,7 +127,8 @@ def test_up_runs_a_local_mesh_and_sigterm_leaves_no_process(tmp_path: pathlib.Pa
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up", "--grpc-port", str(port),
+            [sys.executable, "-m", "meshserve.cli", "up",
+             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--grpc-port", str(port),
              "--data-dir", str(tmp_path / "data"), "--capacity", "512Mi"],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -174,7 +175,8 @@ def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None
         log = tmp_path / f"up{round_}.log"
         with open(log, "wb") as out:
             up = subprocess.Popen(
-                [sys.executable, "-m", "meshserve.cli", "up", "--grpc-port", str(port),
+                [sys.executable, "-m", "meshserve.cli", "up",
+             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--grpc-port", str(port),
                  "--data-dir", str(data)],
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -238,7 +240,8 @@ def test_up_runs_several_node_processes_and_any_node_serves_any_model(
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up", "--nodes", "2",
+            [sys.executable, "-m", "meshserve.cli", "up",
+             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "2",
              "--grpc-port", str(port), "--data-dir", str(tmp_path / "data"),
              "--capacity", "256Mi"],
             stdout=out, stderr=subprocess.STDOUT,
@@ -304,7 +307,8 @@ def test_up_fails_with_the_end_of_the_log_of_a_node_that_cannot_start(
 ) -> None:
     env = {**os.environ, "MESHSERVE_RUNTIME_START_TIMEOUT": "soon"}  # every node refuses it
     up = subprocess.Popen(
-        [sys.executable, "-m", "meshserve.cli", "up", "--nodes", "2",
+        [sys.executable, "-m", "meshserve.cli", "up",
+             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "2",
          "--grpc-port", str(_two_free_ports()), "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip

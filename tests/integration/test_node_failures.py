@@ -27,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 from mesh import processes
 from mesh.proto import model_mesh_pb2 as pb2
 from meshserve import client, samples
+from tests.integration import mesh_fixtures
 
 DEADLINE = 10.0
 
@@ -58,7 +59,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                MESHSERVE_JANITOR_INTERVAL="0.5", MESHSERVE_SCALE_INTERVAL="0.5")  # fmt: skip
     with open(log, "wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up", "--nodes", "3",
+            [sys.executable, "-m", "meshserve.cli", "up",
+             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "3",
              "--grpc-port", str(port), "--data-dir", str(tmp / "data")],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip

@@ -66,3 +66,26 @@ def test_malformed_values_name_the_variable(env: dict[str, str], named: str) -> 
 )
 def test_parses_sizes_with_suffixes(text: str, size: int) -> None:
     assert settings.parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("value", "port"),
+    [(None, 8008), ("9008", 9008), ("0", 0), ("-1", -1)],
+)
+def test_rest_port_defaults_to_8008_0_picks_one_and_minus_1_turns_rest_off(
+    value: str | None, port: int
+) -> None:
+    env = {} if value is None else {"REST_PROXY_LISTEN_PORT": value}
+    assert settings.from_env(env).service.rest_port == port
+
+
+@pytest.mark.parametrize("value", ["-2", "65536", "http"])
+def test_bad_rest_port_names_the_variable(value: str) -> None:
+    with pytest.raises(errors.ConfigError, match="REST_PROXY_LISTEN_PORT"):
+        settings.from_env({"REST_PROXY_LISTEN_PORT": value})
+
+
+def test_storage_config_folder_comes_from_meshserve_storage_config() -> None:
+    assert settings.from_env({}).node.storage_config_dir is None
+    s = settings.from_env({"MESHSERVE_STORAGE_CONFIG": "/etc/storage-config"})
+    assert s.node.storage_config_dir == pathlib.Path("/etc/storage-config")

@@ -1,0 +1,191 @@
+"""Prometheus metrics with KServe ModelMesh's names and meanings.
+
+Operators who run ModelMesh have dashboards and alerts on these names, so a
+node exposes the same ones on :2112. Event metrics (latencies, loads,
+evictions) are recorded where they happen, through the small methods of
+:class:`Metrics`; state metrics (capacity, used bytes, models loaded...) are
+read from the node when Prometheus scrapes, through a collector, so they can
+never drift from the truth.
+
+Per-model labels are off by default (one series per model is too many with
+thousands of models); ``MESHSERVE_METRICS_PER_MODEL=true`` turns a
+``modelId`` label on for the per-model histograms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import prometheus_client
+from prometheus_client import core as prometheus_core
+from prometheus_client import registry as prometheus_registry
+
+# Latency buckets in milliseconds, from sub-millisecond hits to minute-long loads.
+_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
+_BYTES = tuple(float(4**i) for i in range(5, 17))  # 1 KiB .. 4 GiB
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeState:
+    """What the state gauges report, read at scrape time."""
+
+    capacity_bytes: int
+    used_bytes: int
+    lru_age_seconds: float
+    models_here: int
+    models_loaded_cluster: int
+    models_managed: int
+    models_with_failure: int
+
+
+class Metrics:
+    """One node's metrics, in their own registry."""
+
+    def __init__(self, per_model: bool = False) -> None:
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        self.per_model = per_model
+        model = ("modelId",) if per_model else ()
+        r = self.registry
+        h = prometheus_client.Histogram
+        c = prometheus_client.Counter
+        self.api_request = h(
+            "modelmesh_api_request_milliseconds",
+            "Time a node took to answer an external gRPC call",
+            ("method", "code"),
+            buckets=_MS,
+            registry=r,
+        )
+        self.invoke = h(
+            "modelmesh_invoke_model_milliseconds",
+            "Time the runtime took to answer a call routed to it by this node",
+            ("method", *model),
+            buckets=_MS,
+            registry=r,
+        )
+        self.request_size = h(
+            "modelmesh_request_size_bytes", "Size of inference requests", model,
+            buckets=_BYTES, registry=r,
+        )  # fmt: skip
+        self.response_size = h(
+            "modelmesh_response_size_bytes", "Size of inference responses", model,
+            buckets=_BYTES, registry=r,
+        )  # fmt: skip
+        self.cache_miss = h(
+            "modelmesh_cache_miss_milliseconds",
+            "Time a request waited for its model to load (cache misses only)",
+            model,
+            buckets=_MS,
+            registry=r,
+        )
+        self.load = h(
+            "modelmesh_loadmodel_milliseconds", "Time to load a model, pull included", model,
+            buckets=_MS, registry=r,
+        )  # fmt: skip
+        self.load_failure = c(
+            "modelmesh_loadmodel_failure", "Failed model loads", model, registry=r
+        )
+        self.unload = h(
+            "modelmesh_unloadmodel_milliseconds", "Time to unload a model", model,
+            buckets=_MS, registry=r,
+        )  # fmt: skip
+        self.unload_failure = c(
+            "modelmesh_unloadmodel_failure", "Failed model unloads", model, registry=r
+        )
+        self.evicted = c(
+            "modelmesh_model_evicted", "Models evicted to make room", model, registry=r
+        )
+        self.age_at_eviction = h(
+            "modelmesh_age_at_eviction_milliseconds",
+            "Time since last use of a model when it was evicted",
+            model,
+            buckets=(*_MS, 300000, 1800000, 3600000),
+            registry=r,
+        )
+        self.loaded_size = h(
+            "modelmesh_loaded_model_size_bytes", "Size of models when loaded", model,
+            buckets=_BYTES, registry=r,
+        )  # fmt: skip
+
+    def _labels(self, model_id: str) -> tuple[str, ...]:
+        return (model_id,) if self.per_model else ()
+
+    # -- events ------------------------------------------------------------------
+
+    def api_call(self, method: str, code: str, ms: float) -> None:
+        self.api_request.labels(method, code).observe(ms)
+
+    def invoked(self, method: str, model_id: str, ms: float, req: int, resp: int) -> None:
+        labels = self._labels(model_id)
+        self.invoke.labels(method, *labels).observe(ms)
+        if method == "ModelInfer":
+            _observe(self.request_size, labels, req)
+            _observe(self.response_size, labels, resp)
+
+    def waited_for_load(self, model_id: str, ms: float) -> None:
+        _observe(self.cache_miss, self._labels(model_id), ms)
+
+    def loaded(self, model_id: str, ms: float, size_bytes: int) -> None:
+        labels = self._labels(model_id)
+        _observe(self.load, labels, ms)
+        _observe(self.loaded_size, labels, size_bytes)
+
+    def load_failed(self, model_id: str) -> None:
+        _inc(self.load_failure, self._labels(model_id))
+
+    def unloaded(self, model_id: str, ms: float, ok: bool) -> None:
+        labels = self._labels(model_id)
+        _observe(self.unload, labels, ms)
+        if not ok:
+            _inc(self.unload_failure, labels)
+
+    def evicted_model(self, model_id: str, age_ms: float) -> None:
+        labels = self._labels(model_id)
+        _inc(self.evicted, labels)
+        _observe(self.age_at_eviction, labels, age_ms)
+
+    # -- state, read at scrape time --------------------------------------------------
+
+    def watch_state(self, read: Callable[[], NodeState]) -> None:
+        """Report ``read()`` as the state gauges on every scrape."""
+        self.registry.register(_StateCollector(read))
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        out: bytes = prometheus_client.generate_latest(self.registry)
+        return out
+
+
+def _observe(metric: prometheus_client.Histogram, labels: tuple[str, ...], value: float) -> None:
+    (metric.labels(*labels) if labels else metric).observe(value)
+
+
+def _inc(metric: prometheus_client.Counter, labels: tuple[str, ...]) -> None:
+    (metric.labels(*labels) if labels else metric).inc()
+
+
+class _StateCollector(prometheus_registry.Collector):
+    def __init__(self, read: Callable[[], NodeState]) -> None:
+        self._read = read
+
+    def describe(self) -> list[prometheus_core.Metric]:
+        return []  # read lazily: nothing to describe at registration
+
+    def collect(self) -> Iterator[prometheus_core.Metric]:
+        s = self._read()
+        g = prometheus_core.GaugeMetricFamily
+        yield g("modelmesh_instance_capacity_bytes", "Bytes of models this node may hold",
+                value=s.capacity_bytes)  # fmt: skip
+        yield g("modelmesh_instance_used_bytes", "Bytes of models held by this node",
+                value=s.used_bytes)  # fmt: skip
+        yield g("modelmesh_instance_lru_age_seconds",
+                "Time since the least recently used model here was used",
+                value=s.lru_age_seconds)  # fmt: skip
+        yield g("modelmesh_instance_models_total", "Models loaded or loading on this node",
+                value=s.models_here)  # fmt: skip
+        yield g("modelmesh_models_loaded_total", "Models with a ready copy in the mesh",
+                value=s.models_loaded_cluster)  # fmt: skip
+        yield g("modelmesh_models_managed_total", "Models registered in the mesh",
+                value=s.models_managed)  # fmt: skip
+        yield g("modelmesh_models_with_failure_total", "Models whose recent loads failed",
+                value=s.models_with_failure)  # fmt: skip

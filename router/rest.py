@@ -1,0 +1,338 @@
+"""The V2 REST protocol on :8008, translated to the gRPC data plane's path.
+
+A REST call must be routed exactly as a gRPC one is: resolve a Predictor name
+to its concrete model, load on demand, forward to the peer holding a copy,
+retry on another copy. All of that lives in
+:meth:`router.dataplane.DataPlane.call`, which works on V2 protobuf bytes. So
+this edge does not proxy to a runtime's own REST port; it builds the very
+``ModelInferRequest`` (``ModelMetadataRequest``, ``ModelReadyRequest``) a
+``tritonclient.grpc`` caller would have sent, hands it to the data plane with
+the caller's ``mm-vmodel-id`` / ``mm-model-id`` headers, and turns the answer
+back into V2 JSON. Peers and runtimes only ever see gRPC.
+
+Three layers, I/O at the edge only:
+
+- :mod:`router.v2json` (pure): JSON and the binary tensor extension ↔ plain
+  tensors, datatype packing, the gRPC code → HTTP status table;
+- the functions below (pure): plain tensors ↔ protobuf messages;
+- :class:`RestServer`: aiohttp handlers that read a request, call the data
+  plane, write the answer.
+
+Routes: ``GET /v2`` (server metadata), ``GET /v2/health/live``,
+``GET /v2/health/ready``, ``GET /v2/models/{name}[/versions/{v}]`` (model
+metadata, routed), ``GET /v2/models/{name}[/versions/{v}]/ready`` (answered by
+the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``.
+
+Health answers follow the V2 spec: 200 for true, 400 for false. Errors are
+``{"error": "..."}`` with the status of :data:`router.v2json.HTTP_STATUS`:
+a mesh error goes through :mod:`mesh.grpc_status`'s table first, a runtime's
+error keeps its gRPC code, so one failure has the same meaning on both ports.
+A call without a deadline of its own gets the mesh's default deadline
+(``MESHSERVE_DEFAULT_DEADLINE``), as a gRPC call without one does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import message as pb_message
+from tritonclient.grpc import service_pb2
+
+from mesh import errors, grpc_status
+from router import dataplane, v2json
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "meshserve"
+OFFLOAD_BYTES = 1024 * 1024
+"""Bodies larger than this are parsed and rendered in a worker thread, so a
+big JSON tensor does not stall the event loop that also serves gRPC."""
+
+Readiness = Callable[[], Awaitable[bool]]
+_JSON = "application/json"
+_BINARY = "application/octet-stream"
+
+
+# --- plain tensors ↔ protobuf (pure) ---------------------------------------------
+
+
+def _set_parameters(target: Any, params: v2json.Parameters) -> None:
+    for key, value in params.items():
+        setattr(target[key], v2json.parameter_field(value), value)
+
+
+def _read_parameters(source: Any) -> dict[str, v2json.Scalar]:
+    out: dict[str, v2json.Scalar] = {}
+    for key, p in source.items():
+        field = p.WhichOneof("parameter_choice")
+        if field is not None:
+            out[key] = getattr(p, field)
+    return out
+
+
+def infer_request(model: str, version: str, request: v2json.InferRequest) -> bytes:
+    """The ``ModelInferRequest`` a gRPC client would send: inputs raw."""
+    msg = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request.id)
+    _set_parameters(msg.parameters, request.parameters)
+    for t in request.inputs:
+        tensor = msg.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+        _set_parameters(tensor.parameters, t.parameters)
+        msg.raw_input_contents.append(t.raw)
+    for o in request.outputs:
+        out = msg.outputs.add(name=o.name)
+        _set_parameters(out.parameters, o.parameters)
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+def _decode(cls: Any, data: bytes, what: str) -> Any:
+    try:
+        return cls.FromString(data)
+    except pb_message.DecodeError as e:
+        raise errors.MeshError(f"the runtime's {what} answer is not a valid message: {e}") from None
+
+
+def infer_response(data: bytes) -> v2json.InferResponse:
+    """A ``ModelInferResponse``'s outputs in raw form, from
+    ``raw_output_contents`` or else from the typed ``contents``."""
+    msg = _decode(service_pb2.ModelInferResponse, data, "ModelInfer")
+    raws = msg.raw_output_contents
+    if raws and len(raws) != len(msg.outputs):
+        raise errors.MeshError(
+            f"the runtime's answer has {len(msg.outputs)} outputs and {len(raws)} raw contents"
+        )
+    outputs = []
+    for i, out in enumerate(msg.outputs):
+        shape = tuple(out.shape)
+        if raws:
+            raw = raws[i]
+        else:
+            field = v2json.CONTENTS_FIELD.get(out.datatype)
+            values = list(getattr(out.contents, field)) if field else []
+            try:
+                raw = v2json.pack(out.datatype, values, shape)
+            except ValueError as e:
+                raise errors.MeshError(
+                    f"output {out.name!r} of the runtime's answer: {e}"
+                ) from None
+        outputs.append(
+            v2json.Tensor(out.name, out.datatype, shape, raw, _read_parameters(out.parameters))
+        )
+    return v2json.InferResponse(
+        model_name=msg.model_name,
+        model_version=msg.model_version,
+        id=msg.id,
+        parameters=_read_parameters(msg.parameters),
+        outputs=tuple(outputs),
+    )
+
+
+def metadata_request(model: str, version: str) -> bytes:
+    data: bytes = service_pb2.ModelMetadataRequest(name=model, version=version).SerializeToString()
+    return data
+
+
+def ready_request(model: str, version: str) -> bytes:
+    data: bytes = service_pb2.ModelReadyRequest(name=model, version=version).SerializeToString()
+    return data
+
+
+def model_metadata(data: bytes) -> v2json.ModelMetadata:
+    """A ``ModelMetadataResponse`` as plain data."""
+    msg = _decode(service_pb2.ModelMetadataResponse, data, "ModelMetadata")
+
+    def tensors(ts: Any) -> tuple[v2json.TensorMetadata, ...]:
+        return tuple(v2json.TensorMetadata(t.name, t.datatype, tuple(t.shape)) for t in ts)
+
+    return v2json.ModelMetadata(
+        name=msg.name,
+        versions=tuple(msg.versions),
+        platform=msg.platform,
+        inputs=tensors(msg.inputs),
+        outputs=tensors(msg.outputs),
+    )
+
+
+def status_of(error: Exception) -> tuple[int, str]:
+    """HTTP status and message of a failure of the routing path."""
+    if isinstance(error, dataplane.UpstreamError):
+        return v2json.http_status(error.code), error.details
+    if isinstance(error, errors.MeshError):
+        return v2json.http_status(grpc_status.code_for(error).name), error.message
+    raise TypeError(f"not a routing failure: {error!r}")
+
+
+# --- the HTTP edge -------------------------------------------------------------
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type=_JSON)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json(v2json.error_body(message), status)
+
+
+def _mesh_headers(request: web.Request) -> list[tuple[str, bytes]]:
+    """The caller's ``mm-*`` headers, as bytes: a value that is not UTF-8 is
+    refused by the data plane with a message naming the header."""
+    return [
+        (key.lower(), value.encode("utf-8", "surrogateescape"))
+        for key, value in request.headers.items()
+        if key.lower().startswith("mm-")
+    ]
+
+
+def _model(request: web.Request) -> tuple[str, str]:
+    return request.match_info["name"], request.match_info.get("version", "")
+
+
+class RestServer:
+    """The V2 REST endpoint of a node, over its :class:`DataPlane`."""
+
+    def __init__(
+        self,
+        plane: dataplane.DataPlane,
+        ready_fn: Readiness,
+        version: str,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+    ) -> None:
+        self._plane = plane
+        self._ready = ready_fn
+        self._version = version
+        self._host = host
+        self._port = port
+        self._max_body_bytes = max_body_bytes
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose, once started, if 0 was asked)."""
+        return self._port
+
+    def app(self) -> web.Application:
+        """The aiohttp application: the routes behind the error middleware."""
+        app = web.Application(client_max_size=self._max_body_bytes, middlewares=[self._errors])
+        get, post = web.get, web.post
+        app.add_routes(
+            [
+                get("/v2", self._server_metadata),
+                get("/v2/health/live", self._live),
+                get("/v2/health/ready", self._server_ready),
+                get("/v2/models/{name}", self._model_metadata),
+                get("/v2/models/{name}/versions/{version}", self._model_metadata),
+                get("/v2/models/{name}/ready", self._model_ready),
+                get("/v2/models/{name}/versions/{version}/ready", self._model_ready),
+                post("/v2/models/{name}/infer", self._infer),
+                post("/v2/models/{name}/versions/{version}/infer", self._infer),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        """Listen; raises :class:`mesh.errors.ConfigError` if the port is taken."""
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise errors.ConfigError(
+                f"V2 REST: cannot listen on {self._host}:{self._port}: {e}"
+            ) from None
+        self._runner = runner
+        address = runner.addresses[0]
+        self._port = int(address[1])
+        log.info("V2 REST listening on %s:%d", self._host, self._port)
+
+    async def stop(self) -> None:
+        """Stop listening; requests in flight get two seconds to finish."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Every failure as a V2 JSON error with its status."""
+        try:
+            return await handler(request)
+        except (dataplane.UpstreamError, errors.MeshError) as e:
+            status, message = status_of(e)
+            return _error(status, message)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413, f"the request body is over the limit of {self._max_body_bytes} bytes"
+            )
+        except web.HTTPNotFound:
+            return _error(404, f"no V2 REST route {request.method} {request.path}")
+        except web.HTTPMethodNotAllowed as e:
+            allowed = ", ".join(sorted(e.allowed_methods))
+            return _error(405, f"{request.method} {request.path}: use {allowed}")
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return _error(e.status, e.text or e.reason)
+        except Exception:
+            log.exception("V2 REST %s %s failed", request.method, request.path)
+            return _error(500, f"{request.method} {request.path} failed; see the node's log")
+
+    async def _server_metadata(self, request: web.Request) -> web.Response:
+        return _json(
+            v2json.render_server_metadata(SERVER_NAME, self._version, [v2json.BINARY_EXTENSION])
+        )
+
+    async def _live(self, request: web.Request) -> web.Response:
+        return _json(v2json.render_live(True))
+
+    async def _server_ready(self, request: web.Request) -> web.Response:
+        ready = await self._ready()
+        return _json(v2json.render_ready(ready), 200 if ready else 400)
+
+    async def _model_ready(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        ready = self._plane.model_ready(ready_request(name, version), _mesh_headers(request))
+        return _json(v2json.render_ready(ready, name), 200 if ready else 400)
+
+    async def _model_metadata(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        answer = await self._plane.call(
+            "ModelMetadata", metadata_request(name, version), _mesh_headers(request), None
+        )
+        return _json(v2json.render_model_metadata(model_metadata(answer)))
+
+    async def _infer(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        body = await request.read()
+        length = v2json.header_length(request.headers.get(v2json.HEADER_LENGTH), len(body))
+        big = len(body) > OFFLOAD_BYTES
+        if big:
+            parsed = await asyncio.to_thread(v2json.parse_infer_request, body, length)
+        else:
+            parsed = v2json.parse_infer_request(body, length)
+        answer = await self._plane.call(
+            "ModelInfer", infer_request(name, version, parsed), _mesh_headers(request), None
+        )
+        if big or len(answer) > OFFLOAD_BYTES:
+            out, json_length = await asyncio.to_thread(_render, answer, parsed)
+        else:
+            out, json_length = _render(answer, parsed)
+        if json_length is None:
+            return _json(out)
+        return web.Response(
+            body=out,
+            content_type=_BINARY,
+            headers={v2json.HEADER_LENGTH: str(json_length)},
+        )
+
+
+def _render(answer: bytes, request: v2json.InferRequest) -> tuple[bytes, int | None]:
+    return v2json.render_infer_response(infer_response(answer), request)

@@ -1,0 +1,82 @@
+"""What an operator scrapes and probes: ModelMesh's metric names on the
+metrics port, /live and /ready on the probe port."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from mesh import etcd_server
+from meshserve import samples
+from tests.integration import mesh_fixtures
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _value(text: str, series: str) -> float:
+    m = re.search(rf"^{re.escape(series)} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"{series} not in the metrics"
+    return float(m.group(1))
+
+
+def test_metrics_use_modelmesh_names_and_count_what_happened(
+    mesh_node: mesh_fixtures.NodeThread, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sample = samples.train_iris_logistic(tmp_path_factory.mktemp("m") / "iris")
+    with mesh_node.client() as c:
+        c.apply(mesh_fixtures.predictor_spec("metered", sample.folder))
+    for _ in range(3):
+        got = mesh_fixtures.infer(mesh_node.endpoint, "metered", sample.inputs)
+        np.testing.assert_array_equal(got, sample.expected)
+    status, text = _get(mesh_node.node.ops.ports["metrics"], "/metrics")
+    assert status == 200
+    assert _value(text, "modelmesh_instance_capacity_bytes") == (
+        mesh_node.config.cache.capacity_bytes
+    )
+    assert _value(text, "modelmesh_instance_used_bytes") > 0
+    assert _value(text, "modelmesh_instance_models_total") >= 1
+    assert _value(text, "modelmesh_models_managed_total") >= 1
+    ok_calls = 'modelmesh_api_request_milliseconds_count{code="OK",method="ModelInfer"}'
+    assert _value(text, ok_calls) >= 3
+    assert _value(text, "modelmesh_loadmodel_milliseconds_count") >= 1
+    assert _value(text, "modelmesh_cache_miss_milliseconds_count") >= 1
+    assert _value(text, "modelmesh_request_size_bytes_count") >= 3
+    for name in (
+        "modelmesh_invoke_model_milliseconds",
+        "modelmesh_response_size_bytes",
+        "modelmesh_unloadmodel_milliseconds",
+        "modelmesh_model_evicted",
+        "modelmesh_age_at_eviction_milliseconds",
+        "modelmesh_loaded_model_size_bytes",
+        "modelmesh_loadmodel_failure",
+        "modelmesh_models_loaded_total",
+        "modelmesh_models_with_failure_total",
+        "modelmesh_instance_lru_age_seconds",
+    ):
+        assert f"# TYPE {name}" in text
+
+
+def test_probes_say_live_and_ready_and_not_ready_without_etcd(
+    mesh_node: mesh_fixtures.NodeThread, module_etcd: etcd_server.EtcdServer
+) -> None:
+    port = mesh_node.node.ops.ports["probes"]
+    assert _get(port, "/live") == (200, "live\n")
+    assert _get(port, "/ready") == (200, "ready\n")
+    module_etcd.stop()
+    try:
+        status, text = _get(port, "/ready")
+        assert status == 503 and "etcd" in text
+        assert _get(port, "/live")[0] == 200
+    finally:
+        module_etcd.start()
+    assert _get(port, "/ready")[0] == 200
