@@ -14,9 +14,9 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client libpython3.11
 
-.PHONY: install apt venv runtimes demo test lint proto bench clean
+.PHONY: install apt venv runtimes node demo test lint proto bench clean
 
-install: apt venv runtimes
+install: apt venv runtimes node
 
 apt:
 	@missing=""; \
@@ -36,11 +36,39 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-runtimes: $(RUNTIMES)/mlserver/.installed
+# Node tools the tests need (Azurite, the Azure Blob emulator), pinned in
+# package.json / package-lock.json; re-installed when package.json changes.
+node: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+runtimes: $(RUNTIMES)/mlserver/.installed $(RUNTIMES)/triton/.installed
 $(RUNTIMES)/mlserver/.installed: runtime_adapters/requirements-mlserver.txt
 	@test -x $(RUNTIMES)/mlserver/bin/python || $(PYTHON) -m venv $(RUNTIMES)/mlserver
 	$(RUNTIMES)/mlserver/bin/python -m pip install -q --upgrade pip
 	$(RUNTIMES)/mlserver/bin/python -m pip install -q -r runtime_adapters/requirements-mlserver.txt
+	@touch $@
+
+# Triton: the real tritonserver shipped inside the nvidia-pytriton wheel, copied
+# out of site-packages with the Python-backend stub beside it. It runs with
+# LD_LIBRARY_PATH=<site-packages>/nvidia_pytriton.libs and this venv's bin first
+# on PATH; runtime_adapters/triton.py builds that environment itself.
+TRITON := $(RUNTIMES)/triton
+$(TRITON)/.installed: runtime_adapters/requirements-triton.txt
+	@test -x $(TRITON)/bin/python || $(PYTHON) -m venv $(TRITON)
+	$(TRITON)/bin/python -m pip install -q --upgrade pip
+	$(TRITON)/bin/python -m pip install -q -r runtime_adapters/requirements-triton.txt
+	@site=$$($(TRITON)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  rm -rf $(TRITON)/tritonserver && \
+	  cp -a "$$site/pytriton/tritonserver" $(TRITON)/tritonserver && \
+	  mkdir -p $(TRITON)/tritonserver/backends/python && \
+	  cp "$$site/pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub" \
+	    $(TRITON)/tritonserver/backends/python/ && \
+	  chmod +x $(TRITON)/tritonserver/bin/tritonserver \
+	    $(TRITON)/tritonserver/backends/python/triton_python_backend_stub
 	@touch $@
 
 demo: install
@@ -61,6 +89,7 @@ proto: venv
 
 bench: install
 	$(PY) -m load_tests.latency
+	$(PY) -m load_tests.forwarding
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -34,10 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
-import psutil
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from mesh import cache, errors, processes
+from runtime_adapters import memory
 
 log = logging.getLogger(__name__)
 
@@ -292,19 +292,6 @@ def prepare_model_folder(
     return settings, folder_bytes(model_path, files)
 
 
-def _tree_rss(pid: int) -> int | None:
-    """RSS of a process and all its descendants, or None if it is gone."""
-    try:
-        root = psutil.Process(pid)
-        total = root.memory_info().rss
-        for child in root.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += child.memory_info().rss
-        return total
-    except psutil.NoSuchProcess:
-        return None
-
-
 # --------------------------------------------------------------------------
 # The adapter
 
@@ -396,6 +383,13 @@ class MLServerAdapter:
     def log_path(self) -> pathlib.Path:
         """Where our MLServer's output goes."""
         return self.config.log_path or self.config.model_dir / WORK_DIR_NAME / "mlserver.log"
+
+    @property
+    def counts_gpu_memory(self) -> bool:
+        """Whether model sizes count GPU memory: never here, MLServer's
+        models are sized by the RSS growth of its process tree
+        (:func:`runtime_adapters.memory.tree_rss`)."""
+        return False
 
     def supported_model_types(self) -> tuple[str, ...]:
         return tuple(IMPLEMENTATIONS)
@@ -523,11 +517,11 @@ class MLServerAdapter:
         )
         async with self._get_lock():
             pid = self.pid
-            before = _tree_rss(pid) if pid else None
+            before = await asyncio.to_thread(memory.tree_rss, pid) if pid else None
             started = time.monotonic()
             await self._repository_load(model_id)
             elapsed = time.monotonic() - started
-            after = _tree_rss(pid) if pid else None
+            after = await asyncio.to_thread(memory.tree_rss, pid) if pid else None
         measured: int | None = None
         if (
             before is not None

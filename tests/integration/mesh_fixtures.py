@@ -12,8 +12,12 @@ import concurrent.futures
 import dataclasses
 import itertools
 import pathlib
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,13 +25,83 @@ import numpy.typing as npt
 import pytest
 from tritonclient import grpc as triton
 
-from mesh import etcd_server, predictor, settings
+from mesh import etcd_server, predictor, processes, settings
 from meshserve import client, node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 ANY_FREE_OPS_PORTS = ("--rest-port", "0", "--metrics-port", "0", "--probe-port", "0")
 """``meshserve up`` options that keep test meshes off 8008, 2112 and 8089."""
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not met in {timeout:.0f} s: {what or predicate}"
+        time.sleep(0.05)
+
+
+def free_ports(n: int) -> int:
+    """A port ``p`` such that ``p`` .. ``p + n - 1`` are all free now."""
+    for _ in range(100):
+        port = processes.free_port()
+        if port + n <= 65536 and not any(
+            processes.port_open("127.0.0.1", port + i) for i in range(1, n)
+        ):
+            return port
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+@dataclasses.dataclass
+class UpProcess:
+    """A ``meshserve up`` child process and its output."""
+
+    process: subprocess.Popen[bytes]
+    log: pathlib.Path
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, timeout: float = 90) -> int:
+        """SIGTERM, then wait; SIGKILL if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+def start_up(
+    args: Sequence[str],
+    log: pathlib.Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> UpProcess:
+    """Run ``meshserve up ARGS`` (REST, metrics and probes on free ports) and
+    return once it says it is up; fail with its output if it exits first."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshserve.cli", "up", *ANY_FREE_OPS_PORTS, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    up = UpProcess(proc, log)
+    deadline = time.monotonic() + timeout
+    while "meshserve is up" not in up.text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise AssertionError(f"meshserve up did not come up:\n{up.text()}")
+        time.sleep(0.1)
+    return up
+
+
 _T = TypeVar("_T")
 _prefixes = itertools.count(1)
 

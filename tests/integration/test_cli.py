@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
@@ -124,21 +122,12 @@ def _tree(pid: int) -> list[psutil.Process]:
 def test_up_runs_a_local_mesh_and_sigterm_leaves_no_process(tmp_path: pathlib.Path) -> None:
     port = processes.free_port()
     sample = samples.train_iris_logistic(tmp_path / "iris")
-    log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up",
-             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--grpc-port", str(port),
-             "--data-dir", str(tmp_path / "data"), "--capacity", "512Mi"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    up = mesh_fixtures.start_up(
+        ["--grpc-port", str(port), "--data-dir", str(tmp_path / "data"), "--capacity", "512Mi"],
+        tmp_path / "up.log",
+    )
     try:
-        deadline = time.monotonic() + 90
-        while "meshserve is up" not in log.read_text():
-            assert up.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        children = _tree(up.pid)
+        children = _tree(up.process.pid)
         names = " ".join(" ".join(p.cmdline()) for p in children)
         assert "etcd" in names and "mlserver" in names
         f = tmp_path / "p.yaml"
@@ -154,15 +143,12 @@ def test_up_runs_a_local_mesh_and_sigterm_leaves_no_process(tmp_path: pathlib.Pa
         np.testing.assert_array_equal(got, sample.expected)
         nodes = meshserve("nodes", endpoint=f"127.0.0.1:{port}")
         assert "512.0 MiB" in nodes.stdout
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(60) == 0, log.read_text()
+        assert up.stop(60) == 0, up.text()
         gone = psutil.wait_procs(children, timeout=15)[1]
         assert not gone, f"left running: {gone}"
-        assert "meshserve stopped." in log.read_text()
+        assert "meshserve stopped." in up.text()
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        up.stop()
 
 
 def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None:
@@ -172,19 +158,10 @@ def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None
     f.write_text(PREDICTOR.format(name="kept", path=sample.folder))
     for round_ in range(2):
         port = processes.free_port()
-        log = tmp_path / f"up{round_}.log"
-        with open(log, "wb") as out:
-            up = subprocess.Popen(
-                [sys.executable, "-m", "meshserve.cli", "up",
-             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--grpc-port", str(port),
-                 "--data-dir", str(data)],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        up = mesh_fixtures.start_up(
+            ["--grpc-port", str(port), "--data-dir", str(data)], tmp_path / f"up{round_}.log"
+        )
         try:
-            deadline = time.monotonic() + 90
-            while "meshserve is up" not in log.read_text():
-                assert up.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
             if round_ == 0:
                 assert (
                     meshserve(
@@ -205,23 +182,7 @@ def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None
                     got = c.infer("kept", [inp]).as_numpy("predict").reshape(-1)
                 np.testing.assert_array_equal(got, sample.expected)
         finally:
-            up.send_signal(signal.SIGTERM)
-            up.wait(60)
-
-
-def _two_free_ports() -> int:
-    """A port p such that p and p + 1 are both free now."""
-    for _ in range(100):
-        port = processes.free_port()
-        if port >= 65535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
+            up.stop(60)
 
 
 def _cmdline(p: psutil.Process) -> list[str]:
@@ -234,30 +195,21 @@ def _cmdline(p: psutil.Process) -> list[str]:
 def test_up_runs_several_node_processes_and_any_node_serves_any_model(
     tmp_path: pathlib.Path,
 ) -> None:
-    port = _two_free_ports()
+    port = mesh_fixtures.free_ports(2)
     endpoints = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     sample = samples.train_iris_logistic(tmp_path / "iris")
-    log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up",
-             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "2",
-             "--grpc-port", str(port), "--data-dir", str(tmp_path / "data"),
-             "--capacity", "256Mi"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    up = mesh_fixtures.start_up(
+        ["--nodes", "2", "--grpc-port", str(port), "--data-dir", str(tmp_path / "data"),
+         "--capacity", "256Mi"],
+        tmp_path / "up.log",
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while "meshserve is up" not in log.read_text():
-            assert up.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        printed = log.read_text()
+        printed = up.text()
         for endpoint in endpoints:
             assert endpoint in printed
 
         # Two `meshserve node` processes under `up`, each the parent of its own MLServer.
-        children = _tree(up.pid)
+        children = _tree(up.process.pid)
         node_procs = [
             p for p in children if "meshserve.cli" in _cmdline(p) and "node" in _cmdline(p)
         ]
@@ -268,7 +220,7 @@ def test_up_runs_several_node_processes_and_any_node_serves_any_model(
         ]
         assert len(node_procs) == 2, [p.cmdline() for p in children]
         assert len(runtimes) == 2, [p.cmdline() for p in children]
-        assert {p.ppid() for p in node_procs} == {up.pid}
+        assert {p.ppid() for p in node_procs} == {up.process.pid}
         assert sorted(p.ppid() for p in runtimes) == sorted(p.pid for p in node_procs)
 
         f = tmp_path / "p.yaml"
@@ -291,15 +243,12 @@ def test_up_runs_several_node_processes_and_any_node_serves_any_model(
             (row,) = [r for r in nodes.stdout.splitlines() if r.startswith(f"{host}-{p} ")]
             assert endpoint in row and "256.0 MiB" in row
 
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(90) == 0, log.read_text()
+        assert up.stop(90) == 0, up.text()
         left = psutil.wait_procs(children, timeout=15)[1]
         assert not left, f"left running: {left}"
-        assert "meshserve stopped." in log.read_text()
+        assert "meshserve stopped." in up.text()
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        up.stop()
 
 
 def test_up_fails_with_the_end_of_the_log_of_a_node_that_cannot_start(
@@ -309,7 +258,7 @@ def test_up_fails_with_the_end_of_the_log_of_a_node_that_cannot_start(
     up = subprocess.Popen(
         [sys.executable, "-m", "meshserve.cli", "up",
              *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "2",
-         "--grpc-port", str(_two_free_ports()), "--data-dir", str(tmp_path / "data")],
+         "--grpc-port", str(mesh_fixtures.free_ports(2)), "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:

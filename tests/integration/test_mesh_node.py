@@ -8,8 +8,7 @@ from __future__ import annotations
 import itertools
 import pathlib
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -26,15 +25,6 @@ _names = itertools.count(1)
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _model_state(c: client.MeshClient, model_id: str) -> str:
@@ -200,12 +190,12 @@ def test_applying_a_changed_predictor_moves_it_to_the_new_model(
     # one is loaded, then the name moves and the old model is deleted.
     second = mesh_fixtures.predictor_spec(name, trained["diabetes"].folder)
     mesh.apply(second)
-    _wait(lambda: mesh.vmodel_status(name).activeModelId == second.model_id)
+    mesh_fixtures.wait_for(lambda: mesh.vmodel_status(name).activeModelId == second.model_id)
     np.testing.assert_allclose(
         mesh_fixtures.infer(mesh_node.endpoint, name, trained["diabetes"].inputs),
         trained["diabetes"].expected.astype(np.float64),
     )
-    _wait(lambda: _model_state(mesh, first.model_id) == "NOT_FOUND")
+    mesh_fixtures.wait_for(lambda: _model_state(mesh, first.model_id) == "NOT_FOUND")
 
 
 def test_registering_a_model_again_with_a_different_spec_updates_it(
@@ -240,7 +230,7 @@ def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
     with triton.InferenceServerClient(runtime) as direct:
         assert direct.is_model_ready(spec.model_id)
         assert mesh.delete(name)
-        _wait(lambda: _model_state(mesh, spec.model_id) == "NOT_FOUND")
+        mesh_fixtures.wait_for(lambda: _model_state(mesh, spec.model_id) == "NOT_FOUND")
 
         def unloaded() -> bool:
             try:
@@ -248,9 +238,9 @@ def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
             except InferenceServerException:
                 return True
 
-        _wait(unloaded)
+        mesh_fixtures.wait_for(unloaded)
     model_dir = mesh_node.config.node.model_dir / spec.model_id
-    _wait(lambda: not model_dir.exists())
+    mesh_fixtures.wait_for(lambda: not model_dir.exists())
     with pytest.raises(InferenceServerException, match=r"NOT_FOUND|not registered"):
         mesh_fixtures.infer(mesh_node.endpoint, name, trained["iris"].inputs)
 
@@ -292,7 +282,7 @@ def test_evicts_least_recently_used_model_when_capacity_is_full(
             small_node.endpoint, names["diabetes"], trained["diabetes"].inputs
         )
         np.testing.assert_allclose(got, trained["diabetes"].expected.astype(np.float64))
-        _wait(lambda: _model_state(mesh, specs["wine"].model_id) == "NOT_LOADED")
+        mesh_fixtures.wait_for(lambda: _model_state(mesh, specs["wine"].model_id) == "NOT_LOADED")
         assert _model_state(mesh, specs["iris"].model_id) == "LOADED"
         assert _model_state(mesh, specs["diabetes"].model_id) == "LOADED"
         (inst,) = mesh.instances()

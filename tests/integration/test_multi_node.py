@@ -13,7 +13,7 @@ import itertools
 import pathlib
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -27,13 +27,6 @@ from tests.integration import mesh_fixtures
 
 MiB = 1024 * 1024
 _names = itertools.count(1)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +168,7 @@ def test_a_model_with_min_copies_is_loaded_on_two_nodes_without_traffic(
         states = _copies(cluster[0], model_id).values()
         return sum(c.state is records.CopyState.LOADED for c in states) == 2
 
-    _wait(two_loaded, 30)
+    mesh_fixtures.wait_for(two_loaded, 30)
 
 
 def test_loaded_models_keep_serving_from_every_node_while_etcd_is_down(

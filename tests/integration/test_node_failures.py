@@ -12,8 +12,6 @@ import dataclasses
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,6 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from mesh import processes
 from mesh.proto import model_mesh_pb2 as pb2
 from meshserve import client, samples
 from tests.integration import mesh_fixtures
@@ -34,55 +31,34 @@ DEADLINE = 10.0
 
 @dataclasses.dataclass
 class Mesh:
-    up: subprocess.Popen[bytes]
-    endpoints: list[str]
     pids: dict[str, int]
     """Instance id → node process id."""
     endpoint_of: dict[str, str]
     """Instance id → the node's endpoint."""
-    log: pathlib.Path
-
-
-def _free_ports(n: int) -> int:
-    while True:
-        p = processes.free_port()
-        if p + n < 65536 and not any(processes.port_open("127.0.0.1", p + i) for i in range(n)):
-            return p
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("up")
-    port = _free_ports(3)
-    log = tmp / "up.log"
+    port = mesh_fixtures.free_ports(3)
     env = dict(os.environ, MESHSERVE_LEASE_TTL="3", MESHSERVE_DEAD_NODE_GRACE="1",
                MESHSERVE_JANITOR_INTERVAL="0.5", MESHSERVE_SCALE_INTERVAL="0.5")  # fmt: skip
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up",
-             *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "3",
-             "--grpc-port", str(port), "--data-dir", str(tmp / "data")],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    up = mesh_fixtures.start_up(
+        ["--nodes", "3", "--grpc-port", str(port), "--data-dir", str(tmp / "data")],
+        tmp / "up.log",
+        env,
+    )
     try:
-        deadline = time.monotonic() + 120
-        while "meshserve is up" not in log.read_text():
-            assert up.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         pids, endpoint_of = {}, {}
-        for child in psutil.Process(up.pid).children():
+        for child in psutil.Process(up.process.pid).children():
             if "node" in child.cmdline():
                 env = child.environ()
                 pids[env["MM_INSTANCE_ID"]] = child.pid
                 endpoint_of[env["MM_INSTANCE_ID"]] = f"127.0.0.1:{env['MM_SVC_GRPC_PORT']}"
         assert len(pids) == 3
-        yield Mesh(up, [f"127.0.0.1:{port + i}" for i in range(3)], pids, endpoint_of, log)
+        yield Mesh(pids, endpoint_of)
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        up.stop(60)
 
 
 @dataclasses.dataclass
@@ -139,25 +115,16 @@ def test_killing_a_node_with_one_of_two_copies_fails_no_request(
     mesh: Mesh, tmp_path: pathlib.Path
 ) -> None:
     sample = samples.train_iris_logistic(tmp_path / "iris")
-    with client.MeshClient(mesh.endpoints[0]) as c:
+    with client.MeshClient(next(iter(mesh.endpoint_of.values()))) as c:
         c.mesh.registerModel(
             pb2.RegisterModelRequest(
                 modelId="twice", modelInfo=pb2.ModelInfo(type="sklearn", path=str(sample.folder)),
                 minCopies=2,
             )
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while len(_holders(c, "twice")) < 2:
-            assert time.monotonic() < deadline, c.models()
-            time.sleep(0.1)
+        mesh_fixtures.wait_for(lambda: len(_holders(c, "twice")) == 2, 30, "two copies")
         holders = _holders(c, "twice")
-    entry = (
-        next(e for e, i in zip(mesh.endpoints, sorted(mesh.pids), strict=True) if i not in holders)
-        if len(mesh.pids) == 3
-        else mesh.endpoints[0]
-    )
-    entry_id = next(i for i in mesh.pids if i.endswith(entry.rsplit(":", 1)[1]))
-    assert entry_id not in holders
+    entry = next(mesh.endpoint_of[i] for i in mesh.pids if i not in holders)
     outcomes, _ = _run_stream_and_kill(mesh, entry, "twice", sample, holders[0])
     failed = [o for o in outcomes if o.error]
     assert len(outcomes) > 100

@@ -238,6 +238,7 @@ def test_is_a_runtime_adapter_for_sklearn_and_xgboost(tmp_path: pathlib.Path) ->
     adapter: interfaces.RuntimeAdapter = mlserver.MLServerAdapter(config)  # checked by mypy
     assert adapter.name == "mlserver"
     assert {"sklearn", "xgboost"} <= set(adapter.supported_model_types())
+    assert mlserver.MLServerAdapter(config).counts_gpu_memory is False
 
 
 def test_grpc_target_is_the_endpoint_when_one_is_given(tmp_path: pathlib.Path) -> None:
