@@ -12,6 +12,7 @@ status code in a single table, so no handler picks status codes itself::
     ├── AlreadyExists           owner mismatch, id already taken      → ALREADY_EXISTS
     ├── ModelLoadFailed         the runtime (or puller) could not load → FAILED_PRECONDITION
     ├── InsufficientCapacity    the model cannot fit on this node      → RESOURCE_EXHAUSTED
+    ├── NoSupportingRuntime     no node's runtime serves the model type → FAILED_PRECONDITION
     ├── RuntimeUnavailable      the runtime process does not answer    → UNAVAILABLE
     ├── StoreUnavailable        etcd does not answer                   → UNAVAILABLE
     ├── Conflict                a compare-and-set lost its race        → ABORTED
@@ -74,6 +75,10 @@ class ModelLoadFailed(MeshError):
 
 class InsufficientCapacity(MeshError):
     """A model does not fit even after evicting everything that may be evicted."""
+
+
+class NoSupportingRuntime(MeshError):
+    """No node in the mesh runs a runtime that serves the model's type."""
 
 
 class RuntimeUnavailable(MeshError):

@@ -14,6 +14,7 @@ STATUS: dict[type[errors.MeshError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.ModelLoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.InsufficientCapacity: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.NoSupportingRuntime: grpc.StatusCode.FAILED_PRECONDITION,
     errors.RuntimeUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Conflict: grpc.StatusCode.ABORTED,

@@ -95,8 +95,9 @@ def why_no_node(
     if not live:
         return errors.RuntimeUnavailable(f"no mesh node is available to load model {model_id!r}")
     if not eligible(instances, labels):
-        return errors.InsufficientCapacity(
-            f"no node can serve model {model_id!r}: none has the labels {', '.join(labels)}"
+        return errors.NoSupportingRuntime(
+            f"no node can serve model {model_id!r}: none has the labels {', '.join(labels)} "
+            "(the model type needs a runtime this mesh does not run)"
         )
     if not eligible(instances, labels, avoid):
         return errors.InsufficientCapacity(

@@ -103,7 +103,11 @@ def _mesh_options(p: argparse.ArgumentParser) -> None:
             name, type=int, default=default, help=f"{what}: node i on this + i ({default}; -1: off)"
         )
     p.add_argument("--host", default=d.host, help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--runtime", default=d.runtime, choices=["mlserver"])
+    p.add_argument(
+        "--runtime",
+        default=d.runtime,
+        help="runtime of every node (mlserver, triton), or a mixed pool: mlserver=2,triton=1",
+    )
     p.add_argument(
         "--capacity",
         type=_size,

@@ -52,6 +52,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from mesh import errors, etcd_server, processes, settings
 from mesh.proto import meshserve_admin_pb2 as admin_pb2
 from mesh.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
+from meshserve import node
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ class LocalMeshOptions:
     """Address the nodes listen on (``--host``); peers and clients on this
     machine reach them there, or at 127.0.0.1 for a wildcard address."""
     runtime: str = "mlserver"
-    """Which runtime each node runs (``--runtime``)."""
+    """Which runtime each node runs (``--runtime``): one name for every node
+    (``triton``), or a mixed pool with a count per runtime
+    (``mlserver=2,triton=1``, whose counts then give the number of nodes)."""
     capacity_bytes: int = settings.CacheSettings().capacity_bytes
     """Bytes of models each node may hold (``--capacity``)."""
     data_dir: pathlib.Path = pathlib.Path(".data")
@@ -121,12 +124,41 @@ class LocalMeshOptions:
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise errors.ConfigError(f"--nodes: {self.nodes} must be at least 1")
+        plan = runtime_plan(self.runtime, self.nodes)
+        if len(plan) != self.nodes:
+            if self.nodes != 1:
+                raise errors.ConfigError(
+                    f"--runtime {self.runtime} makes {len(plan)} nodes, but --nodes says "
+                    f"{self.nodes}: give one or the other"
+                )
+            object.__setattr__(self, "nodes", len(plan))  # the pool's counts decide
         last = self.grpc_port + self.nodes - 1
         if self.grpc_port < 1 or last > 65535:
             raise errors.ConfigError(
                 f"--grpc-port: {self.nodes} node(s) from port {self.grpc_port} "
                 "need ports between 1 and 65535"
             )
+
+
+def runtime_plan(spec: str, nodes: int) -> tuple[str, ...]:
+    """The runtime of each node, from ``--runtime`` (pure)."""
+    if "=" not in spec:
+        name = spec.strip()
+        if name not in node.RUNTIMES:
+            known = ", ".join(sorted(node.RUNTIMES))
+            raise errors.ConfigError(f"--runtime: {name!r} is not a known runtime (known: {known})")
+        return (name,) * nodes
+    plan: list[str] = []
+    for part in spec.split(","):
+        name, _, count = part.partition("=")
+        name = name.strip()
+        if name not in node.RUNTIMES or not count.strip().isdigit() or int(count) < 1:
+            raise errors.ConfigError(
+                f"--runtime: {part!r} must be <runtime>=<count> with a runtime among "
+                f"{', '.join(sorted(node.RUNTIMES))} and a count of at least 1"
+            )
+        plan += [name] * int(count)
+    return tuple(plan)
 
 
 def _nth_port(base: int, index: int) -> str:
@@ -209,7 +241,7 @@ class LocalMesh:
                 "MESHSERVE_STORAGE_CONFIG": (
                     str(o.storage_config.resolve()) if o.storage_config else ""
                 ),
-                "MESHSERVE_RUNTIME": o.runtime,
+                "MESHSERVE_RUNTIME": runtime_plan(o.runtime, o.nodes)[index],
                 "MESHSERVE_RUNTIMES_DIR": str(o.runtimes_dir.resolve()),
                 "MESHSERVE_LOG_LEVEL": o.log_level,
                 "PYTHONUNBUFFERED": "1",

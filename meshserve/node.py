@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from importlib import metadata
 
 import grpc
@@ -39,7 +40,7 @@ from mesh import (
 )
 from puller import local
 from router import dataplane, forward, rest, servicer
-from runtime_adapters import mlserver
+from runtime_adapters import mlserver, triton
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,7 @@ def version() -> str:
         return "0+unknown"
 
 
-def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
-    """The runtime adapter the settings ask for."""
-    if config.runtime.kind != "mlserver":
-        raise errors.ConfigError(
-            f"MESHSERVE_RUNTIME: {config.runtime.kind!r} is not a known runtime (known: mlserver)"
-        )
+def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
     return mlserver.MLServerAdapter(
         mlserver.MLServerConfig(
             model_dir=config.node.model_dir,
@@ -67,8 +63,43 @@ def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
             size_multiplier=config.cache.size_multiplier,
             min_model_size_bytes=config.cache.min_model_size_bytes,
             load_timeout_seconds=config.cache.load_timeout_seconds,
+            max_message_bytes=config.service.max_message_bytes,
         )
     )
+
+
+def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:
+    return triton.TritonAdapter(
+        triton.TritonConfig(
+            model_dir=config.node.model_dir,
+            venv=config.runtime.venv / "triton",
+            endpoint=config.runtime.endpoint,
+            log_path=config.node.data_dir / "logs" / f"triton-{config.node.instance_id}.log",
+            start_timeout_seconds=config.runtime.start_timeout_seconds,
+            size_multiplier=config.cache.size_multiplier,
+            min_model_size_bytes=config.cache.min_model_size_bytes,
+            load_timeout_seconds=config.cache.load_timeout_seconds,
+        )
+    )
+
+
+RUNTIMES: dict[str, Callable[[settings.Settings], interfaces.RuntimeAdapter]] = {
+    "mlserver": _mlserver,
+    "triton": _triton,
+}
+"""Runtime name → adapter factory: a third runtime is one adapter module and
+one line here."""
+
+
+def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
+    """The runtime adapter the settings ask for."""
+    factory = RUNTIMES.get(config.runtime.kind)
+    if factory is None:
+        raise errors.ConfigError(
+            f"MESHSERVE_RUNTIME: {config.runtime.kind!r} is not a known runtime "
+            f"(known: {', '.join(sorted(RUNTIMES))})"
+        )
+    return factory(config)
 
 
 class Node:
