@@ -40,6 +40,18 @@ class RuntimeAdapter(Protocol):
         """``host:port`` of the runtime's V2 gRPC endpoint, for the router."""
         ...
 
+    @property
+    def pid(self) -> int | None:
+        """The runtime process this adapter started (``None`` for one
+        already running elsewhere), whose memory use is measured."""
+        ...
+
+    @property
+    def counts_gpu_memory(self) -> bool:
+        """Whether the models live in GPU memory: the node's capacity is then
+        the GPU's memory, else host memory."""
+        ...
+
     def supported_model_types(self) -> tuple[str, ...]:
         """Model formats this runtime can load (``sklearn``, ``xgboost``...)."""
         ...

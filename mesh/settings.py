@@ -63,9 +63,15 @@ class ServiceSettings:
 class CacheSettings:
     """How the node sizes and evicts models."""
 
-    capacity_bytes: int = 1024**3
+    capacity_bytes: int = 0
     """Bytes of models this node may hold (``MESHSERVE_CAPACITY``, accepts
-    ``512Mi``, ``2G``...)."""
+    ``512Mi``, ``2G``...). 0 (the default): measured from the runtime's
+    memory when it starts — its GPU's memory for a runtime whose models live
+    on the GPU, else the container's memory limit (or the machine's) — less
+    the buffer and the runtime's own idle footprint."""
+    capacity_buffer_fraction: float = 0.1
+    """Share of the measured memory kept free for the runtime's working memory
+    (``MESHSERVE_CAPACITY_BUFFER``); unused when the capacity is configured."""
     size_multiplier: float = 1.25
     """Predicted size of a model before its first load: bytes on disk × this
     (``MESHSERVE_SIZE_MULTIPLIER``)."""
@@ -293,6 +299,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
     )
     cache = CacheSettings(
         capacity_bytes=size("MESHSERVE_CAPACITY", cache_d.capacity_bytes),
+        capacity_buffer_fraction=number(
+            "MESHSERVE_CAPACITY_BUFFER", cache_d.capacity_buffer_fraction
+        ),
         size_multiplier=number("MESHSERVE_SIZE_MULTIPLIER", cache_d.size_multiplier),
         min_model_size_bytes=size("MESHSERVE_MIN_MODEL_SIZE", cache_d.min_model_size_bytes),
         load_timeout_seconds=number("MESHSERVE_LOAD_TIMEOUT", cache_d.load_timeout_seconds),
@@ -343,8 +352,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         venv=pathlib.Path(get("MESHSERVE_RUNTIMES_DIR") or rt_d.venv),
         start_timeout_seconds=number("MESHSERVE_RUNTIME_START_TIMEOUT", rt_d.start_timeout_seconds),
     )
-    if cache.capacity_bytes <= 0:
-        raise errors.ConfigError("MESHSERVE_CAPACITY: must be more than 0 bytes")
+    if cache.capacity_bytes < 0:
+        raise errors.ConfigError("MESHSERVE_CAPACITY: must not be negative (0: measure it)")
+    if not 0 <= cache.capacity_buffer_fraction < 1:
+        raise errors.ConfigError("MESHSERVE_CAPACITY_BUFFER: must be a fraction from 0 to 1")
     return Settings(
         kv=kv,
         service=service,

@@ -97,8 +97,10 @@ class LocalMeshOptions:
     """Which runtime each node runs (``--runtime``): one name for every node
     (``triton``), or a mixed pool with a count per runtime
     (``mlserver=2,triton=1``, whose counts then give the number of nodes)."""
-    capacity_bytes: int = settings.CacheSettings().capacity_bytes
-    """Bytes of models each node may hold (``--capacity``)."""
+    capacity_bytes: int = 1024**3
+    """Bytes of models each node may hold (``--capacity``; 0: measured from
+    the runtime's memory — on one machine every node would claim all of it,
+    hence a fixed default here)."""
     data_dir: pathlib.Path = pathlib.Path(".data")
     """Where etcd data, model copies and logs go (``--data-dir``)."""
     etcd: str = ""

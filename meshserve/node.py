@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from mesh import (
 )
 from puller import local
 from router import dataplane, forward, rest, servicer
-from runtime_adapters import mlserver, triton
+from runtime_adapters import memory, mlserver, triton
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,10 @@ class Node:
         puller.sweep()
         await self.runtime.start()
         self._stack.push_async_callback(self.runtime.stop)
+        if cfg.cache.capacity_bytes == 0:
+            cfg = self.config = dataclasses.replace(
+                cfg, cache=dataclasses.replace(cfg.cache, capacity_bytes=self._measure_capacity())
+            )
 
         self.metrics = metrics.Metrics(per_model=cfg.service.metrics_per_model)
         self.manager = cache_manager.CacheManager(
@@ -245,6 +250,16 @@ class Node:
             self.runtime.name,
             self.runtime.grpc_target,
         )
+
+    def _measure_capacity(self) -> int:
+        """Capacity from the runtime's memory (settings say 0: measure it)."""
+        buffer = self.config.cache.capacity_buffer_fraction
+        measured = memory.gpu_capacity_bytes(buffer) if self.runtime.counts_gpu_memory else None
+        if measured is None:
+            idle = memory.tree_rss(self.runtime.pid) if self.runtime.pid else None
+            measured = memory.host_capacity_bytes(None, buffer, idle or 0)
+        log.info("capacity measured from the runtime's memory: %d bytes", measured)
+        return measured
 
     async def _stop_server(self) -> None:
         if self._server is not None:

@@ -21,6 +21,8 @@ class ScriptedRuntime:
 
     name = "scripted"
     grpc_target = "127.0.0.1:1"
+    pid = None
+    counts_gpu_memory = False
 
     def __init__(self) -> None:
         self.loads: list[str] = []

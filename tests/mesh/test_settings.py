@@ -45,7 +45,8 @@ def test_reads_modelmesh_variable_names() -> None:
         ({"MM_SVC_GRPC_PORT": "eighty"}, "MM_SVC_GRPC_PORT"),
         ({"MM_SVC_GRPC_PORT": "70000"}, "MM_SVC_GRPC_PORT"),
         ({"MESHSERVE_CAPACITY": "lots"}, "MESHSERVE_CAPACITY"),
-        ({"MESHSERVE_CAPACITY": "0"}, "MESHSERVE_CAPACITY"),
+        ({"MESHSERVE_CAPACITY": "-5"}, "MESHSERVE_CAPACITY"),
+        ({"MESHSERVE_CAPACITY_BUFFER": "1.5"}, "MESHSERVE_CAPACITY_BUFFER"),
         ({"MESHSERVE_RUNTIME_ENDPOINT": "localhost"}, "MESHSERVE_RUNTIME_ENDPOINT"),
     ],
 )
