@@ -205,7 +205,7 @@ async def test_a_load_past_its_timeout_is_cancelled_unloaded_and_recorded(
     mirror = table.PlacementTable(kv, "t")
     await mirror.start()
     config = settings.Settings(
-        cache=settings.CacheSettings(load_timeout_seconds=0.2),
+        cache=settings.CacheSettings(capacity_bytes=1024**3, load_timeout_seconds=0.2),
         node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
     )
     runtime = ScriptedRuntime()  # its load never finishes: the gate stays shut
