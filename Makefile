@@ -88,6 +88,7 @@ proto: venv
 	  mesh/proto/model_mesh.proto mesh/proto/meshserve_admin.proto mesh/proto/meshserve_peer.proto
 
 bench: install
+	$(PY) -m load_tests all
 	$(PY) -m load_tests.latency
 	$(PY) -m load_tests.forwarding
 
