@@ -7,6 +7,9 @@ evictions) are recorded where they happen, through the small methods of
 read from the node when Prometheus scrapes, through a collector, so they can
 never drift from the truth.
 
+Two are meshserve's own (ModelMesh has no pull metric):
+``meshserve_model_pull_milliseconds`` and ``meshserve_model_pull_bytes``.
+
 Per-model labels are off by default (one series per model is too many with
 thousands of models); ``MESHSERVE_METRICS_PER_MODEL=true`` turns a
 ``modelId`` label on for the per-model histograms.
@@ -78,6 +81,16 @@ class Metrics:
             buckets=_MS,
             registry=r,
         )
+        self.pull = h(
+            "meshserve_model_pull_milliseconds",
+            "Time to fetch a model's files onto the node (part of the load time)",
+            model,
+            buckets=_MS,
+            registry=r,
+        )
+        self.pull_bytes = c(
+            "meshserve_model_pull_bytes", "Bytes of model files fetched", model, registry=r
+        )
         self.load = h(
             "modelmesh_loadmodel_milliseconds", "Time to load a model, pull included", model,
             buckets=_MS, registry=r,
@@ -129,6 +142,11 @@ class Metrics:
         labels = self._labels(model_id)
         _observe(self.load, labels, ms)
         _observe(self.loaded_size, labels, size_bytes)
+
+    def pulled(self, model_id: str, ms: float, size_bytes: int) -> None:
+        labels = self._labels(model_id)
+        _observe(self.pull, labels, ms)
+        (self.pull_bytes.labels(*labels) if labels else self.pull_bytes).inc(size_bytes)
 
     def load_failed(self, model_id: str) -> None:
         _inc(self.load_failure, self._labels(model_id))
