@@ -358,6 +358,11 @@ class Management:
 
         new = await self._store.update_vmodel(vmodel_id, change)
         if new is not None:
+            # The mirror must show the move before references are counted,
+            # or the old model still looks used and is never deleted.
+            await self._table.wait_until(
+                lambda: self._table.vmodel(vmodel_id) == new, _MIRROR_WAIT_SECONDS
+            )
             await self._delete_unreferenced(_models_of(before[0]) - _models_of(new))
 
     async def delete_vmodel(self, vmodel_id: str, owner: str = "") -> None:
