@@ -86,7 +86,7 @@ class Dispatcher:
                 avoid=unreachable,
                 in_flight=self.in_flight,
                 last_sent=self.last_sent,
-                labels=placement.required_labels(rec.model_type),
+                labels=placement.required_labels(rec.model_type, rec.runtime),
                 model_size=max(rec.size_bytes, self._cache.min_model_size_bytes),
                 now_ms=int(time.time() * 1000),
                 failure_expiry_ms=int(self._cache.failure_expiry_seconds * 1000),

@@ -148,13 +148,14 @@ class Management:
             raise errors.InvalidRequest(
                 f"minCopies ({min_copies}) is more than maxCopies ({max_copies})"
             )
-        key, params, schema = predictor.parse_storage_key(info.key)
+        key = predictor.parse_storage_key(info.key)
         new = records.ModelRecord(
             model_type=info.type,
             path=info.path,
-            storage_key=key,
-            storage_params=params,
-            schema_path=schema,
+            storage_key=key.storage_key,
+            storage_params=key.storage_params,
+            schema_path=key.schema_path,
+            runtime=key.runtime,
             last_used_ms=last_used_ms or _now_ms(),
             auto_delete=auto_delete,
             registered_ms=_now_ms(),

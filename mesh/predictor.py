@@ -164,26 +164,38 @@ def parse(doc: object) -> PredictorSpec:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class KeyFields:
+    """What ``ModelInfo.key`` carries besides the path."""
+
+    storage_key: str = ""
+    storage_params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    schema_path: str = ""
+    runtime: str = ""
+    """The runtime the model is pinned to (``spec.runtime.name``), if any."""
+
+
 def storage_key_json(spec: PredictorSpec) -> str:
-    """The storage key and parameters as one JSON string, carried in the
-    management API's ``ModelInfo.key`` (ModelMesh Serving does the same)."""
-    if not spec.storage_key and not spec.storage_params and not spec.schema_path:
+    """The storage key, parameters, schema path and pinned runtime as one JSON
+    string, carried in the management API's ``ModelInfo.key`` (ModelMesh
+    Serving carries its storage fields the same way)."""
+    if not (spec.storage_key or spec.storage_params or spec.schema_path or spec.runtime):
         return ""
-    return json.dumps(
-        {
-            "storage_key": spec.storage_key,
-            "storage_params": dict(spec.storage_params),
-            "schema_path": spec.schema_path,
-        },
-        sort_keys=True,
-    )
+    fields = {
+        "storage_key": spec.storage_key,
+        "storage_params": dict(spec.storage_params),
+        "schema_path": spec.schema_path,
+    }
+    if spec.runtime:
+        fields["runtime"] = spec.runtime
+    return json.dumps(fields, sort_keys=True)
 
 
-def parse_storage_key(key: str) -> tuple[str, dict[str, str], str]:
-    """``(storage_key, parameters, schema_path)`` from ``ModelInfo.key``: a JSON
-    object as written by :func:`storage_key_json`, or a plain key name."""
+def parse_storage_key(key: str) -> KeyFields:
+    """The fields of ``ModelInfo.key``: a JSON object as written by
+    :func:`storage_key_json`, or a plain storage key name."""
     if not key.strip().startswith("{"):
-        return key, {}, ""
+        return KeyFields(storage_key=key)
     try:
         d = json.loads(key)
     except json.JSONDecodeError as e:
@@ -193,8 +205,9 @@ def parse_storage_key(key: str) -> tuple[str, dict[str, str], str]:
     params = d.get("storage_params") or {}
     if not isinstance(params, dict):
         raise errors.InvalidRequest("modelInfo.key: storage_params must be an object")
-    return (
-        str(d.get("storage_key") or ""),
-        {str(k): str(v) for k, v in params.items()},
-        str(d.get("schema_path") or ""),
+    return KeyFields(
+        storage_key=str(d.get("storage_key") or ""),
+        storage_params={str(k): str(v) for k, v in params.items()},
+        schema_path=str(d.get("schema_path") or ""),
+        runtime=str(d.get("runtime") or ""),
     )

@@ -78,6 +78,9 @@ class ModelRecord:
     """Overrides of the storage configuration's fields."""
     schema_path: str = ""
     """Optional path of a schema file next to the model."""
+    runtime: str = ""
+    """The runtime the model is pinned to (label ``rt:<runtime>``); empty: any
+    runtime serving its type."""
     copies: Mapping[str, CopyInfo] = dataclasses.field(default_factory=dict)
     """Instance id → the copy held there."""
     failures: Mapping[str, FailureInfo] = dataclasses.field(default_factory=dict)
@@ -124,6 +127,7 @@ class ModelRecord:
             and self.storage_key == other.storage_key
             and dict(self.storage_params) == dict(other.storage_params)
             and self.schema_path == other.schema_path
+            and self.runtime == other.runtime
         )
 
     def to_json(self) -> bytes:
@@ -134,6 +138,7 @@ class ModelRecord:
                 "storage_key": self.storage_key,
                 "storage_params": dict(self.storage_params),
                 "schema_path": self.schema_path,
+                "runtime": self.runtime,
                 "copies": {
                     k: {"state": c.state.value, "since": c.since_ms} for k, c in self.copies.items()
                 },
@@ -159,6 +164,7 @@ class ModelRecord:
                 storage_key=str(d.get("storage_key", "")),
                 storage_params={str(k): str(v) for k, v in d.get("storage_params", {}).items()},
                 schema_path=str(d.get("schema_path", "")),
+                runtime=str(d.get("runtime", "")),
                 copies={
                     str(k): CopyInfo(CopyState(c["state"]), int(c["since"]))
                     for k, c in d.get("copies", {}).items()

@@ -73,7 +73,7 @@ class Scaler:
             rec = self._table.model(model_id)
             if rec is None:
                 continue
-            labels = placement.required_labels(rec.model_type)
+            labels = placement.required_labels(rec.model_type, rec.runtime)
             copies = placement.live_copies(rec, instances)
             able = len(placement.eligible(instances, labels))
             if placement.wants_extra_copy(
@@ -109,7 +109,7 @@ class Scaler:
         target = placement.choose_node(
             instances,
             max(rec.size_bytes, self._cache.min_model_size_bytes),
-            labels=placement.required_labels(rec.model_type),
+            labels=placement.required_labels(rec.model_type, rec.runtime),
             avoid=set(rec.copies) | set(failed) | avoid,
             now_ms=now_ms,
             churn_threshold_ms=int(self._cache.churn_threshold_seconds * 1000),

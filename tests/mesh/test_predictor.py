@@ -75,12 +75,10 @@ def test_model_id_is_stable_and_changes_with_the_spec() -> None:
 
 def test_storage_key_json_round_trips() -> None:
     spec = predictor.parse(_doc(CURRENT))
-    assert predictor.parse_storage_key(predictor.storage_key_json(spec)) == (
-        "localMinIO",
-        {"bucket": "modelmesh-example-models"},
-        "schema/iris.json",
+    assert predictor.parse_storage_key(predictor.storage_key_json(spec)) == predictor.KeyFields(
+        "localMinIO", {"bucket": "modelmesh-example-models"}, "schema/iris.json", "mlserver-1.x"
     )
-    assert predictor.parse_storage_key("plain-key") == ("plain-key", {}, "")
+    assert predictor.parse_storage_key("plain-key") == predictor.KeyFields("plain-key")
 
 
 @pytest.mark.parametrize(
