@@ -1,7 +1,9 @@
 """The operator's ports: Prometheus metrics and the liveness/readiness probes.
 
 ``:2112/metrics`` serves :class:`mesh.metrics.Metrics` in Prometheus' text
-format (ModelMesh's port). ``:8089/live`` says the process runs;
+format (ModelMesh's port). ``:8089/drain`` is the pod's preStop hook: the node
+stops taking loads and hands its models over before Kubernetes sends SIGTERM.
+``:8089/live`` says the process runs;
 ``:8089/ready`` says it can serve: 200 only while the runtime answers and
 etcd is reachable, 503 with the reason otherwise, so Kubernetes takes a node
 whose runtime died out of the Service. A port of 0 picks a free port; a
@@ -17,6 +19,7 @@ from aiohttp import web
 from mesh import metrics
 
 Readiness = Callable[[], Awaitable[tuple[bool, str]]]
+Drain = Callable[[], Awaitable[None]]
 
 
 class OpsServer:
@@ -29,9 +32,11 @@ class OpsServer:
         host: str,
         metrics_port: int,
         probe_port: int,
+        drain: Drain | None = None,
     ) -> None:
         self._metrics = node_metrics
         self._ready = ready
+        self._drain = drain
         self._host = host
         self._wanted = {"metrics": metrics_port, "probes": probe_port}
         self.ports: dict[str, int] = {}
@@ -41,7 +46,12 @@ class OpsServer:
     async def start(self) -> None:
         apps = {
             "metrics": [web.get("/metrics", self._metrics_page)],
-            "probes": [web.get("/live", self._live), web.get("/ready", self._ready_page)],
+            "probes": [
+                web.get("/live", self._live),
+                web.get("/ready", self._ready_page),
+                web.get("/drain", self._drain_page),
+                web.post("/drain", self._drain_page),
+            ],
         }
         for name, routes in apps.items():
             port = self._wanted[name]
@@ -71,6 +81,14 @@ class OpsServer:
 
     async def _live(self, request: web.Request) -> web.Response:
         return web.Response(text="live\n")
+
+    async def _drain_page(self, request: web.Request) -> web.Response:
+        """The pod's preStop hook: stop taking loads and hand models over;
+        answers once done, so the kubelet waits before SIGTERM."""
+        if self._drain is None:
+            return web.Response(text="nothing to drain\n")
+        await self._drain()
+        return web.Response(text="drained\n")
 
     async def _ready_page(self, request: web.Request) -> web.Response:
         ok, why = await self._ready()
