@@ -20,6 +20,9 @@ leaking into the mesh:
   jumps silently past a compaction; here a response with ``compact_revision``
   or ``canceled`` ends the watch with :class:`mesh.kv.WatchLost`, and the
   watcher re-lists.
+- TLS (:class:`EtcdTLS`): the CA of etcd's certificate and, for etcd's
+  ``--client-cert-auth``, a client certificate, as bytes read by the caller
+  (:mod:`mesh.tls`); passed to etcd3aio's secure channel.
 - The gRPC channel is tuned so that a client notices a restarted etcd within
   about a second (gRPC's default reconnect back-off grows to two minutes and
   its subchannels are shared process-wide, so a fresh client could inherit a
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -63,6 +67,21 @@ _CHANNEL_OPTIONS: list[tuple[str, int]] = [
     # A page of records may exceed gRPC's default 4 MiB.
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class EtcdTLS:
+    """TLS to etcd, as PEM bytes."""
+
+    ca_cert: bytes
+    """CA certificate(s) etcd's server certificate is checked against."""
+    cert_key: bytes | None = None
+    """Private key of the client certificate (etcd's ``--client-cert-auth``)."""
+    cert_chain: bytes | None = None
+    """The client certificate."""
+    server_name: str = ""
+    """Name etcd's certificate is checked against; empty: the endpoint's host
+    (needed with several endpoints, which share one channel)."""
 
 
 class _Compacted(Exception):
@@ -105,17 +124,24 @@ class EtcdKV:
         timeout: float = 5.0,
         page_size: int = 1000,
         watch_backoff: tuple[float, float] = (0.1, 1.0),
+        tls: EtcdTLS | None = None,
     ) -> None:
         if not endpoints:
             raise errors.ConfigError("etcd: no endpoint given")
         self.endpoints: tuple[str, ...] = tuple(_normalise_endpoint(e) for e in endpoints)
         self.timeout = timeout
         self.page_size = page_size
+        self.tls = tls
         self._client = etcd3aio.Etcd3Client(
             list(self.endpoints),
             rpc_max_attempts=3,
             watch_reconnect_backoff_seconds=watch_backoff[0],
             watch_max_reconnect_backoff_seconds=watch_backoff[1],
+            # No CA: a plaintext channel (etcd3aio's rule).
+            tls_server_name=(tls.server_name or None) if tls else None,
+            ca_cert=tls.ca_cert if tls else None,
+            cert_key=tls.cert_key if tls else None,
+            cert_chain=tls.cert_chain if tls else None,
         )
         # etcd3aio takes no channel options; it builds its channel from this
         # list in connect(), so extending it before then is the only way in.
@@ -128,7 +154,8 @@ class EtcdKV:
 
     @property
     def _where(self) -> str:
-        return f"etcd at {','.join(self.endpoints)}"
+        scheme = "https://" if self.tls else ""
+        return f"etcd at {','.join(scheme + e for e in self.endpoints)}"
 
     @classmethod
     async def connect(
@@ -137,10 +164,11 @@ class EtcdKV:
         *,
         timeout: float = 5.0,
         check: bool = True,
+        tls: EtcdTLS | None = None,
     ) -> EtcdKV:
         """A connected store; with ``check``, raise
         :class:`mesh.errors.StoreUnavailable` unless etcd answers a read."""
-        store = cls(endpoints, timeout=timeout)
+        store = cls(endpoints, timeout=timeout, tls=tls)
         try:
             await store.open(check=check)
         except BaseException:

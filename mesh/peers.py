@@ -6,10 +6,21 @@ the cache and management logic asking a peer to load a model
 (:meth:`Peers.ensure_local`, the ``meshserve.peer.v1.Peer`` service). A peer
 that cannot be reached raises :class:`mesh.errors.RuntimeUnavailable`; one
 that refuses raises the mesh error its status stands for.
+
+With TLS configured the channels are mutual TLS (:func:`mesh.tls.channel_plan`
+decides the files). When the certificate files change,
+:meth:`Peers.use_credentials` swaps the credentials: calls made from then on
+get new channels, and the old ones are closed once their calls have had
+:data:`RETIRE_GRACE_SECONDS` to finish, so a rotation never cuts a request.
+``max_message_bytes`` is the transport limit of each message: the node
+passes ``MM_SVC_GRPC_MAX_MSG_SIZE`` plus the headroom its own rewrites of a
+request may need, so that what a client may send always fits on this hop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import grpc
@@ -27,26 +38,62 @@ _FROM_STATUS: dict[grpc.StatusCode, type[errors.MeshError]] = {
 }
 
 
-class Peers:
-    """Channels to the other nodes, opened on first use."""
+RETIRE_GRACE_SECONDS = 30.0
+"""How long calls on a channel replaced by new credentials may still run."""
 
-    def __init__(self, max_message_bytes: int) -> None:
-        self._options = [
+
+class Peers:
+    """Channels to the other nodes, opened on first use.
+
+    ``credentials`` (``grpc.ChannelCredentials``) make them TLS channels;
+    ``options`` go with them (the name peers' certificates are checked
+    against). ``max_message_bytes`` is the transport limit of each message.
+    """
+
+    def __init__(
+        self,
+        max_message_bytes: int,
+        credentials: Any = None,
+        options: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self._base_options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
+        self._credentials = credentials
+        self._options = self._base_options + list(options or ())
         self._channels: dict[str, Any] = {}
+        self._retiring: dict[asyncio.Task[None], Any] = {}
+
+    @property
+    def secure(self) -> bool:
+        return self._credentials is not None
 
     def channel(self, endpoint: str) -> Any:
         """The channel to ``endpoint`` (``host:port``)."""
         ch = self._channels.get(endpoint)
         if ch is None:
-            ch = self._channels[endpoint] = grpc.aio.insecure_channel(
-                endpoint, options=self._options
-            )
+            if self._credentials is None:
+                ch = grpc.aio.insecure_channel(endpoint, options=self._options)
+            else:
+                ch = grpc.aio.secure_channel(endpoint, self._credentials, options=self._options)
+            self._channels[endpoint] = ch
         return ch
+
+    def use_credentials(
+        self, credentials: Any, options: list[tuple[str, str]] | None = None
+    ) -> None:
+        """New calls go over channels with ``credentials``; the current
+        channels close once their calls are done (or after the grace)."""
+        self._credentials = credentials
+        self._options = self._base_options + list(options or ())
+        old, self._channels = self._channels, {}
+        for ch in old.values():
+            task = asyncio.get_running_loop().create_task(ch.close(grace=RETIRE_GRACE_SECONDS))
+            self._retiring[task] = ch
+            task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
     async def ensure_local(
         self,
@@ -83,3 +130,9 @@ class Peers:
         for ch in self._channels.values():
             await ch.close()
         self._channels.clear()
+        for task, ch in list(self._retiring.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await ch.close()
+        self._retiring.clear()

@@ -438,11 +438,11 @@ def _pod_template(rt: Runtime, opts: DeploymentOptions) -> dict[str, Any]:
     containers = [copy.deepcopy(dict(c)) for c in rt.pod.get("containers") or []]
     volumes = [copy.deepcopy(dict(v)) for v in rt.pod.get("volumes") or []]
     volume_names = {v.get("name") for v in volumes}
-    if MODELS_VOLUME not in volume_names:
-        volumes.append({"name": MODELS_VOLUME, "emptyDir": {}})
     if rt.brings_mesh_node:
         mesh = next(c for c in containers if c.get("name") == MESH_CONTAINER)
     else:
+        if MODELS_VOLUME not in volume_names:
+            volumes.append({"name": MODELS_VOLUME, "emptyDir": {}})
         if STORAGE_VOLUME not in volume_names:
             volumes.append(
                 {

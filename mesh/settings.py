@@ -11,9 +11,11 @@ malformed value raises :class:`mesh.errors.ConfigError` naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import pathlib
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping
 
 from mesh import errors
@@ -172,6 +174,87 @@ class RuntimeSettings:
     """Longest wait for the runtime to become ready (``MESHSERVE_RUNTIME_START_TIMEOUT``)."""
 
 
+class ClientAuth(enum.Enum):
+    """Whether clients of :8033 and :8008 must present a certificate
+    (``MM_TLS_CLIENT_AUTH``, ModelMesh's values, any case)."""
+
+    NONE = "none"
+    """No client certificate is asked for."""
+    OPTIONAL = "optional"
+    """The REST port asks for a certificate and checks one that is sent; the
+    gRPC port cannot ask without requiring (grpcio offers no such mode), so
+    there it is the same as ``none``. The mesh never uses a client's identity,
+    so both admit the same callers."""
+    REQUIRE = "require"
+    """A client without a certificate signed by ``MM_TLS_TRUST_CERT_PATH`` is
+    refused during the TLS handshake."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSSettings:
+    """TLS of the node's ports, of its links to peers, and of its link to etcd.
+
+    With a certificate set, :8033 (gRPC) and :8008 (REST) speak TLS only, and
+    this node calls its peers over mutual TLS with the same certificate (as
+    ModelMesh Serving does for its internal links). The link to the runtime
+    stays plaintext: it never leaves the pod (127.0.0.1). Metrics and probes
+    (:2112, :8089) stay plaintext for Prometheus and the kubelet. Files are
+    re-read when they change (see :mod:`mesh.tls`).
+    """
+
+    key_cert_path: pathlib.Path | None = None
+    """PEM certificate (chain) the node presents to clients and, as its client
+    certificate, to peers (``MM_TLS_KEY_CERT_PATH``). Unset: no TLS."""
+    private_key_path: pathlib.Path | None = None
+    """Unencrypted PEM private key of that certificate (``MM_TLS_PRIVATE_KEY_PATH``)."""
+    client_auth: ClientAuth = ClientAuth.NONE
+    """Whether clients must present a certificate (``MM_TLS_CLIENT_AUTH``)."""
+    trust_cert_paths: tuple[pathlib.Path, ...] = ()
+    """PEM CA certificates that sign client and peer certificates
+    (``MM_TLS_TRUST_CERT_PATH``, comma-separated). Unset: peers are checked
+    against ``key_cert_path`` itself, which is right for a self-signed
+    certificate or a chain that ends with its CA."""
+    peer_server_name: str = ""
+    """Name a peer's certificate is checked against
+    (``MESHSERVE_TLS_PEER_SERVER_NAME``); empty: the host of the peer's
+    advertised endpoint. Set it when certificates name a Service rather than
+    pod addresses."""
+    reload_interval_seconds: float = 10.0
+    """How often the certificate files are checked for changes
+    (``MESHSERVE_TLS_RELOAD_INTERVAL``)."""
+    etcd_ca_path: pathlib.Path | None = None
+    """PEM CA certificate of etcd's server certificate (``MESHSERVE_ETCD_CA_PATH``).
+    Set: the node talks to etcd over TLS. Read at start."""
+    etcd_cert_path: pathlib.Path | None = None
+    """Client certificate for etcd's ``--client-cert-auth`` (``MESHSERVE_ETCD_CERT_PATH``)."""
+    etcd_key_path: pathlib.Path | None = None
+    """Private key of that certificate (``MESHSERVE_ETCD_KEY_PATH``)."""
+    etcd_server_name: str = ""
+    """Name etcd's certificate is checked against (``MESHSERVE_ETCD_SERVER_NAME``);
+    empty: the endpoint's host (one endpoint), required with several."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the node's ports and peer links use TLS."""
+        return self.key_cert_path is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class PayloadLogSettings:
+    """Optional copies of inference requests and responses, as CloudEvents,
+    sent off the request path (see :mod:`mesh.payload_log`)."""
+
+    target: str = ""
+    """``file:///path`` (JSON lines) or ``http(s)://host/path`` (one POST per
+    event) (``MESHSERVE_PAYLOAD_LOG``); empty: off."""
+    queue_size: int = 1000
+    """Most events waiting to be written (``MESHSERVE_PAYLOAD_LOG_QUEUE``);
+    beyond it, events are dropped and counted, never waited for."""
+    queue_bytes: int = 64 * 1024 * 1024
+    """Most payload bytes waiting to be written (``MESHSERVE_PAYLOAD_LOG_QUEUE_BYTES``),
+    so that large tensors cannot pile up in memory behind a slow sink."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """All of a node's settings."""
@@ -183,6 +266,8 @@ class Settings:
     runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
     routing: RoutingSettings = dataclasses.field(default_factory=RoutingSettings)
     scaling: ScalingSettings = dataclasses.field(default_factory=ScalingSettings)
+    tls: TLSSettings = dataclasses.field(default_factory=TLSSettings)
+    payload_log: PayloadLogSettings = dataclasses.field(default_factory=PayloadLogSettings)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?)?[Bb]?\s*$")
@@ -227,9 +312,121 @@ def parse_kv_store(text: str) -> tuple[str, ...]:
     endpoints = tuple(e.strip() for e in rest.split(",") if e.strip())
     if not endpoints:
         raise errors.ConfigError("KV_STORE: no etcd endpoint given")
-    for e in endpoints:
-        parse_endpoint(e.removeprefix("http://"), "KV_STORE")
-    return tuple(e.removeprefix("http://") for e in endpoints)
+    bare = tuple(e.removeprefix("http://").removeprefix("https://") for e in endpoints)
+    for e in bare:
+        parse_endpoint(e, "KV_STORE")
+    return bare
+
+
+def _path(value: str | None) -> pathlib.Path | None:
+    return pathlib.Path(value) if value else None
+
+
+def parse_tls(env: Mapping[str, str], kv_store: str = "") -> TLSSettings:
+    """:class:`TLSSettings` from ModelMesh's ``MM_TLS_*`` variables and the
+    ``MESHSERVE_ETCD_*`` ones; a combination that cannot work names the
+    variables involved."""
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    if get("MM_TLS_PRIVATE_KEY_PASSPHRASE"):
+        raise errors.ConfigError(
+            "MM_TLS_PRIVATE_KEY_PASSPHRASE: encrypted private keys are not supported "
+            "(gRPC reads only unencrypted PEM keys); mount the key unencrypted"
+        )
+    cert, key = get("MM_TLS_KEY_CERT_PATH"), get("MM_TLS_PRIVATE_KEY_PATH")
+    if bool(cert) != bool(key):
+        given, missing = (
+            ("MM_TLS_KEY_CERT_PATH", "MM_TLS_PRIVATE_KEY_PATH")
+            if cert
+            else ("MM_TLS_PRIVATE_KEY_PATH", "MM_TLS_KEY_CERT_PATH")
+        )
+        raise errors.ConfigError(f"{given} is set but {missing} is not: TLS needs both")
+    auth_text = (get("MM_TLS_CLIENT_AUTH") or "none").lower()
+    try:
+        client_auth = ClientAuth(auth_text)
+    except ValueError:
+        known = ", ".join(a.value for a in ClientAuth)
+        raise errors.ConfigError(
+            f"MM_TLS_CLIENT_AUTH: {auth_text!r} is not one of {known}"
+        ) from None
+    trust = tuple(
+        pathlib.Path(p.strip())
+        for p in (get("MM_TLS_TRUST_CERT_PATH") or "").split(",")
+        if p.strip()
+    )
+    if client_auth is not ClientAuth.NONE and not cert:
+        raise errors.ConfigError(
+            f"MM_TLS_CLIENT_AUTH={client_auth.value} needs MM_TLS_KEY_CERT_PATH and "
+            "MM_TLS_PRIVATE_KEY_PATH: client certificates are only asked for over TLS"
+        )
+    if client_auth is ClientAuth.REQUIRE and not trust:
+        raise errors.ConfigError(
+            "MM_TLS_CLIENT_AUTH=require needs MM_TLS_TRUST_CERT_PATH: "
+            "the CA certificate that signs the clients' certificates"
+        )
+    interval_text = get("MESHSERVE_TLS_RELOAD_INTERVAL")
+    try:
+        interval = float(interval_text) if interval_text else TLSSettings.reload_interval_seconds
+    except ValueError:
+        raise errors.ConfigError(
+            f"MESHSERVE_TLS_RELOAD_INTERVAL: {interval_text!r} is not a number"
+        ) from None
+    if interval <= 0:
+        raise errors.ConfigError("MESHSERVE_TLS_RELOAD_INTERVAL: must be more than 0 seconds")
+    etcd_ca, etcd_cert, etcd_key = (
+        get("MESHSERVE_ETCD_CA_PATH"),
+        get("MESHSERVE_ETCD_CERT_PATH"),
+        get("MESHSERVE_ETCD_KEY_PATH"),
+    )
+    if bool(etcd_cert) != bool(etcd_key):
+        raise errors.ConfigError(
+            "MESHSERVE_ETCD_CERT_PATH and MESHSERVE_ETCD_KEY_PATH go together: only "
+            + ("MESHSERVE_ETCD_CERT_PATH" if etcd_cert else "MESHSERVE_ETCD_KEY_PATH")
+            + " is set"
+        )
+    if etcd_cert and not etcd_ca:
+        raise errors.ConfigError(
+            "MESHSERVE_ETCD_CERT_PATH is set but MESHSERVE_ETCD_CA_PATH is not: "
+            "a client certificate is only sent over TLS, which needs etcd's CA"
+        )
+    if "https://" in kv_store and not etcd_ca:
+        raise errors.ConfigError(
+            "KV_STORE names an https:// endpoint but MESHSERVE_ETCD_CA_PATH is not set "
+            "(the CA certificate of etcd's server certificate)"
+        )
+    return TLSSettings(
+        key_cert_path=_path(cert),
+        private_key_path=_path(key),
+        client_auth=client_auth,
+        trust_cert_paths=trust,
+        peer_server_name=get("MESHSERVE_TLS_PEER_SERVER_NAME") or "",
+        reload_interval_seconds=interval,
+        etcd_ca_path=_path(etcd_ca),
+        etcd_cert_path=_path(etcd_cert),
+        etcd_key_path=_path(etcd_key),
+        etcd_server_name=get("MESHSERVE_ETCD_SERVER_NAME") or "",
+    )
+
+
+def parse_payload_log_target(text: str) -> str:
+    """The payload log's target, checked: ``file:///abs/path`` or ``http(s)://host...``."""
+    url = urllib.parse.urlsplit(text.strip())
+    if url.scheme == "file":
+        if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+            raise errors.ConfigError(
+                f"MESHSERVE_PAYLOAD_LOG: {text!r}: a file target is file:///absolute/path"
+            )
+    elif url.scheme in ("http", "https"):
+        if not url.hostname:
+            raise errors.ConfigError(f"MESHSERVE_PAYLOAD_LOG: {text!r} names no host")
+    else:
+        raise errors.ConfigError(
+            f"MESHSERVE_PAYLOAD_LOG: {text!r}: use file:///path or http(s)://host/path"
+        )
+    return text.strip()
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
@@ -356,6 +553,15 @@ def from_env(env: Mapping[str, str]) -> Settings:
         raise errors.ConfigError("MESHSERVE_CAPACITY: must not be negative (0: measure it)")
     if not 0 <= cache.capacity_buffer_fraction < 1:
         raise errors.ConfigError("MESHSERVE_CAPACITY_BUFFER: must be a fraction from 0 to 1")
+    if service.max_message_bytes <= 0:
+        raise errors.ConfigError("MM_SVC_GRPC_MAX_MSG_SIZE: must be more than 0 bytes")
+    log_d = PayloadLogSettings()
+    log_target = get("MESHSERVE_PAYLOAD_LOG")
+    payload_log = PayloadLogSettings(
+        target=parse_payload_log_target(log_target) if log_target else "",
+        queue_size=max(1, integer("MESHSERVE_PAYLOAD_LOG_QUEUE", log_d.queue_size)),
+        queue_bytes=size("MESHSERVE_PAYLOAD_LOG_QUEUE_BYTES", log_d.queue_bytes),
+    )
     return Settings(
         kv=kv,
         service=service,
@@ -364,4 +570,6 @@ def from_env(env: Mapping[str, str]) -> Settings:
         runtime=runtime,
         routing=routing,
         scaling=scaling,
+        tls=parse_tls(env, kv_store or ""),
+        payload_log=payload_log,
     )

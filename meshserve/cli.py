@@ -5,6 +5,8 @@
     meshserve up        a whole mesh on this machine (etcd, N node processes,
                         a runtime each), until Ctrl-C / SIGTERM
     meshserve node      one mesh node, configured from the environment
+    meshserve controller  the Kubernetes controller (Predictors, ServingRuntimes),
+                        configured from the environment
     meshserve demo      a local mesh serving real models, end to end
     meshserve predictor apply -f FILE | delete NAME | list | status NAME
     meshserve models    the placement table
@@ -31,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from mesh import errors, settings
+from mesh import errors, logs, settings
 from meshserve import client, local, node
 
 
@@ -45,12 +47,33 @@ def _size(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshserve", description="A multi-model serving mesh.")
     p.add_argument("--log-level", default=os.environ.get("MESHSERVE_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=None,
+        help="log lines as text or one JSON object a line (default: $MESHSERVE_LOG_FORMAT, "
+        "else text); `up` passes it to its nodes",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run a local mesh (etcd, N nodes, a runtime each) until stopped")
     _mesh_options(up)
 
     sub.add_parser("node", help="run one mesh node configured from the environment (MM_*)")
+
+    ctl = sub.add_parser(
+        "controller",
+        help="run the Kubernetes controller (Predictors, ServingRuntimes) configured "
+        "from the environment",
+    )
+    ctl.add_argument(
+        "--namespace",
+        default="",
+        help="namespace to serve (default: $MESHSERVE_NAMESPACE, $POD_NAMESPACE, the pod's own)",
+    )
+    ctl.add_argument(
+        "--kubeconfig", default="", help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
+    )
 
     demo = sub.add_parser("demo", help="start a local mesh, serve real models, stop")
     demo.add_argument("--grpc-port", type=int, default=8033)
@@ -224,6 +247,18 @@ async def _up(options: local.LocalMeshOptions) -> None:
         print(f"meshserve stopped. ({time.monotonic() - t0:.1f} s)", flush=True)
 
 
+async def _controller(args: argparse.Namespace) -> None:
+    # kopf and the Kubernetes client take about a second to import; only this command needs them.
+    from meshserve import controller  # noqa: PLC0415
+
+    env = dict(os.environ)
+    if args.namespace:
+        env["MESHSERVE_NAMESPACE"] = args.namespace
+    config = controller.settings_from_env(env)  # a ConfigError ends here, as one line
+    kube = controller.kube_configuration(args.kubeconfig)
+    await controller.Controller(config, kube).run(_stop_event())
+
+
 async def _node() -> None:
     config = settings.from_env(os.environ)  # a ConfigError ends here, as one line
     stop = _stop_event()
@@ -275,17 +310,36 @@ def _client_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    """``node`` and ``up``: structured lines (model id on every line about a
+    model; text or JSON, :mod:`mesh.logs`). Other commands: plain lines."""
+    if args.command not in ("node", "up"):
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return
+    fmt = logs.parse_format(args.log_format or os.environ.get("MESHSERVE_LOG_FORMAT"))
+    if args.command == "up":
+        os.environ["MESHSERVE_LOG_FORMAT"] = fmt  # the node processes inherit it
+    instance = os.environ.get("MM_INSTANCE_ID", "") if args.command == "node" else ""
+    logs.configure(args.log_level, fmt, instance_id=instance)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        _setup_logging(args)
+    except ValueError as e:  # a bad MESHSERVE_LOG_FORMAT or log level
+        print(f"meshserve: {e}", file=sys.stderr)
+        return 2
     try:
         if args.command == "up":
             asyncio.run(_up(_options(args)))
         elif args.command == "node":
             asyncio.run(_node())
+        elif args.command == "controller":
+            asyncio.run(_controller(args))
         elif args.command == "demo":
             from meshserve import demo  # noqa: PLC0415 - needs scikit-learn, a dev extra
 

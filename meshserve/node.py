@@ -1,9 +1,21 @@
 """One mesh node, wired: etcd mirror, cache manager, runtime adapter, puller,
 and the gRPC server on :8033 carrying the V2 data plane and the management API.
 
-:class:`Node` owns the start order (etcd → runtime → cache → server) and the
-stop order (the reverse, withdrawing this node's copies from etcd before the
-runtime goes away).
+:class:`Node` owns the start order (TLS files → etcd → runtime → cache →
+server) and the stop order (the reverse, withdrawing this node's copies from
+etcd before the runtime goes away).
+
+It also applies the production edges consistently, in one place:
+
+- TLS (:mod:`mesh.tls`): the files are read and checked before anything
+  starts, so a bad path fails the node at once naming the variable; the same
+  watched material feeds :8033, :8008 and the peer channels.
+- Message size: clients get ``MM_SVC_GRPC_MAX_MSG_SIZE`` (checked by the data
+  plane and the REST body limit); every gRPC hop (the :8033 server, peer
+  channels, the runtime channel, MLServer's own limit) is configured with
+  :func:`router.dataplane.transport_limit` of it.
+- Payload log (:mod:`mesh.payload_log`) and structured log lines
+  (:class:`router.servicer.ModelLogContext`).
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 import grpc
 
@@ -31,6 +44,7 @@ from mesh import (
     membership,
     metrics,
     ops_http,
+    payload_log,
     peers,
     placement,
     records,
@@ -38,8 +52,9 @@ from mesh import (
     settings,
     store,
     table,
+    tls,
 )
-from puller import local
+from puller import factory
 from router import dataplane, forward, rest, servicer
 from runtime_adapters import memory, mlserver, triton
 
@@ -64,7 +79,7 @@ def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
             size_multiplier=config.cache.size_multiplier,
             min_model_size_bytes=config.cache.min_model_size_bytes,
             load_timeout_seconds=config.cache.load_timeout_seconds,
-            max_message_bytes=config.service.max_message_bytes,
+            max_message_bytes=dataplane.transport_limit(config.service.max_message_bytes),
         )
     )
 
@@ -90,6 +105,52 @@ RUNTIMES: dict[str, Callable[[settings.Settings], interfaces.RuntimeAdapter]] = 
 }
 """Runtime name → adapter factory: a third runtime is one adapter module and
 one line here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeTLS:
+    """A node's TLS material, read and checked (each part ``None`` when off)."""
+
+    server: tls.Watched[tls.ServerMaterial] | None
+    """Of :8033 and :8008; followed as the files change."""
+    peers: tls.Watched[tls.ChannelMaterial] | None
+    """Of the channels to peers; followed as the files change."""
+    etcd: etcd_kv.EtcdTLS | None
+    """Of the etcd client; read once."""
+
+    def watched(self) -> list[tls.Watched[Any]]:
+        return [w for w in (self.server, self.peers) if w is not None]
+
+
+def load_tls(config: settings.TLSSettings) -> NodeTLS:
+    """Read and check every TLS file the settings name; raises
+    :class:`mesh.errors.ConfigError` naming the variable and the file."""
+    server_plan = tls.server_plan(config)
+    peer_plan = tls.channel_plan(config, tls.Hop.PEER)
+    etcd_plan = tls.channel_plan(config, tls.Hop.ETCD)
+    server = peer = None
+    if server_plan is not None:
+        server = tls.Watched(
+            "TLS of :8033 and :8008", server_plan.files, lambda: tls.load_server(server_plan)
+        )
+    if peer_plan is not None:
+        peer = tls.Watched("TLS to peers", peer_plan.files, lambda: tls.load_channel(peer_plan))
+    etcd = None
+    if etcd_plan is not None:
+        m = tls.load_channel(etcd_plan)
+        etcd = etcd_kv.EtcdTLS(m.roots, m.private_key, m.cert_chain, m.server_name)
+    return NodeTLS(server, peer, etcd)
+
+
+def describe_tls(config: settings.TLSSettings) -> str:
+    """One phrase for the start-up line: what is encrypted, what is asked."""
+    if not config.enabled:
+        parts = ["plaintext"]
+    else:
+        parts = [f"TLS, client certificates {config.client_auth.value}, mutual TLS to peers"]
+    if config.etcd_ca_path is not None:
+        parts.append("TLS to etcd")
+    return ", ".join(parts)
 
 
 def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
@@ -130,7 +191,10 @@ class Node:
     async def _start(self) -> None:
         cfg = self.config
         t0 = time.monotonic()
-        kv = await etcd_kv.EtcdKV.connect(cfg.kv.endpoints)
+        self.tls = load_tls(cfg.tls)
+        limit = cfg.service.max_message_bytes
+        hop_limit = dataplane.transport_limit(limit)
+        kv = await etcd_kv.EtcdKV.connect(cfg.kv.endpoints, tls=self.tls.etcd)
         self._stack.push_async_callback(kv.close)
         self.store = store.RecordStore(kv, cfg.kv.prefix)
         self.table = table.PlacementTable(kv, cfg.kv.prefix)
@@ -138,8 +202,14 @@ class Node:
         self._stack.push_async_callback(self.table.stop)
 
         cfg.node.model_dir.mkdir(parents=True, exist_ok=True)
-        puller = local.LocalPuller(cfg.node.model_dir, cfg.node.models_root)
-        puller.sweep()
+        # Creates the model folder and sweeps what an earlier run left there.
+        self.metrics = metrics.Metrics(per_model=cfg.service.metrics_per_model)
+        puller = factory.make_puller(
+            cfg.node.model_dir,
+            cfg.node.models_root,
+            cfg.node.storage_config_dir,
+            on_pulled=lambda r: self.metrics.pulled(r.model_id, r.seconds * 1000, r.bytes),
+        )
         await self.runtime.start()
         self._stack.push_async_callback(self.runtime.stop)
         if cfg.cache.capacity_bytes == 0:
@@ -147,13 +217,12 @@ class Node:
                 cfg, cache=dataclasses.replace(cfg.cache, capacity_bytes=self._measure_capacity())
             )
 
-        self.metrics = metrics.Metrics(per_model=cfg.service.metrics_per_model)
         self.manager = cache_manager.CacheManager(
             cfg, self.store, self.table, self.runtime, puller, self.metrics
         )
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
-        self.peers = peers.Peers(cfg.service.max_message_bytes)
+        self.peers = self._peers(hop_limit)
         self._stack.push_async_callback(self.peers.close)
         dispatcher = dispatch.Dispatcher(cfg, self.table, self.manager)
         self.management = management.Management(
@@ -161,20 +230,37 @@ class Node:
         )
         self._stack.push_async_callback(self.management.stop)
 
-        upstream = forward.GrpcUpstream.open(
-            self.runtime.grpc_target, cfg.service.max_message_bytes
-        )
+        upstream = forward.GrpcUpstream.open(self.runtime.grpc_target, hop_limit)
         self._stack.push_async_callback(upstream.close)
         peer_upstreams = forward.PeerUpstreams(self.peers)
+        self.payload_log: payload_log.PayloadLogger | None = None
+        if cfg.payload_log.target:
+            self.payload_log = payload_log.PayloadLogger(
+                payload_log.sink_for(cfg.payload_log.target, f"meshserve/{cfg.node.instance_id}"),
+                queue_size=cfg.payload_log.queue_size,
+                queue_bytes=cfg.payload_log.queue_bytes,
+                registry=self.metrics.registry,
+            )
+            await self.payload_log.start()
+            self._stack.push_async_callback(self.payload_log.stop)
         self.plane = dataplane.DataPlane(
-            cfg, self.table, self.store, self.manager, dispatcher, upstream, peer_upstreams.get
+            cfg,
+            self.table,
+            self.store,
+            self.manager,
+            dispatcher,
+            upstream,
+            peer_upstreams.get,
+            runtime_name=self.runtime.name,
+            payloads=self.payload_log,
         )
         server = grpc.aio.server(
+            interceptors=[servicer.ModelLogContext()],
             options=[
-                ("grpc.max_send_message_length", cfg.service.max_message_bytes),
-                ("grpc.max_receive_message_length", cfg.service.max_message_bytes),
+                ("grpc.max_send_message_length", hop_limit),
+                ("grpc.max_receive_message_length", hop_limit),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         server.add_generic_rpc_handlers(
             [servicer.InferenceService(self.plane, self.ready, version(), self.metrics)]
@@ -182,7 +268,12 @@ class Node:
         management_grpc.add_to_server(server, self.management, self.manager)
         address = f"{cfg.service.host}:{cfg.service.grpc_port}"
         try:
-            self.port = server.add_insecure_port(address)
+            if self.tls.server is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(
+                    address, tls.grpc_server_credentials(self.tls.server)
+                )
         except RuntimeError as e:
             raise errors.ConfigError(f"cannot listen on {address}: {e}") from None
         await server.start()
@@ -195,7 +286,8 @@ class Node:
                 version(),
                 cfg.service.host,
                 cfg.service.rest_port,
-                cfg.service.max_message_bytes,
+                limit,
+                ssl_context=tls.rest_ssl_context(self.tls.server) if self.tls.server else None,
             )
             await self.rest.start()
             self._stack.push_async_callback(self.rest.stop)
@@ -206,9 +298,13 @@ class Node:
             cfg.service.host,
             cfg.service.metrics_port,
             cfg.service.probe_port,
+            drain=self._drain,
         )
         await self.ops.start()
         self._stack.push_async_callback(self.ops.stop)
+        reloader = tls.Reloader(self.tls.watched(), cfg.tls.reload_interval_seconds)
+        await reloader.start()
+        self._stack.push_async_callback(reloader.stop)
 
         self.started_ms = int(time.time() * 1000)
         self.membership = membership.Membership(
@@ -243,13 +339,29 @@ class Node:
         self._stack.push_async_callback(self.scaler.stop)
         self._started = True
         log.info(
-            "node %s ready on %s in %.0f ms (runtime %s at %s)",
+            "node %s ready on %s in %.0f ms (runtime %s at %s; %s)",
             cfg.node.instance_id,
             self.endpoint,
             (time.monotonic() - t0) * 1000,
             self.runtime.name,
             self.runtime.grpc_target,
+            describe_tls(cfg.tls),
         )
+
+    def _peers(self, hop_limit: int) -> peers.Peers:
+        """Channels to peers: mutual TLS when configured, following rotations."""
+        watched = self.tls.peers
+        if watched is None:
+            return peers.Peers(hop_limit)
+        p = peers.Peers(
+            hop_limit,
+            tls.grpc_channel_credentials(watched.value),
+            tls.channel_options(watched.value),
+        )
+        watched.add_listener(
+            lambda m: p.use_credentials(tls.grpc_channel_credentials(m), tls.channel_options(m))
+        )
+        return p
 
     def _measure_capacity(self) -> int:
         """Capacity from the runtime's memory (settings say 0: measure it)."""
@@ -300,7 +412,7 @@ class Node:
             target = placement.choose_node(
                 instances,
                 max(rec.size_bytes, cfg.cache.min_model_size_bytes),
-                labels=placement.required_labels(rec.model_type),
+                labels=placement.required_labels(rec.model_type, rec.runtime),
                 avoid={cfg.node.instance_id},
                 now_ms=int(time.time() * 1000),
             )

@@ -7,26 +7,19 @@ as in ModelMesh Serving) names a volume mounted at ``<models_root>/<name>``
 layout), and the path is taken inside it, never above it.
 
 :class:`LocalStore` is the :class:`puller.store.Store` for both, used by
-:mod:`puller.model_puller` like any other backend (so local models get the
-same staging, checks and archive unpacking). :class:`LocalPuller`, the
-puller nodes used before object storage existed, keeps working for callers
-not yet moved to :func:`puller.factory.make_puller`: it copies into a
-temporary folder beside ``<model_dir>/<model_id>``, then renames it into
-place, so a half-copied model is never seen by the runtime.
+:mod:`puller.model_puller` like any other backend, so local models get the
+same staging, checks and archive unpacking.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pathlib
-import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from mesh import errors, records
+from mesh import errors
 from puller import store
 
 CHUNK_BYTES = 1024 * 1024
@@ -129,59 +122,3 @@ class LocalStore:
             raise store.NotFound(f"{obj.handle} disappeared during the copy") from None
         except PermissionError:
             raise store.AccessDenied(f"no permission to read {obj.handle}") from None
-
-
-class LocalPuller:
-    """Copies models from local folders into the node's model directory
-    (superseded by :func:`puller.factory.make_puller`, which also handles
-    object storage)."""
-
-    def __init__(self, model_dir: pathlib.Path, models_root: pathlib.Path) -> None:
-        self._model_dir = model_dir
-        self._models_root = models_root
-
-    def sweep(self) -> None:
-        """Remove every model folder left by an earlier run (the runtime
-        starts empty, so none of them is loaded)."""
-        if not self._model_dir.exists():
-            return
-        for child in self._model_dir.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-
-    async def pull(self, model_id: str, record: records.ModelRecord) -> pathlib.Path:
-        if record.storage_key:
-            raise errors.ModelLoadFailed(
-                model_id,
-                f"storage key {record.storage_key!r} needs object storage, "
-                "which this node's puller does not support",
-            )
-        try:
-            source = resolve_path(record.path, self._models_root)
-        except errors.InvalidRequest as e:
-            raise errors.ModelLoadFailed(model_id, e.message) from None
-        dest = self._model_dir / model_id
-        await asyncio.to_thread(self._copy, model_id, source, dest)
-        return dest
-
-    def _copy(self, model_id: str, source: pathlib.Path, dest: pathlib.Path) -> None:
-        if not source.exists():
-            raise errors.ModelLoadFailed(model_id, f"model files not found at {source}")
-        self._model_dir.mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=self._model_dir))
-        try:
-            if source.is_dir():
-                shutil.copytree(source, staging, dirs_exist_ok=True, symlinks=False)
-            else:
-                shutil.copy2(source, staging / source.name)
-            if dest.exists():
-                shutil.rmtree(dest)
-            staging.rename(dest)
-        except OSError as e:
-            raise errors.ModelLoadFailed(model_id, f"could not copy {source}: {e}") from None
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-
-    async def remove(self, model_id: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, self._model_dir / model_id, True)

@@ -4,12 +4,32 @@ service, and back.
 No protobuf decoding on either side: the channel's serializers are the
 identity, so a request costs one write and one read of its bytes. An error
 status becomes :class:`router.dataplane.UpstreamError`, except a target that
-cannot be reached, which is :class:`mesh.errors.RuntimeUnavailable`.
+cannot be reached, which is :class:`mesh.errors.RuntimeUnavailable`. A
+message refused by a gRPC size limit on the hop (this channel's or the
+target's) keeps its ``RESOURCE_EXHAUSTED`` and gets a message naming the hop,
+the limit and ``MM_SVC_GRPC_MAX_MSG_SIZE`` (:func:`size_refusal`).
+
+Streams (:meth:`GrpcUpstream.stream`) write and read concurrently, through
+grpc.aio's ``write`` / ``read``: the writer is a task of its own, so a
+message the mesh refuses (another model, too large) cancels the call and
+ends the stream with that refusal rather than a bare ``CANCELLED``. grpc.aio
+loses the status of a stream the target ends while a message is being
+written (it reports ``INTERNAL: Internal error from Core``, grpc/grpc#36066);
+that becomes :class:`router.dataplane.StreamCutShort`, and the data plane
+opens the stream again.
+
+The runtime channel is plaintext (127.0.0.1, same pod); peer channels come
+from :class:`mesh.peers.Peers` (mutual TLS when configured), and
+:class:`PeerUpstreams` follows it when it replaces a channel after a
+certificate rotation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +38,23 @@ from mesh import errors, peers
 from router import dataplane
 
 SERVICE = "inference.GRPCInferenceService"
+_STATUS_LOST = "Internal error from Core"
+"""What grpcio's asyncio client reports, as ``INTERNAL``, for a stream the
+server ended while a message was being written (grpc/grpc#36066)."""
+_LARGER = re.compile(r"(?:Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def size_refusal(details: str, target: str) -> str | None:
+    """The message for gRPC's own size refusal on the hop to ``target``
+    (``None`` if ``details`` is not one)."""
+    m = _LARGER.search(details)
+    if m is None:
+        return None
+    return (
+        f"a message of {m.group(1)} bytes between this node and {target} is over that hop's "
+        f"gRPC limit of {m.group(2)} bytes (set by {dataplane.LIMIT_VARIABLE} on each node, "
+        "and by the runtime's own limit)"
+    )
 
 
 class GrpcUpstream:
@@ -25,8 +62,9 @@ class GrpcUpstream:
 
     def __init__(self, target: str, channel: Any) -> None:
         self.target = target
-        self._channel = channel
+        self.channel = channel
         self._stubs: dict[str, Any] = {}
+        self._stream_stubs: dict[str, Any] = {}
 
     @classmethod
     def open(cls, target: str, max_message_bytes: int) -> GrpcUpstream:
@@ -49,19 +87,94 @@ class GrpcUpstream:
     ) -> bytes:
         stub = self._stubs.get(method)
         if stub is None:
-            stub = self._stubs[method] = self._channel.unary_unary(f"/{SERVICE}/{method}")
+            stub = self._stubs[method] = self.channel.unary_unary(f"/{SERVICE}/{method}")
         try:
             response: bytes = await stub(request, timeout=timeout, metadata=tuple(metadata) or None)
             return response
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.UNAVAILABLE:
-                raise errors.RuntimeUnavailable(
-                    f"{self.target} is unavailable: {e.details()}"
-                ) from None
-            raise dataplane.UpstreamError(e.code().name, e.details() or "") from None
+            raise self._error(e) from None
+
+    def _error(self, e: Any) -> Exception:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            return errors.RuntimeUnavailable(f"{self.target} is unavailable: {e.details()}")
+        details = e.details() or ""
+        if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            details = size_refusal(details, self.target) or details
+        return dataplane.UpstreamError(e.code().name, details)
+
+    async def stream(
+        self,
+        method: str,
+        requests: AsyncIterator[bytes],
+        timeout: float | None,
+        metadata: Sequence[tuple[str, str]] = (),
+        *,
+        settle: float = 0.0,
+    ) -> AsyncIterator[bytes]:
+        """A bidirectional stream of raw messages (see the module's docstring);
+        with ``settle``, the first write waits that long for the target to end
+        the call first (then nothing is written, and its status is read intact)."""
+        stub = self._stream_stubs.get(method)
+        if stub is None:
+            stub = self._stream_stubs[method] = self.channel.stream_stream(f"/{SERVICE}/{method}")
+        call = stub(timeout=timeout, metadata=tuple(metadata) or None)
+        refused: list[Exception] = []
+        ended = (grpc.aio.AioRpcError, asyncio.InvalidStateError)  # the reader says how
+
+        async def write() -> None:
+            if settle > 0:
+                ended_early = asyncio.ensure_future(call.code())
+                done, _ = await asyncio.wait({ended_early}, timeout=settle)
+                if not done:
+                    ended_early.cancel()
+                elif call.done():
+                    return
+            messages = aiter(requests)
+            while True:
+                try:
+                    message = await anext(messages)
+                except StopAsyncIteration:
+                    break
+                except Exception as e:  # refused by the mesh, or the client's stream broke
+                    refused.append(e)
+                    call.cancel()
+                    return
+                try:
+                    await call.write(message)
+                except ended:
+                    return
+            with contextlib.suppress(*ended):
+                await call.done_writing()
+
+        writer = asyncio.create_task(write(), name=f"stream-to-{self.target}")
+        try:
+            while True:
+                try:
+                    response = await call.read()
+                except grpc.aio.AioRpcError as e:
+                    if refused:
+                        raise refused[0] from None
+                    if e.code() == grpc.StatusCode.INTERNAL and e.details() == _STATUS_LOST:
+                        raise dataplane.StreamCutShort(
+                            f"the stream to {self.target} ended before its status was read"
+                        ) from None
+                    raise self._error(e) from None
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if refused and task is not None and task.cancelling() == 0:
+                        raise refused[0] from None
+                    raise
+                if response is grpc.aio.EOF:
+                    return
+                yield response
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            call.cancel()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self.channel.close()
 
 
 class PeerUpstreams:
@@ -72,7 +185,8 @@ class PeerUpstreams:
         self._upstreams: dict[str, GrpcUpstream] = {}
 
     def get(self, endpoint: str) -> GrpcUpstream:
+        channel = self._peers.channel(endpoint)
         u = self._upstreams.get(endpoint)
-        if u is None:
-            u = self._upstreams[endpoint] = GrpcUpstream(endpoint, self._peers.channel(endpoint))
+        if u is None or u.channel is not channel:  # new channel: new credentials
+            u = self._upstreams[endpoint] = GrpcUpstream(endpoint, channel)
         return u

@@ -29,12 +29,22 @@ a mesh error goes through :mod:`mesh.grpc_status`'s table first, a runtime's
 error keeps its gRPC code, so one failure has the same meaning on both ports.
 A call without a deadline of its own gets the mesh's default deadline
 (``MESHSERVE_DEFAULT_DEADLINE``), as a gRPC call without one does.
+
+Size: a body over ``MM_SVC_GRPC_MAX_MSG_SIZE`` is refused with 413 (aiohttp
+stops reading at the limit), and so is a request or response whose V2 protobuf form is over it
+(the same check as on gRPC, :class:`router.dataplane.MessageTooLarge`); the
+message names the limit. JSON bodies count their JSON bytes: large tensors
+belong in the binary extension.
+
+TLS: given an ``ssl.SSLContext`` (:func:`mesh.tls.rest_ssl_context`, which
+follows certificate rotations), the port speaks HTTPS only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -161,6 +171,8 @@ def status_of(error: Exception) -> tuple[int, str]:
     """HTTP status and message of a failure of the routing path."""
     if isinstance(error, dataplane.UpstreamError):
         return v2json.http_status(error.code), error.details
+    if isinstance(error, dataplane.MessageTooLarge):
+        return 413, error.message
     if isinstance(error, errors.MeshError):
         return v2json.http_status(grpc_status.code_for(error).name), error.message
     raise TypeError(f"not a routing failure: {error!r}")
@@ -202,8 +214,10 @@ class RestServer:
         host: str,
         port: int,
         max_body_bytes: int,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._plane = plane
+        self._ssl_context = ssl_context
         self._ready = ready_fn
         self._version = version
         self._host = host
@@ -239,7 +253,9 @@ class RestServer:
         """Listen; raises :class:`mesh.errors.ConfigError` if the port is taken."""
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_port=False)
+        site = web.TCPSite(
+            runner, self._host, self._port, reuse_port=False, ssl_context=self._ssl_context
+        )
         try:
             await site.start()
         except OSError as e:
@@ -250,7 +266,12 @@ class RestServer:
         self._runner = runner
         address = runner.addresses[0]
         self._port = int(address[1])
-        log.info("V2 REST listening on %s:%d", self._host, self._port)
+        log.info(
+            "V2 REST listening on %s:%d%s",
+            self._host,
+            self._port,
+            " (TLS)" if self._ssl_context else "",
+        )
 
     async def stop(self) -> None:
         """Stop listening; requests in flight get two seconds to finish."""
@@ -270,7 +291,9 @@ class RestServer:
             return _error(status, message)
         except web.HTTPRequestEntityTooLarge:
             return _error(
-                413, f"the request body is over the limit of {self._max_body_bytes} bytes"
+                413,
+                f"the request body is over the limit of {self._max_body_bytes} bytes "
+                f"({dataplane.LIMIT_VARIABLE})",
             )
         except web.HTTPNotFound:
             return _error(404, f"no V2 REST route {request.method} {request.path}")

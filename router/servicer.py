@@ -5,21 +5,29 @@ protobuf deserializer: model-scoped calls go to :class:`router.dataplane.DataPla
 as bytes; ``ServerLive``, ``ServerReady``, ``ServerMetadata`` and ``ModelReady``
 are answered by the mesh itself; methods that would manage the runtime behind
 the mesh's back (``RepositoryModelLoad``...) are refused with ``UNIMPLEMENTED``
-and a pointer to the management API. Errors are mapped to statuses here, with
-the table of :mod:`mesh.grpc_status`.
+and a pointer to the management API. ``ModelStreamInfer`` is routed as a
+stream (:meth:`router.dataplane.DataPlane.stream`). Errors are mapped to
+statuses here, with the table of :mod:`mesh.grpc_status`; a message over
+``MM_SVC_GRPC_MAX_MSG_SIZE`` is ``RESOURCE_EXHAUSTED`` naming the limit.
+
+:class:`ModelLogContext` is the :8033 server's interceptor that makes every
+log line of a management call naming a model (``registerModel``,
+``ensureLoaded``, a peer's ``EnsureLocal``...) carry that model's id
+(:mod:`mesh.logs`); the data plane does the same for routed calls itself.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2
 
-from mesh import errors, grpc_status, metrics
+from mesh import errors, grpc_status, logs, metrics
 from router import dataplane
 
 log = logging.getLogger(__name__)
@@ -59,8 +67,8 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         }.get(method)
         if local is not None:
             return grpc.unary_unary_rpc_method_handler(local)
-        if method == "ModelStreamInfer":
-            return grpc.stream_stream_rpc_method_handler(self._refuse_stream)
+        if method == dataplane.STREAM_METHOD:
+            return grpc.stream_stream_rpc_method_handler(self._stream)
         return grpc.unary_unary_rpc_method_handler(self._refuse(method))
 
     def _routed(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
@@ -75,19 +83,34 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
                     list(context.invocation_metadata() or ()),
                     context.time_remaining(),
                 )
-            except dataplane.UpstreamError as e:
-                code, details = getattr(grpc.StatusCode, e.code), e.details
-            except errors.MeshError as e:
-                code, details = grpc_status.code_for(e), e.message
-            except Exception:
-                log.exception("%s failed", method)
-                code, details = grpc.StatusCode.INTERNAL, f"{method} failed; see node log"
+            except Exception as e:
+                code, details = _status(method, e)
             finally:
                 self._metrics.api_call(method, code.name, (time.monotonic() - t0) * 1000)
             await context.abort(code, details)
             raise AssertionError("unreachable")
 
         return handle
+
+    async def _stream(self, requests: Any, context: Any) -> AsyncIterator[bytes]:
+        method = dataplane.STREAM_METHOD
+        t0 = time.monotonic()
+        code = grpc.StatusCode.OK
+        details = ""
+        try:
+            async for response in self._plane.stream(
+                method,
+                requests,
+                list(context.invocation_metadata() or ()),
+                context.time_remaining(),
+            ):
+                yield response
+        except Exception as e:
+            code, details = _status(method, e)
+        finally:
+            self._metrics.api_call(method, code.name, (time.monotonic() - t0) * 1000)
+        if code is not grpc.StatusCode.OK:
+            await context.abort(code, details)
 
     async def _server_live(self, request: bytes, context: Any) -> bytes:
         out: bytes = service_pb2.ServerLiveResponse(live=True).SerializeToString()
@@ -122,7 +145,55 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
 
         return handle
 
-    async def _refuse_stream(self, requests: Any, context: Any) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported by meshserve yet"
+
+def _status(method: str, error: Exception) -> tuple[Any, str]:
+    """The status and message of a failed routed call."""
+    if isinstance(error, dataplane.UpstreamError):
+        return getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN), error.details
+    if isinstance(error, errors.MeshError):
+        return grpc_status.code_for(error), error.message
+    log.error("%s failed", method, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"{method} failed; see node log"
+
+
+_MODEL_FIELDS = ("modelId", "model_id", "targetModelId", "vModelId")
+
+
+def model_named(request: Any) -> str:
+    """The model a management request names (``""`` if none)."""
+    for field in _MODEL_FIELDS:
+        value = getattr(request, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class ModelLogContext(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Runs each unary call whose request names a model (a decoded protobuf
+    with ``modelId`` / ``model_id`` / ``targetModelId`` / ``vModelId``) inside
+    :func:`mesh.logs.about_model`. Raw-bytes handlers (the V2 data plane,
+    which does this itself) pass through untouched."""
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or handler.request_deserializer is None
+            or not inspect.iscoroutinefunction(handler.unary_unary)
+        ):
+            return handler
+        inner = handler.unary_unary
+
+        async def behaviour(request: Any, context: Any) -> Any:
+            model = model_named(request)
+            if not model:
+                return await inner(request, context)
+            with logs.about_model(model):
+                return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )

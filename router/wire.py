@@ -108,3 +108,27 @@ def rewrite_name(data: bytes, name: str) -> bytes:
             pos = end
     parts.append(data[pos:])
     return b"".join(parts)
+
+
+def rewrite_nested_name(data: bytes, field: int, name: str) -> bytes:
+    """``data`` with field 1 of the message embedded in ``field`` set to
+    ``name`` (a ``ModelStreamInferResponse`` carries its ``ModelInferResponse``
+    in field 2); ``data`` itself if it has no such field."""
+    parts = []
+    pos = 0
+    for number, start, value_start, end in _fields(data):
+        if number == field and data[start] & 7 == _LEN:
+            inner = rewrite_name(data[value_start:end], name)
+            parts.append(data[pos:start])
+            parts.append(_encode_varint(field << 3 | _LEN) + _encode_varint(len(inner)) + inner)
+            pos = end
+    if not parts:
+        return data
+    parts.append(data[pos:])
+    return b"".join(parts)
+
+
+def embed(data: bytes, field: int) -> bytes:
+    """A message whose only field, ``field``, holds the message ``data``
+    (wrapping a ``ModelInferResponse`` as a ``ModelStreamInferResponse``)."""
+    return _encode_varint(field << 3 | _LEN) + _encode_varint(len(data)) + data

@@ -34,7 +34,6 @@ import shutil
 import sys
 import tarfile
 import threading
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ from moto.server import ThreadedMotoServer
 
 from mesh import processes
 from meshserve import samples
-from puller import factory, local, model_puller
+from puller import model_puller
 from runtime_adapters import mlserver
 from tests.integration import mesh_fixtures
 
@@ -411,15 +410,7 @@ def storage_node(
         cfg, node=dataclasses.replace(cfg.node, storage_config_dir=config_dir)
     )
     node = mesh_fixtures.NodeThread(cfg)
-    with pytest.MonkeyPatch.context() as patch:
-        # Until meshserve.node builds its puller with puller.factory.make_puller,
-        # give it that puller in place of the local-only one.
-        patch.setattr(
-            local,
-            "LocalPuller",
-            lambda model_dir, models_root: factory.make_puller(model_dir, models_root, config_dir),
-        )
-        node.start()
+    node.start()
     try:
         yield node
     finally:
@@ -427,12 +418,7 @@ def storage_node(
 
 
 def wait_for(predicate: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    mesh_fixtures.wait_for(predicate, timeout)
 
 
 # -- pulling into the shared MLServer ----------------------------------------------------
