@@ -19,32 +19,28 @@ CLUSTER = "*"
 
 # (scope, API group, resource or subresource, resourceName or "") -> verbs
 CONTROLLER_NEEDS: dict[tuple[str, str, str, str], frozenset[str]] = {
-    # kopf watches Predictors (list + watch), reads one back (get), and patches
-    # its finalizer and progress annotations onto them (patch).
-    (NAMESPACE, GROUP, "predictors", ""): frozenset({"get", "list", "watch", "patch"}),
-    # Status (available, transitionStatus, ..., and kopf's progress) goes
-    # through the status subresource.
-    (NAMESPACE, GROUP, "predictors/status", ""): frozenset({"get", "patch"}),
-    # Runtimes: watched like Predictors, to keep one Deployment per runtime.
-    (NAMESPACE, GROUP, "servingruntimes", ""): frozenset({"get", "list", "watch", "patch"}),
-    (NAMESPACE, GROUP, "servingruntimes/status", ""): frozenset({"get", "patch"}),
+    # kopf lists and watches Predictors and patches its finalizer and progress
+    # annotations onto them; the status goes through the status subresource.
+    # (These are the requests tests/integration/test_controller.py records.)
+    (NAMESPACE, GROUP, "predictors", ""): frozenset({"list", "watch", "patch"}),
+    (NAMESPACE, GROUP, "predictors/status", ""): frozenset({"patch"}),
+    # Runtimes are only read: one Deployment is kept per runtime.
+    (NAMESPACE, GROUP, "servingruntimes", ""): frozenset({"list", "watch"}),
     # ClusterServingRuntimes are cluster-scoped: only a ClusterRole reaches them.
-    (CLUSTER, GROUP, "clusterservingruntimes", ""): frozenset({"get", "list", "watch", "patch"}),
-    (CLUSTER, GROUP, "clusterservingruntimes/status", ""): frozenset({"get", "patch"}),
+    (CLUSTER, GROUP, "clusterservingruntimes", ""): frozenset({"list", "watch"}),
     # The runtime Deployments it creates, keeps in step with the runtime spec
-    # (update/patch), watches, and deletes with their runtime.
+    # (update), watches, and deletes when a runtime is disabled.
     (NAMESPACE, "apps", "deployments", ""): frozenset(
-        {"create", "get", "list", "watch", "update", "patch", "delete"}
+        {"create", "list", "watch", "update", "delete"}
     ),
-    # The storage-config Secret, and no other Secret.
-    (NAMESPACE, "", "secrets", "storage-config"): frozenset({"get", "list", "watch"}),
-    # kopf posts events about what it did (core v1 events).
+    # Events about what it did (core v1 events).
     (NAMESPACE, "", "events", ""): frozenset({"create"}),
 }
 
 # Deliberately absent (see deploy/base/rbac.yaml): coordination.k8s.io leases
 # and kopf.dev peerings (election is through etcd, kopf runs standalone),
-# apiextensions CRDs and namespaces (kopf's scanning is off), pods, services.
+# apiextensions CRDs and namespaces (kopf's scanning is off), pods, services,
+# and Secrets (nodes read the mounted storage-config, the controller never does).
 
 
 def needed() -> set[Grant]:
