@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
-        c.add_argument("--endpoint", default=default_endpoint, help="a node's HOST:PORT")
+        _client_options(c, default_endpoint)
         return c
 
     pred = sub.add_parser("predictor", help="manage Predictors (KServe ModelMesh YAML)")
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         ("status", "show one Predictor's status"),
     ):
         c = psub.add_parser(name, help=help)
-        c.add_argument("--endpoint", default=default_endpoint, help="a node's HOST:PORT")
+        _client_options(c, default_endpoint)
         if name == "apply":
             c.add_argument("-f", "--filename", required=True, type=pathlib.Path)
             c.add_argument("--load-now", action="store_true", help="load the model right away")
@@ -104,6 +104,23 @@ def _parser() -> argparse.ArgumentParser:
     client_parser("models", "the placement table: model, state, node, size, last used")
     client_parser("nodes", "each node's capacity, use, model count and load")
     return p
+
+
+def _client_options(p: argparse.ArgumentParser, default_endpoint: str) -> None:
+    p.add_argument("--endpoint", default=default_endpoint, help="a node's HOST:PORT")
+    env = os.environ.get
+    for flag, var, what in (
+        ("--tls-ca", "MESHSERVE_TLS_CA", "CA certificate of a node serving TLS"),
+        ("--tls-cert", "MESHSERVE_TLS_CERT", "client certificate, for mutual TLS"),
+        ("--tls-key", "MESHSERVE_TLS_KEY", "client private key, for mutual TLS"),
+    ):
+        default = env(var)
+        p.add_argument(
+            flag,
+            type=pathlib.Path,
+            default=pathlib.Path(default) if default else None,
+            help=f"{what} (default ${var})",
+        )
 
 
 def _mesh_options(p: argparse.ArgumentParser) -> None:
@@ -272,7 +289,8 @@ async def _node() -> None:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    with client.MeshClient(args.endpoint) as c:
+    credentials = client.tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    with client.MeshClient(args.endpoint, credentials=credentials) as c:
         if args.command == "models":
             print(client.models_table(c.models()))
         elif args.command == "nodes":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import pathlib
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import grpc
 import yaml
 
-from mesh import errors, predictor
+from mesh import errors, predictor, tls
 from mesh.proto import meshserve_admin_pb2 as admin_pb2
 from mesh.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
 from mesh.proto import model_mesh_pb2 as pb2
@@ -28,10 +29,16 @@ from mesh.proto import model_mesh_pb2_grpc as pb2_grpc
 class MeshClient:
     """A synchronous client of one node's management API."""
 
-    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 30.0, credentials: Any = None) -> None:
+        """``credentials``: ``grpc.ChannelCredentials`` for a TLS node
+        (:func:`tls_credentials`), ``None`` for plaintext."""
         self.endpoint = endpoint
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(endpoint)
+        self._channel = (
+            grpc.secure_channel(endpoint, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(endpoint)
+        )
         self.mesh = pb2_grpc.ModelMeshStub(self._channel)
         self.admin = admin_pb2_grpc.MeshAdminStub(self._channel)
 
@@ -89,6 +96,26 @@ class MeshClient:
         return list(
             self.admin.ListInstances(admin_pb2.ListRequest(), timeout=self.timeout).instances
         )
+
+
+def tls_credentials(
+    ca: pathlib.Path | None, cert: pathlib.Path | None = None, key: pathlib.Path | None = None
+) -> Any:
+    """Channel credentials for a node serving TLS (``None`` without a CA):
+    trust ``ca``, and present ``cert``/``key`` to a node that requires client
+    certificates. A file that cannot be read is an error naming the option."""
+    if ca is None:
+        if cert or key:
+            raise errors.ConfigError("--tls-cert and --tls-key need --tls-ca")
+        return None
+    if (cert is None) != (key is None):
+        raise errors.ConfigError("--tls-cert and --tls-key go together")
+    plan = tls.ChannelPlan(
+        roots=(tls.FileRef("--tls-ca", ca),),
+        cert=tls.FileRef("--tls-cert", cert) if cert else None,
+        key=tls.FileRef("--tls-key", key) if key else None,
+    )
+    return tls.grpc_channel_credentials(tls.load_channel(plan))
 
 
 def load_predictors(text: str) -> list[predictor.PredictorSpec]:

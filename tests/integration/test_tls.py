@@ -14,6 +14,8 @@ import dataclasses
 import http.client
 import json
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,8 +26,6 @@ from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from mesh import errors, etcd_kv, settings
-from mesh.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
-from mesh.proto import model_mesh_pb2_grpc as pb2_grpc
 from meshserve import client, node, samples
 from tests.integration import mesh_fixtures, tls_fixtures
 
@@ -127,12 +127,7 @@ def _creds(ca: pathlib.Path, pair: tls_fixtures.Pair) -> Any:
 
 def _mesh_client(endpoint: str, creds: Any) -> client.MeshClient:
     """The CLI's management client, over a TLS channel."""
-    c = client.MeshClient(endpoint)
-    c.close()
-    c._channel = grpc.secure_channel(endpoint, creds)
-    c.mesh = pb2_grpc.ModelMeshStub(c._channel)
-    c.admin = admin_pb2_grpc.MeshAdminStub(c._channel)
-    return c
+    return client.MeshClient(endpoint, credentials=creds)
 
 
 def _infer(
@@ -275,3 +270,25 @@ def test_a_missing_certificate_file_stops_the_node_naming_the_variable(
         node.load_tls(config)
     assert e.value.message.startswith("MM_TLS_KEY_CERT_PATH: cannot read ")
     assert "missing.crt" in e.value.message
+
+
+def test_the_cli_talks_to_a_tls_node_with_its_tls_options(
+    nodes: list[mesh_fixtures.NodeThread], pki: PKI, registered: str
+) -> None:
+    def meshserve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "meshserve.cli", *args, "--endpoint", nodes[0].endpoint],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    # The trust bundle: an earlier test rotated the nodes to the second CA.
+    tls_args = ["--tls-ca", str(pki.bundle), "--tls-cert", str(pki.client.cert),
+                "--tls-key", str(pki.client.key)]  # fmt: skip
+    listed = meshserve("predictor", "list", *tls_args)
+    assert listed.returncode == 0, listed.stderr
+    assert registered in listed.stdout
+    plaintext = meshserve("models")
+    assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stderr
+    missing = meshserve("models", "--tls-ca", str(pki.dir / "nope.crt"))
+    assert missing.returncode == 1 and "--tls-ca" in missing.stderr
+    assert "Traceback" not in missing.stderr
