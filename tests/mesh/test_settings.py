@@ -90,3 +90,38 @@ def test_storage_config_folder_comes_from_meshserve_storage_config() -> None:
     assert settings.from_env({}).node.storage_config_dir is None
     s = settings.from_env({"MESHSERVE_STORAGE_CONFIG": "/etc/storage-config"})
     assert s.node.storage_config_dir == pathlib.Path("/etc/storage-config")
+
+
+def test_reads_modelmesh_etcd_connection_file(tmp_path: pathlib.Path) -> None:
+    conn = tmp_path / "etcd_connection"
+    conn.write_text(
+        '{"endpoints": "https://etcd-0:2379,https://etcd-1:2379", "root_prefix": "modelmesh",'
+        ' "certificate_file": "/etc/etcd/ca.crt", "client_certificate_file": "/etc/etcd/tls.crt",'
+        ' "client_key_file": "/etc/etcd/tls.key"}'
+    )
+    s = settings.from_env({"KV_STORE": f"etcd:{conn}", "MESHSERVE_ETCD_SERVER_NAME": "etcd"})
+    assert s.kv.endpoints == ("etcd-0:2379", "etcd-1:2379")
+    assert s.kv.prefix == "modelmesh/mm"
+    assert s.tls.etcd_ca_path == pathlib.Path("/etc/etcd/ca.crt")
+    assert s.tls.etcd_cert_path == pathlib.Path("/etc/etcd/tls.crt")
+    assert s.tls.etcd_key_path == pathlib.Path("/etc/etcd/tls.key")
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("not json", "not valid JSON"),
+        ("{}", "endpoints"),
+        ('{"endpoints": "a:1", "password": "x"}', "'password' is not supported"),
+    ],
+)
+def test_a_bad_etcd_connection_file_is_named(
+    tmp_path: pathlib.Path, text: str, complaint: str
+) -> None:
+    conn = tmp_path / "etcd_connection"
+    conn.write_text(text)
+    with pytest.raises(errors.ConfigError, match=complaint) as info:
+        settings.from_env({"KV_STORE": f"etcd:{conn}"})
+    assert str(conn) in info.value.message
+    with pytest.raises(errors.ConfigError, match="cannot read"):
+        settings.from_env({"KV_STORE": f"etcd:{tmp_path / 'absent'}"})
