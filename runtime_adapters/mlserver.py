@@ -34,12 +34,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
 from mesh import cache, errors, processes
-from runtime_adapters import memory
+from runtime_adapters import memory, v2conn
 
 log = logging.getLogger(__name__)
+
+_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = ()
+"""Options of the channel to MLServer (the defaults)."""
 
 MODEL_SETTINGS_FILE = "model-settings.json"
 """The file MLServer reads in each model folder."""
@@ -351,11 +354,7 @@ class MLServerAdapter:
         self.config = config
         self._child: processes.ChildProcess | None = None
         self._grpc_port = config.grpc_port
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._channel: Any = None
-        self._stub: Any = None
-        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        self._v2 = v2conn.V2Connection(lambda: self.grpc_target, _CHANNEL_OPTIONS)
         self._loaded_implementations: set[str] = set()
 
     # -- addresses ---------------------------------------------------------
@@ -449,51 +448,17 @@ class MLServerAdapter:
 
     async def stop(self) -> None:
         child, self._child = self._child, None
-        await self._close_channel()
+        await self._v2.close()
         if child is not None:
             await asyncio.to_thread(child.stop)
 
     async def ready(self) -> bool:
-        if self._child is not None and not self._child.running():
-            return False
-        try:
-            response = await self._get_stub().ServerReady(
-                service_pb2.ServerReadyRequest(), timeout=2.0
-            )
-        except (grpc.aio.AioRpcError, errors.RuntimeUnavailable):
-            return False
-        return bool(response.ready)
+        return await self._v2.ready(self._child)
 
     async def _wait_ready(self, deadline: float) -> None:
-        stub = self._get_stub()
-        last = "no answer yet"
-        while True:
-            if self._child is not None and not self._child.running():
-                raise errors.RuntimeUnavailable(
-                    f"MLServer exited with {self._child.returncode()} before it was ready; "
-                    f"its log ({self.log_path}) ends:\n{self._child.log_tail()}"
-                )
-            left = deadline - time.monotonic()
-            if left <= 0:
-                tail = (
-                    f"; its log ({self.log_path}) ends:\n{self._child.log_tail()}"
-                    if self._child
-                    else ""
-                )
-                raise errors.RuntimeUnavailable(
-                    f"MLServer at {self.grpc_target} not ready within "
-                    f"{self.config.start_timeout_seconds:g} s ({last}){tail}"
-                )
-            try:
-                response = await stub.ServerReady(
-                    service_pb2.ServerReadyRequest(), timeout=min(1.0, left)
-                )
-                if response.ready:
-                    return
-                last = "ServerReady said false"
-            except grpc.aio.AioRpcError as e:
-                last = f"{e.code().name}: {e.details()}"
-            await asyncio.sleep(0.05)
+        await self._v2.wait_ready(
+            "MLServer", self._child, self.log_path, self.config.start_timeout_seconds, deadline
+        )
 
     # -- models ------------------------------------------------------------
 
@@ -515,7 +480,7 @@ class MLServerAdapter:
         predicted = cache.predicted_size(
             disk, self.config.size_multiplier, self.config.min_model_size_bytes
         )
-        async with self._get_lock():
+        async with self._v2.lock():
             pid = self.pid
             before = await asyncio.to_thread(memory.tree_rss, pid) if pid else None
             started = time.monotonic()
@@ -544,9 +509,9 @@ class MLServerAdapter:
         return size
 
     async def unload(self, model_id: str) -> None:
-        async with self._get_lock():
+        async with self._v2.lock():
             try:
-                await self._get_stub().RepositoryModelUnload(
+                await self._v2.stub().RepositoryModelUnload(
                     service_pb2.RepositoryModelUnloadRequest(model_name=model_id),
                     timeout=self.config.load_timeout_seconds,
                 )
@@ -557,7 +522,7 @@ class MLServerAdapter:
 
     async def _repository_load(self, model_id: str) -> None:
         try:
-            await self._get_stub().RepositoryModelLoad(
+            await self._v2.stub().RepositoryModelLoad(
                 service_pb2.RepositoryModelLoadRequest(model_name=model_id),
                 timeout=self.config.load_timeout_seconds,
             )
@@ -586,27 +551,3 @@ class MLServerAdapter:
         return errors.RuntimeUnavailable(message)
 
     # -- plumbing ----------------------------------------------------------
-
-    def _get_stub(self) -> Any:
-        """The V2 stub on a channel of the running event loop (a grpc.aio
-        channel works only in the loop that made it; tests drive one adapter
-        from several loops)."""
-        loop = asyncio.get_running_loop()
-        if self._stub is None or self._channel_loop is not loop:
-            self._channel = grpc.aio.insecure_channel(self.grpc_target)
-            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-            self._channel_loop = loop
-        return self._stub
-
-    def _get_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock = asyncio.Lock()
-            self._lock_loop = loop
-        return self._lock
-
-    async def _close_channel(self) -> None:
-        channel, loop = self._channel, self._channel_loop
-        self._channel = self._stub = self._channel_loop = None
-        if channel is not None and loop is asyncio.get_running_loop():
-            await channel.close()

@@ -59,12 +59,15 @@ from typing import Any
 
 import grpc
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2, service_pb2
 
 from mesh import cache, errors, processes
-from runtime_adapters import memory
+from runtime_adapters import memory, v2conn
 
 log = logging.getLogger(__name__)
+
+_CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
+"""The repository index lists every model Triton has seen: allow a long answer."""
 
 CONFIG_FILE = "config.pbtxt"
 """The file Triton reads in each model folder."""
@@ -737,11 +740,7 @@ class TritonAdapter:
         self._endpoint_pid: int | None = None
         self._gpu = config.memory_pool == "gpu"
         self._sizes: dict[str, int] = {}
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._channel: Any = None
-        self._stub: Any = None
-        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        self._v2 = v2conn.V2Connection(lambda: self.grpc_target, _CHANNEL_OPTIONS)
 
     # -- addresses ---------------------------------------------------------
 
@@ -847,51 +846,17 @@ class TritonAdapter:
         ``stop_timeout_seconds`` + 5 s."""
         child, self._child = self._child, None
         self._sizes.clear()
-        await self._close_channel()
+        await self._v2.close()
         if child is not None:
             await asyncio.to_thread(child.stop, self.config.stop_timeout_seconds + 5)
 
     async def ready(self) -> bool:
-        if self._child is not None and not self._child.running():
-            return False
-        try:
-            response = await self._get_stub().ServerReady(
-                service_pb2.ServerReadyRequest(), timeout=2.0
-            )
-        except (grpc.aio.AioRpcError, errors.RuntimeUnavailable):
-            return False
-        return bool(response.ready)
+        return await self._v2.ready(self._child)
 
     async def _wait_ready(self, deadline: float) -> None:
-        stub = self._get_stub()
-        last = "no answer yet"
-        while True:
-            if self._child is not None and not self._child.running():
-                raise errors.RuntimeUnavailable(
-                    f"Triton exited with {self._child.returncode()} before it was ready; "
-                    f"its log ({self.log_path}) ends:\n{self._child.log_tail()}"
-                )
-            left = deadline - time.monotonic()
-            if left <= 0:
-                tail = (
-                    f"; its log ({self.log_path}) ends:\n{self._child.log_tail()}"
-                    if self._child
-                    else ""
-                )
-                raise errors.RuntimeUnavailable(
-                    f"Triton at {self.grpc_target} not ready within "
-                    f"{self.config.start_timeout_seconds:g} s ({last}){tail}"
-                )
-            try:
-                response = await stub.ServerReady(
-                    service_pb2.ServerReadyRequest(), timeout=min(1.0, left)
-                )
-                if response.ready:
-                    return
-                last = "ServerReady said false"
-            except grpc.aio.AioRpcError as e:
-                last = f"{e.code().name}: {e.details()}"
-            await asyncio.sleep(0.05)
+        await self._v2.wait_ready(
+            "Triton", self._child, self.log_path, self.config.start_timeout_seconds, deadline
+        )
 
     # -- models ------------------------------------------------------------
 
@@ -911,7 +876,7 @@ class TritonAdapter:
         predicted = cache.predicted_size(
             disk, self.config.size_multiplier, self.config.min_model_size_bytes
         ) + (0 if gpu else fmt.instance_overhead_bytes)
-        async with self._get_lock():
+        async with self._v2.lock():
             pid = self.pid
             before = await asyncio.to_thread(memory.measure, pid, gpu)
             started = time.monotonic()
@@ -948,10 +913,10 @@ class TritonAdapter:
     async def unload(self, model_id: str) -> None:
         """Unload the model and wait until Triton no longer holds it (its
         stub process gone). A model Triton never had is gone already."""
-        async with self._get_lock():
+        async with self._v2.lock():
             started = time.monotonic()
             try:
-                await self._get_stub().RepositoryModelUnload(
+                await self._v2.stub().RepositoryModelUnload(
                     service_pb2.RepositoryModelUnloadRequest(model_name=model_id),
                     timeout=self.config.unload_timeout_seconds,
                 )
@@ -965,7 +930,7 @@ class TritonAdapter:
             log.info("unloaded %s in %.3f s", model_id, time.monotonic() - started)
 
     async def _wait_gone(self, model_id: str, deadline: float) -> None:
-        stub = self._get_stub()
+        stub = self._v2.stub()
         while True:
             try:
                 index = await stub.RepositoryIndex(
@@ -985,7 +950,7 @@ class TritonAdapter:
 
     async def _repository_load(self, model_id: str, model_path: pathlib.Path) -> None:
         try:
-            await self._get_stub().RepositoryModelLoad(
+            await self._v2.stub().RepositoryModelLoad(
                 service_pb2.RepositoryModelLoadRequest(model_name=model_id),
                 timeout=self.config.load_timeout_seconds,
             )
@@ -997,7 +962,7 @@ class TritonAdapter:
                 raise self._unavailable(f"could not load {model_id!r}", e) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 with contextlib.suppress(grpc.aio.AioRpcError):  # it goes on loading
-                    await self._get_stub().RepositoryModelUnload(
+                    await self._v2.stub().RepositoryModelUnload(
                         service_pb2.RepositoryModelUnloadRequest(model_name=model_id), timeout=5.0
                     )
                 raise errors.ModelLoadFailed(
@@ -1015,7 +980,7 @@ class TritonAdapter:
 
     async def _reported_bytes(self, model_id: str, gpu: bool) -> int | None:
         try:
-            stats = await self._get_stub().ModelStatistics(
+            stats = await self._v2.stub().ModelStatistics(
                 service_pb2.ModelStatisticsRequest(name=model_id), timeout=5.0
             )
         except grpc.aio.AioRpcError as e:
@@ -1033,34 +998,6 @@ class TritonAdapter:
         return errors.RuntimeUnavailable(message)
 
     # -- plumbing ----------------------------------------------------------
-
-    def _get_stub(self) -> Any:
-        """The V2 stub on a channel of the running event loop (a grpc.aio
-        channel works only in the loop that made it; tests drive one adapter
-        from several loops)."""
-        loop = asyncio.get_running_loop()
-        if self._stub is None or self._channel_loop is not loop:
-            self._channel = grpc.aio.insecure_channel(
-                self.grpc_target,
-                # The repository index lists every model Triton has seen.
-                options=[("grpc.max_receive_message_length", 64 * _MIB)],
-            )
-            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-            self._channel_loop = loop
-        return self._stub
-
-    def _get_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock = asyncio.Lock()
-            self._lock_loop = loop
-        return self._lock
-
-    async def _close_channel(self) -> None:
-        channel, loop = self._channel, self._channel_loop
-        self._channel = self._stub = self._channel_loop = None
-        if channel is not None and loop is asyncio.get_running_loop():
-            await channel.close()
 
 
 def _config_problem_of(model_path: pathlib.Path) -> str | None:
