@@ -27,6 +27,14 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
 
 
+def _series(text: str, name: str) -> float:
+    """The value of one unlabelled series in Prometheus' text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exposed")
+
+
 def _model_state(c: client.MeshClient, model_id: str) -> str:
     for m in c.models():
         if m.model_id == model_id:
@@ -152,6 +160,9 @@ def test_corrupt_model_fails_with_the_runtimes_message_and_the_node_keeps_servin
     assert status.activeModelStatus.status == pb2.ModelStatusInfo.LOADING_FAILED
     assert status.activeModelStatus.errors  # the runtime's own message
     assert "LOADING_FAILED" in client.models_table(mesh.models())
+    text = mesh_node.node.metrics.exposition().decode()
+    assert _series(text, "modelmesh_loadmodel_failure_total") >= 1
+    assert _series(text, "modelmesh_models_with_failure_total") >= 1
     # A second request fails fast with the recorded message, no new load.
     with pytest.raises(InferenceServerException, match="failed to load"):
         mesh_fixtures.infer(mesh_node.endpoint, bad, np.zeros((1, 4)))
@@ -292,3 +303,9 @@ def test_evicts_least_recently_used_model_when_capacity_is_full(
             mesh_fixtures.infer(small_node.endpoint, names["wine"], trained["wine"].inputs),
             trained["wine"].expected,
         )
+    # What an operator's dashboard shows of it (the node's :2112 metrics).
+    text = small_node.node.metrics.exposition().decode()
+    assert _series(text, "modelmesh_model_evicted_total") >= 1
+    assert _series(text, "modelmesh_age_at_eviction_milliseconds_count") >= 1
+    assert _series(text, "modelmesh_unloadmodel_milliseconds_count") >= 1
+    assert _series(text, "modelmesh_loadmodel_milliseconds_count") >= 4
