@@ -548,11 +548,13 @@ def model_size(
 ) -> int:
     """The size to account for a model: :func:`mesh.cache.corrected_size`
     of the prediction and the larger of what we measured and what Triton
-    reported, and never less than what this model was found to take on an
-    earlier load here (a load of a model already loaded is a no-op that
-    measures nothing)."""
+    reported; or, for a model already loaded here (``earlier``), the size its
+    load found: loading it again is a no-op for Triton, and what the memory
+    did meanwhile is noise, not the model."""
+    if earlier is not None:
+        return earlier
     observed = max((m for m in (measured, reported) if m is not None), default=None)
-    return max(cache.corrected_size(predicted, observed, minimum), earlier or 0)
+    return cache.corrected_size(predicted, observed, minimum)
 
 
 def triton_log_errors(model_id: str, lines: Iterable[str]) -> list[str]:

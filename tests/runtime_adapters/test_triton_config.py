@@ -197,3 +197,7 @@ def test_size_is_corrected_upward_by_the_larger_observation() -> None:
 
 def test_a_reload_keeps_the_size_an_earlier_load_measured() -> None:
     assert triton.model_size(10, 0, None, 45_000_000, 1) == 45_000_000
+
+
+def test_a_reload_of_a_loaded_model_reports_its_size_whatever_memory_did_meanwhile() -> None:
+    assert triton.model_size(10, 45_100_000, None, 45_000_000, 1) == 45_000_000
