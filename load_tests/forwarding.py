@@ -54,13 +54,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -365,17 +362,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with tempfile.TemporaryDirectory(prefix="meshserve-fwd-bench-") as tmp:
-        result = measure(args, pathlib.Path(tmp))
-    if not args.json:
-        print(table(result))
-    print(json.dumps(result, ensure_ascii=False), flush=True)
-    if result["leftover_processes"]:
-        print("processes the benchmark started are still running", file=sys.stderr)
-        return 1
-    return 0
+    return latency.run(parse_args(argv), "meshserve-fwd-bench-", measure, table)
 
 
 if __name__ == "__main__":

@@ -429,18 +429,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(
+    args: argparse.Namespace,
+    prefix: str,
+    measure_in: Callable[[argparse.Namespace, pathlib.Path], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+) -> int:
+    """Measure in a temporary folder, print the table (unless ``--json``) and
+    the JSON line; exit status 1 if a process the benchmark started survived."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with tempfile.TemporaryDirectory(prefix="meshserve-bench-") as tmp:
-        result = measure(args, pathlib.Path(tmp))
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        result = measure_in(args, pathlib.Path(tmp))
     if not args.json:
-        print(table(result))
+        print(render(result))
     print(json.dumps(result, ensure_ascii=False), flush=True)
     if result["leftover_processes"]:
         print("processes the benchmark started are still running", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv), "meshserve-bench-", measure, table)
 
 
 if __name__ == "__main__":

@@ -364,14 +364,7 @@ class MLServerAdapter:
         """``host:port`` of the V2 gRPC endpoint (raises
         :class:`mesh.errors.RuntimeUnavailable` before :meth:`start` picked a
         port)."""
-        if self.config.endpoint:
-            return self.config.endpoint
-        if not self._grpc_port:
-            raise errors.RuntimeUnavailable("MLServer has not been started: no gRPC port yet")
-        host = self.config.host
-        if host in ("", "0.0.0.0", "::", "[::]"):
-            host = "127.0.0.1"
-        return f"{host}:{self._grpc_port}"
+        return v2conn.target(self.config.endpoint, self.config.host, self._grpc_port, "MLServer")
 
     @property
     def pid(self) -> int | None:

@@ -22,6 +22,20 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from mesh import errors, processes
 
 
+def target(endpoint: str, host: str, port: int, label: str) -> str:
+    """``host:port`` of a runtime's V2 gRPC endpoint: the configured endpoint
+    of a runtime already running, else the port we started ours on (a
+    wildcard listen address is reached on 127.0.0.1). Raises
+    :class:`mesh.errors.RuntimeUnavailable` before a port was picked."""
+    if endpoint:
+        return endpoint
+    if not port:
+        raise errors.RuntimeUnavailable(f"{label} has not been started: no gRPC port yet")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
 class V2Connection:
     """A V2 stub and a lock, remade for the running event loop when it changes."""
 

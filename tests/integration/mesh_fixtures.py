@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import itertools
+import os
 import pathlib
 import signal
 import subprocess
@@ -25,7 +26,7 @@ import numpy.typing as npt
 import pytest
 from tritonclient import grpc as triton
 
-from mesh import etcd_server, predictor, processes, settings
+from mesh import etcd_server, interfaces, predictor, processes, settings
 from meshserve import client, node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -40,6 +41,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "")
     while not predicate():
         assert time.monotonic() < deadline, f"not met in {timeout:.0f} s: {what or predicate}"
         time.sleep(0.05)
+
+
+async def kill_runtime(adapter: interfaces.RuntimeAdapter) -> None:
+    """SIGKILL the runtime process an adapter started, and wait until the
+    adapter sees it gone."""
+    pid = adapter.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while adapter.pid is not None:  # the adapter reaps its killed child
+        assert time.monotonic() < deadline, "the killed runtime was not reaped"
+        await asyncio.sleep(0.01)
 
 
 def free_ports(n: int) -> int:

@@ -4,12 +4,8 @@ process goes away with ``stop``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import pathlib
-import signal
-import time
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 from mesh import errors, processes
 from meshserve import samples
 from runtime_adapters import mlserver
-from tests.integration import mlserver_fixtures
+from tests.integration import mesh_fixtures, mlserver_fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -285,13 +281,7 @@ async def test_a_runtime_that_died_is_unavailable_and_its_log_says_why(
     )
     await adapter.start()
     try:
-        pid = adapter.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while adapter.pid is not None:  # reaps the killed child
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await mesh_fixtures.kill_runtime(adapter)
         model_id, folder = mlserver_fixtures.ModelPlacer(model_dir)(iris_sample)
 
         assert not await adapter.ready()

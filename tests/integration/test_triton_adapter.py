@@ -6,11 +6,7 @@ nothing behind."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import pathlib
-import signal
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -22,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from mesh import errors, processes
 from runtime_adapters import memory, triton
-from tests.integration import triton_fixtures
+from tests.integration import mesh_fixtures, triton_fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -340,13 +336,7 @@ async def test_a_triton_that_died_is_unavailable_and_its_log_says_why(
     adapter = triton.TritonAdapter(triton.TritonConfig(model_dir=model_dir, venv=triton_venv))
     await adapter.start()
     try:
-        pid = adapter.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while adapter.pid is not None:  # reaps the killed child
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await mesh_fixtures.kill_runtime(adapter)
         model_id, folder = triton_fixtures.TritonPlacer(model_dir)(double_sample)
 
         assert not await adapter.ready()
