@@ -19,8 +19,14 @@ evicting others until it fits; a model larger than the whole capacity is a
 miss that loads nothing (the node refuses it). All start empty, and every
 request of the trace counts.
 
-* ``mesh``: :func:`mesh.cache.plan_room` (least recently used first, stop as
-  soon as the model fits).
+* ``mesh``: :func:`mesh.cache.plan_room` with popularities kept by
+  :func:`mesh.cache.bumped`, as the node keeps them (fewest recent requests
+  per byte first, stop as soon as the model fits). A trace has no clock: the
+  mesh's side takes one request per second, so the half-life is given in
+  requests (:data:`HALF_LIFE_REQUESTS`: the node's default 600 s at an
+  assumed 10 requests per second).
+* ``mesh_lru``: the same with ``MESHSERVE_EVICTION=lru`` (no popularity:
+  least recently used first).
 * ``lru``: a plain LRU written here independently (an ordered dict).
 * ``static``: the most popular models of the trace (counted on the trace
   itself: an oracle) stay once loaded; every other model is loaded into the
@@ -60,6 +66,12 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 MIN_MODEL_BYTES = settings.CacheSettings().min_model_size_bytes
 """The node's default floor on a model's size (the mesh's side applies it)."""
+ASSUMED_REQUESTS_PER_SECOND = 10.0
+"""What a trace position is worth in time when the node's half-life is
+turned into requests."""
+HALF_LIFE_REQUESTS = (
+    settings.CacheSettings().popularity_half_life_seconds * ASSUMED_REQUESTS_PER_SECOND
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,17 +128,28 @@ def next_uses(trace: Ints) -> Ints:
     return out
 
 
-def mesh_policy(trace: Ints, sizes: Ints, capacity: int) -> Outcome:
-    """The node's rules: :func:`mesh.cache.plan_room` on every miss."""
+def mesh_policy(
+    trace: Ints, sizes: Ints, capacity: int, half_life: float | None = HALF_LIFE_REQUESTS
+) -> Outcome:
+    """The node's rules: :func:`mesh.cache.plan_room` on every miss, over
+    popularities kept as the node keeps them (every request bumps its
+    model's, at time = its position in the trace); ``half_life=None`` is
+    ``MESHSERVE_EVICTION=lru`` (no popularity)."""
     names = [str(i) for i in range(len(sizes))]
     held: dict[str, cache.Entry] = {}
+    popularity: dict[str, float] = {}
     hits = loaded = refused = 0
     for t, m in enumerate(trace.tolist()):
         name = names[m]
+        pop = cache.UNKNOWN
+        if half_life is not None:
+            pop = popularity[name] = cache.bumped(
+                popularity.get(name, cache.UNKNOWN), float(t), half_life
+            )
         e = held.get(name)
         if e is not None:
             hits += 1
-            held[name] = cache.Entry(name, e.size_bytes, float(t))
+            held[name] = cache.Entry(name, e.size_bytes, float(t), popularity=pop)
             continue
         size = max(int(sizes[m]), MIN_MODEL_BYTES)
         try:
@@ -136,9 +159,16 @@ def mesh_policy(trace: Ints, sizes: Ints, capacity: int) -> Outcome:
             continue
         for victim in plan.evict:
             del held[victim]
-        held[name] = cache.Entry(name, size, float(t))
+        held[name] = cache.Entry(name, size, float(t), popularity=pop)
         loaded += size
-    return Outcome("mesh", len(trace), hits, loaded, refused)
+    return Outcome(
+        "mesh" if half_life is not None else "mesh_lru", len(trace), hits, loaded, refused
+    )
+
+
+def mesh_lru_policy(trace: Ints, sizes: Ints, capacity: int) -> Outcome:
+    """The node with ``MESHSERVE_EVICTION=lru``."""
+    return mesh_policy(trace, sizes, capacity, None)
 
 
 def lru_policy(trace: Ints, sizes: Ints, capacity: int) -> Outcome:
@@ -304,6 +334,7 @@ def gdsf_policy(trace: Ints, sizes: Ints, capacity: int) -> Outcome:
 Policy = Callable[[Ints, Ints, int], Outcome]
 POLICIES: dict[str, Policy] = {
     "mesh": mesh_policy,
+    "mesh_lru": mesh_lru_policy,
     "lru": lru_policy,
     "static": static_policy,
     "belady": belady_policy,
@@ -355,3 +386,15 @@ def optimum(trace: Sequence[int], sizes: Sequence[int], capacity: int) -> int:
 def zipf_trace(n_models: int, alpha: float, requests: int, seed: int) -> Ints:
     """Model indices of ``requests`` requests, Zipf(α) over ``n_models``."""
     return workload.zipf_models(workload.Zipf(n_models, alpha), requests, seed)
+
+
+def shifted(trace: Ints, n_models: int, period: int, seed: int) -> Ints:
+    """``trace`` with popularity reshuffled every ``period`` requests: each
+    stretch maps model indices through a fresh random permutation, so the
+    favourites of one stretch are ordinary models in the next. The harshest
+    case for a policy that remembers popularity."""
+    rng = np.random.default_rng(seed)
+    out = trace.copy()
+    for start in range(0, len(trace), period):
+        out[start : start + period] = rng.permutation(n_models)[trace[start : start + period]]
+    return out

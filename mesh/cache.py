@@ -1,9 +1,23 @@
 """The node's cache rules: which loaded models to evict to make room.
 
 A node holds models up to its capacity in bytes. Making room for a new model
-evicts extra copies first (models another node also holds), then the least
-recently used models, and stops as soon as enough bytes are free. A model that is loading,
-or serving a request right now, is never evicted. If the room cannot be made
+evicts extra copies first (models another node also holds), then the models
+with the fewest recent requests per byte, and stops as soon as enough bytes
+are free. A model that is loading, or serving a request right now, is never
+evicted.
+
+Why requests per byte and not plain LRU (ModelMesh's rule): hits are counted
+per request, so a node full of small popular models serves more from memory
+than one that made room for a large rarely used one. LRU lets one request for
+a large model push out many small popular ones. On Zipf traces over 1,000
+models (``python -m load_tests cache``) LRU reaches 0.42-0.89 of the offline
+optimum and this rule 0.87-0.98. A model's popularity is its request count
+on this node with each request's weight halving every half-life (so a shift
+in popularity is followed within a few half-lives), remembered after an
+eviction (a model evicted and asked for again comes back with its history).
+Models never asked for here rank by last use alone, which is plain LRU: so
+is the whole rule when every popularity is :data:`UNKNOWN`
+(``MESHSERVE_EVICTION=lru``). If the room cannot be made
 even by evicting everything evictable, nothing is evicted and
 :class:`mesh.errors.InsufficientCapacity` says why.
 
@@ -20,6 +34,9 @@ from collections.abc import Iterable
 
 from mesh import errors
 
+UNKNOWN = -math.inf
+"""The popularity of a model never asked for (log2 of a count of 0)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -35,11 +52,14 @@ class Entry:
     extra: bool = False
     """Another node holds a ready copy too, beyond the model's minimum:
     evicting this one costs little, so it goes first."""
+    popularity: float = UNKNOWN
+    """log2 of its decayed request count (see :func:`bumped`); models with
+    fewer requests per byte are evicted first."""
 
 
 @dataclasses.dataclass(frozen=True)
 class EvictionPlan:
-    """What to evict, oldest first, and the bytes that frees."""
+    """What to evict, in order, and the bytes that frees."""
 
     evict: tuple[str, ...]
     freed_bytes: int
@@ -49,8 +69,35 @@ def used_bytes(entries: Iterable[Entry]) -> int:
     return sum(e.size_bytes for e in entries)
 
 
+def bumped(popularity: float, now_s: float, half_life_s: float) -> float:
+    """A popularity after one more request at ``now_s``.
+
+    A popularity is log2 of the sum, over the model's requests, of
+    ``2 ** (t / half_life_s)``: a request counts twice as much as one a
+    half-life earlier. Kept in log2 and with weights growing instead of
+    counts decaying, no model's popularity ever has to be updated when time
+    passes, only when it is asked for, and nothing overflows.
+    """
+    x = now_s / half_life_s
+    if popularity == UNKNOWN:
+        return x
+    hi, lo = max(popularity, x), min(popularity, x)
+    return hi + math.log2(1.0 + 2.0 ** (lo - hi))
+
+
+def value(e: Entry) -> float:
+    """log2 of requests per byte: the eviction order (lowest first)."""
+    return e.popularity - math.log2(max(e.size_bytes, 1))
+
+
+def eviction_order(e: Entry) -> tuple[bool, float, float]:
+    """Extra copies first, then fewest requests per byte, then least
+    recently used."""
+    return (not e.extra, value(e), e.last_used)
+
+
 def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) -> EvictionPlan:
-    """The least recently used unpinned entries to evict so that
+    """The unpinned entries to evict, first in :func:`eviction_order`, so that
     ``needed_bytes`` more fit in ``capacity_bytes``.
 
     Raises :class:`mesh.errors.InsufficientCapacity` if the model is larger
@@ -64,9 +111,7 @@ def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) 
     free = capacity_bytes - used_bytes(entries)
     if needed_bytes <= free:
         return EvictionPlan((), 0)
-    candidates = sorted(
-        (e for e in entries if not e.pinned), key=lambda e: (not e.extra, e.last_used)
-    )
+    candidates = sorted((e for e in entries if not e.pinned), key=eviction_order)
     evict: list[str] = []
     freed = 0
     for e in candidates:

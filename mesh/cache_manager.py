@@ -1,4 +1,4 @@
-"""The node's model cache: load on first use, evict least recently used.
+"""The node's model cache: load on first use, evict the least popular per byte.
 
 This is where a request for a model that is not here turns into a pull and a
 load, and where a full node makes room. The rules (what to evict) are the
@@ -80,13 +80,14 @@ class _Copy:
             self.recent.popleft()
         return len(self.recent)
 
-    def entry(self, extra: bool = False) -> cache.Entry:
+    def entry(self, extra: bool = False, popularity: float = cache.UNKNOWN) -> cache.Entry:
         return cache.Entry(
             self.model_id,
             self.size_bytes,
             self.last_used,
             pinned=self.state is not _State.LOADED or self.in_flight > 0,
             extra=extra,
+            popularity=popularity,
         )
 
 
@@ -119,6 +120,9 @@ class CacheManager:
         self._touched: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._requests: collections.deque[float] = collections.deque()
+        self._popularity: dict[str, float] = {}
+        """Each model's popularity here (:func:`mesh.cache.bumped`), kept
+        after an eviction and dropped when the model is unregistered."""
         self._changed_callbacks: list[_Callback] = []
         self.draining = False
         """Set when the node shuts down: no new loads are taken."""
@@ -232,6 +236,12 @@ class CacheManager:
             copy.recent.append(now)
             self._requests.append(now)
             self._touched.add(model_id)
+            if self._cache.eviction == "popularity":
+                self._popularity[model_id] = cache.bumped(
+                    self._popularity.get(model_id, cache.UNKNOWN),
+                    now,
+                    self._cache.popularity_half_life_seconds,
+                )
 
     async def ensure_loaded(
         self, model_id: str, timeout: float | None = None, *, extra_copy: bool = False
@@ -417,12 +427,17 @@ class CacheManager:
             c.ready.exception()  # retrieved: no "never retrieved" warning if nobody waits
         self._changed()
 
+    def _entry(self, c: _Copy, extra: bool = False) -> cache.Entry:
+        return c.entry(extra, self._popularity.get(c.model_id, cache.UNKNOWN))
+
     async def _make_room(self, c: _Copy) -> None:
-        """Evict least recently used copies until ``c`` fits (``c`` itself is
-        already counted, as a pinned entry)."""
+        """Evict copies in :func:`mesh.cache.eviction_order` until ``c`` fits
+        (``c`` itself is already counted, as a pinned entry)."""
         async with self._room:
             others = [
-                x.entry(self._is_extra(x.model_id)) for x in self._copies.values() if x is not c
+                self._entry(x, self._is_extra(x.model_id))
+                for x in self._copies.values()
+                if x is not c
             ]
             plan = cache.plan_room(self._churn_guard(others), self.capacity_bytes, c.size_bytes)
             for victim in plan.evict:
@@ -453,7 +468,7 @@ class CacheManager:
 
     async def _shrink(self) -> None:
         async with self._room:
-            entries = [x.entry() for x in self._copies.values()]
+            entries = [self._entry(x) for x in self._copies.values()]
             excess = cache.used_bytes(entries) - self.capacity_bytes
             if excess <= 0:
                 return
@@ -509,10 +524,12 @@ class CacheManager:
     def _on_table_change(self, kind: str, model_id: str) -> None:
         if kind != "model":
             return
+        rec = self._table.model(model_id)
+        if rec is None:
+            self._popularity.pop(model_id, None)
         c = self._copies.get(model_id)
         if c is None or c.state is not _State.LOADED:
             return
-        rec = self._table.model(model_id)
         if rec is None:
             self._spawn(self._unload(model_id, "unregistered"))
         elif not rec.same_source(c.source):

@@ -62,6 +62,10 @@ class ServiceSettings:
     (``MESHSERVE_METRICS_PER_MODEL=true``): one series per model."""
 
 
+EVICTION_RULES = ("popularity", "lru")
+"""The values of ``MESHSERVE_EVICTION``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CacheSettings:
     """How the node sizes and evicts models."""
@@ -97,6 +101,16 @@ class CacheSettings:
     last_used_write_interval_seconds: float = 5.0
     """How often a model's last-used time is written back to etcd at most
     (``MESHSERVE_LAST_USED_INTERVAL``): the request path never waits on it."""
+    eviction: str = "popularity"
+    """Which models make room (``MESHSERVE_EVICTION``): ``popularity`` (the
+    default) evicts the fewest recent requests per byte first, ``lru`` the
+    least recently used first, as KServe ModelMesh does. Extra copies go
+    first either way; see :mod:`mesh.cache`."""
+    popularity_half_life_seconds: float = 600.0
+    """How fast past requests stop counting toward a model's popularity
+    (``MESHSERVE_POPULARITY_HALF_LIFE``): a request counts half as much as
+    one this many seconds later. Shorter follows shifts in popularity
+    faster; longer tells steady favourites apart better."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,7 +577,17 @@ def from_env(env: Mapping[str, str]) -> Settings:
         churn_threshold_seconds=number(
             "MESHSERVE_CHURN_THRESHOLD", cache_d.churn_threshold_seconds
         ),
+        eviction=(get("MESHSERVE_EVICTION") or cache_d.eviction).lower(),
+        popularity_half_life_seconds=number(
+            "MESHSERVE_POPULARITY_HALF_LIFE", cache_d.popularity_half_life_seconds
+        ),
     )
+    if cache.eviction not in EVICTION_RULES:
+        raise errors.ConfigError(
+            f"MESHSERVE_EVICTION: {cache.eviction!r} is not one of {', '.join(EVICTION_RULES)}"
+        )
+    if cache.popularity_half_life_seconds <= 0:
+        raise errors.ConfigError("MESHSERVE_POPULARITY_HALF_LIFE: must be more than 0 seconds")
     routing = RoutingSettings(
         max_attempts=max(1, integer("MESHSERVE_ROUTE_ATTEMPTS", route_d.max_attempts)),
         default_deadline_seconds=number(

@@ -26,9 +26,13 @@ def test_cache_scenario_reports_every_point_and_the_targets() -> None:
     }
     for p in points:
         assert p["hit_rate"]["mesh"] <= p["offline_hit_rate"]
-        assert p["mesh_vs_lru"] == 1.0
+        assert p["mesh_vs_lru"] >= 1.0 and p["mesh_lru_equals_lru"]
+    assert len(r.figures["shifting_points"]) == len(cache_policy.ALPHAS) * len(
+        cache_policy.TARGET_FRACTIONS
+    )
     assert set(r.figures["targets"]) == {"mesh_ge_0.9_offline", "mesh_ge_lru"}
-    assert "mesh/offline" in r.table and len(r.notes) == 2
+    assert "mesh/offline" in r.table and "shifting popularity" in r.table
+    assert r.notes[0].startswith("Target mesh ≥ LRU: met") and len(r.notes) == 4
     assert [p.filename for p in r.plots] == [
         f"cache_hit_rate_alpha_{a:.1f}.png" for a in cache_policy.ALPHAS
     ]

@@ -1,8 +1,13 @@
-"""The node's eviction rules: least recently used first, never a pinned model."""
+"""The node's eviction rules: extra copies first, then the fewest recent
+requests per byte, then least recently used; never a pinned model."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mesh import cache, errors
 
@@ -82,3 +87,51 @@ def test_evicts_extra_copies_before_the_least_recently_used_model() -> None:
         cache.Entry("only-copy-recent", 20 * MB, 4.0),
     ]
     assert cache.plan_room(entries, 100 * MB, 30 * MB).evict == ("extra-copy-recent",)
+
+
+def popularity(*request_times: float, half_life: float = 10.0) -> float:
+    p = cache.UNKNOWN
+    for t in request_times:
+        p = cache.bumped(p, t, half_life)
+    return p
+
+
+def test_evicts_the_fewest_requests_per_byte_before_the_least_recently_used() -> None:
+    entries = [
+        # Used last, but once, and large: 1 request per 60 MB.
+        cache.Entry("large-rare", 60 * MB, 9.0, popularity=popularity(9.0)),
+        # Older, but asked for three times in 20 MB.
+        cache.Entry("small-popular", 20 * MB, 5.0, popularity=popularity(3.0, 4.0, 5.0)),
+    ]
+    assert cache.plan_room(entries, 100 * MB, 30 * MB).evict == ("large-rare",)
+
+
+def test_a_request_counts_twice_as_much_as_one_a_half_life_earlier() -> None:
+    assert popularity(20.0) - popularity(10.0) == pytest.approx(1.0)
+    # Two requests a half-life ago weigh as much as one now.
+    assert popularity(0.0, 0.0) == pytest.approx(popularity(10.0))
+
+
+def test_recent_requests_outweigh_old_ones_so_a_shift_in_popularity_is_followed() -> None:
+    formerly_popular = popularity(*[float(t) for t in range(20)])  # 20 requests, long ago
+    newly_popular = popularity(95.0, 96.0)
+    entries = [
+        cache.Entry("formerly-popular", 10 * MB, 20.0, popularity=formerly_popular),
+        cache.Entry("newly-popular", 10 * MB, 96.0, popularity=newly_popular),
+    ]
+    assert cache.plan_room(entries, 20 * MB, 10 * MB).evict == ("formerly-popular",)
+
+
+@given(st.floats(0, 1e12), st.floats(0, 1e12))
+def test_popularity_stays_finite_however_long_a_node_runs(t1: float, t2: float) -> None:
+    p = popularity(t1, t2, half_life=1.0)
+    assert math.isfinite(p) and p >= max(t1, t2)
+
+
+def test_models_never_asked_for_go_by_last_use() -> None:
+    entries = [
+        cache.Entry("never-asked-new", 10 * MB, 2.0),
+        cache.Entry("never-asked-old", 10 * MB, 1.0),
+        cache.Entry("asked", 10 * MB, 0.5, popularity=popularity(0.5)),
+    ]
+    assert cache.plan_room(entries, 30 * MB, 10 * MB).evict == ("never-asked-old",)

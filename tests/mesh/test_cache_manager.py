@@ -6,6 +6,7 @@ or serving is ever evicted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -70,16 +71,20 @@ class FolderPuller:
         pass
 
 
-@pytest.fixture
-async def parts(
-    tmp_path: pathlib.Path,
+@contextlib.asynccontextmanager
+async def started(
+    tmp_path: pathlib.Path, eviction: str = "popularity"
 ) -> AsyncIterator[tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore]]:
+    """A manager for a 250 MiB node (room for two models of 100 MiB) with
+    models a, b and c registered."""
     kv = memory_kv.MemoryKV()
     rs = store.RecordStore(kv, "t")
     mirror = table.PlacementTable(kv, "t")
     await mirror.start()
     config = settings.Settings(
-        cache=settings.CacheSettings(capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB),
+        cache=settings.CacheSettings(
+            capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB, eviction=eviction
+        ),
         node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
     )
     runtime = ScriptedRuntime()
@@ -88,11 +93,21 @@ async def parts(
     for m in ("a", "b", "c"):
         await rs.create_model(m, records.ModelRecord(model_type="sklearn", path=m))
     await mirror.wait_until(lambda: len(mirror.models()) == 3, 5)
-    yield manager, runtime, rs
-    for g in runtime.gates.values():
-        g.set()
-    await manager.stop()
-    await mirror.stop()
+    try:
+        yield manager, runtime, rs
+    finally:
+        for g in runtime.gates.values():
+            g.set()
+        await manager.stop()
+        await mirror.stop()
+
+
+@pytest.fixture
+async def parts(
+    tmp_path: pathlib.Path,
+) -> AsyncIterator[tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore]]:
+    async with started(tmp_path) as p:
+        yield p
 
 
 async def _serve(manager: cache_manager.CacheManager, model_id: str) -> None:
@@ -144,6 +159,23 @@ async def test_a_model_serving_a_request_is_never_evicted(
     async with manager.serving("a", timeout=5):  # a is older but busy
         await _serve(manager, "c")
     assert runtime.unloads == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("eviction", "evicted"), [("popularity", "b"), ("lru", "a")], ids=["popularity", "lru"]
+)
+async def test_evicts_the_least_popular_model_or_with_lru_the_least_recent(
+    tmp_path: pathlib.Path, eviction: str, evicted: str
+) -> None:
+    async with started(tmp_path, eviction) as (manager, runtime, _):
+        for m in "abc":
+            runtime.gate(m).set()
+        for _ in range(3):
+            await _serve(manager, "a")
+        await _serve(manager, "b")  # the most recent, but asked for once
+        await _serve(manager, "c")
+        assert runtime.unloads == [evicted]
+        assert manager.holds("c")
 
 
 async def test_refuses_when_everything_is_pinned(

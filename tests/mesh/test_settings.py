@@ -14,6 +14,12 @@ def test_defaults_without_environment() -> None:
     assert s.service.grpc_port == 8033
     assert s.kv.prefix == "mm"
     assert s.kv.endpoints == ("127.0.0.1:2379",)
+    assert (s.cache.eviction, s.cache.popularity_half_life_seconds) == ("popularity", 600.0)
+
+
+def test_modelmesh_lru_eviction_can_be_chosen() -> None:
+    s = settings.from_env({"MESHSERVE_EVICTION": "LRU", "MESHSERVE_POPULARITY_HALF_LIFE": "60"})
+    assert (s.cache.eviction, s.cache.popularity_half_life_seconds) == ("lru", 60.0)
 
 
 def test_reads_modelmesh_variable_names() -> None:
@@ -48,6 +54,8 @@ def test_reads_modelmesh_variable_names() -> None:
         ({"MESHSERVE_CAPACITY": "-5"}, "MESHSERVE_CAPACITY"),
         ({"MESHSERVE_CAPACITY_BUFFER": "1.5"}, "MESHSERVE_CAPACITY_BUFFER"),
         ({"MESHSERVE_RUNTIME_ENDPOINT": "localhost"}, "MESHSERVE_RUNTIME_ENDPOINT"),
+        ({"MESHSERVE_EVICTION": "random"}, "MESHSERVE_EVICTION"),
+        ({"MESHSERVE_POPULARITY_HALF_LIFE": "0"}, "MESHSERVE_POPULARITY_HALF_LIFE"),
     ],
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], named: str) -> None:
