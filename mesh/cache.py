@@ -101,7 +101,8 @@ def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) 
     ``needed_bytes`` more fit in ``capacity_bytes``.
 
     Raises :class:`mesh.errors.InsufficientCapacity` if the model is larger
-    than the whole capacity, or if pinned models leave too little room.
+    than the whole capacity, and :class:`mesh.errors.NoRoomNow` if pinned
+    models leave too little room for now.
     """
     entries = list(entries)
     if needed_bytes > capacity_bytes:
@@ -121,7 +122,7 @@ def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) 
         freed += e.size_bytes
     if free + freed < needed_bytes:
         pinned = sum(e.size_bytes for e in entries if e.pinned)
-        raise errors.InsufficientCapacity(
+        raise errors.NoRoomNow(
             f"needs {needed_bytes} bytes; {free} are free and models in use or loading "
             f"hold {pinned} of the node's {capacity_bytes} bytes"
         )

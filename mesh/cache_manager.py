@@ -14,7 +14,12 @@ Concurrency, all on one event loop:
   model per node.
 * Planning room and reserving the new model's bytes happen under one lock;
   the slow part (pull, runtime load) runs outside it.
-* A model that is loading, or serving a request, is pinned: never evicted.
+* A model that is loading, serving a request, or has requests waiting for it
+  is pinned: never evicted.
+* A load takes room only once room was made for it (``reserved``): loads
+  that find the room held by pinned models wait for some to be unpinned
+  (up to ``MESHSERVE_LOAD_TIMEOUT``) instead of failing, so a burst of cold
+  requests larger than the node queues rather than marks models failed.
 * A load runs in its own task, so a caller whose deadline expires does not
   cancel a load other callers wait for.
 """
@@ -72,6 +77,11 @@ class _Copy:
     ignore: frozenset[str] = frozenset()
     """Instances whose copies the claim disregards (the router found them dead)."""
     in_flight: int = 0
+    waiting: int = 0
+    """Requests waiting for this copy's load to finish."""
+    reserved: bool = False
+    """Room was made for it: it counts toward the node's used bytes (a copy
+    still pulling, or waiting for room, takes none)."""
     recent: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
     """When requests were served, over the last minute."""
 
@@ -85,7 +95,7 @@ class _Copy:
             self.model_id,
             self.size_bytes,
             self.last_used,
-            pinned=self.state is not _State.LOADED or self.in_flight > 0,
+            pinned=self.state is not _State.LOADED or self.in_flight > 0 or self.waiting > 0,
             extra=extra,
             popularity=popularity,
         )
@@ -120,6 +130,9 @@ class CacheManager:
         self._touched: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._requests: collections.deque[float] = collections.deque()
+        self._room_freed = asyncio.Event()
+        """Set whenever a copy may have become evictable or gone (loads
+        waiting for room look again)."""
         self._popularity: dict[str, float] = {}
         """Each model's popularity here (:func:`mesh.cache.bumped`), kept
         after an eviction and dropped when the model is unregistered."""
@@ -166,8 +179,12 @@ class CacheManager:
     def capacity_bytes(self) -> int:
         return self._cache.capacity_bytes
 
+    def _held(self) -> list[_Copy]:
+        """Copies that take room: all but loads not yet given any."""
+        return [c for c in self._copies.values() if c.state is not _State.LOADING or c.reserved]
+
     def used_bytes(self) -> int:
-        return cache.used_bytes(c.entry() for c in self._copies.values())
+        return cache.used_bytes(c.entry() for c in self._held())
 
     def model_count(self) -> int:
         return len(self._copies)
@@ -231,6 +248,8 @@ class CacheManager:
             yield
         finally:
             copy.in_flight -= 1
+            if copy.in_flight == 0:
+                self._room_freed.set()
             now = time.time()
             copy.last_used = now
             copy.recent.append(now)
@@ -277,19 +296,36 @@ class CacheManager:
         extra_copy: bool = False,
         ignore: frozenset[str] = frozenset(),
     ) -> _Copy:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
         c = self._copies.get(model_id)
-        if c is None or c.state is _State.UNLOADING:
-            if c is not None:  # wait for the unload to finish, then load anew
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(c.ready), timeout)
-            c = self._begin_load(model_id, extra_copy, ignore)
-        if c.state is _State.LOADING:
+        while c is None or c.state is _State.UNLOADING:
+            if c is None:
+                c = self._begin_load(model_id, extra_copy, ignore)
+                break
+            # Wait for the unload to finish, then look again: another request
+            # waiting with this one may have started the new load already.
             try:
-                await asyncio.wait_for(asyncio.shield(c.ready), timeout)
+                await asyncio.wait_for(asyncio.shield(c.ready), left())
+            except TimeoutError:
+                raise errors.DeadlineExceeded(
+                    f"model {model_id!r} is being unloaded; the request's deadline ran out"
+                ) from None
+            c = self._copies.get(model_id)
+        if c.state is _State.LOADING:
+            c.waiting += 1
+            try:
+                await asyncio.wait_for(asyncio.shield(c.ready), left())
             except TimeoutError:
                 raise errors.DeadlineExceeded(
                     f"model {model_id!r} is still loading; the request's deadline ran out"
                 ) from None
+            finally:
+                c.waiting -= 1
         return c
 
     def _begin_load(self, model_id: str, extra_copy: bool, ignore: frozenset[str]) -> _Copy:
@@ -362,6 +398,7 @@ class CacheManager:
             log.warning("model %s loaded but its record could not be written: %s", model_id, e)
         c.state = _State.LOADED
         c.ready.set_result(None)
+        self._room_freed.set()
         self._changed()
         if rec is None or not rec.same_source(c.source):
             # Unregistered or redefined while loading: this copy is stale.
@@ -401,6 +438,11 @@ class CacheManager:
             log.exception("unexpected error loading model %s", model_id)
             err = errors.ModelLoadFailed(model_id, f"{type(e).__name__}: {e}")
         message = err.reason if isinstance(err, errors.ModelLoadFailed) else err.message
+        # The model's fault (it failed, or is larger than the node) is
+        # recorded; the node's (stopping, room held by others) is not.
+        blamed = isinstance(err, errors.ModelLoadFailed) or (
+            isinstance(err, errors.InsufficientCapacity) and not isinstance(err, errors.NoRoomNow)
+        )
         log.warning("model %s failed to load: %s", model_id, message)
         self.metrics.load_failed(model_id)
         with contextlib.suppress(Exception):
@@ -408,10 +450,9 @@ class CacheManager:
         with contextlib.suppress(Exception):
             await self._puller.remove(model_id)
         # Record the failure before anyone hears of it, so the status they
-        # read next says LOADING_FAILED with the runtime's message. A load cut
-        # short by the node stopping is not the model's fault: no failure.
+        # read next says LOADING_FAILED with the runtime's message.
         with contextlib.suppress(errors.MeshError):
-            if isinstance(err, errors.ModelLoadFailed | errors.InsufficientCapacity):
+            if blamed:
                 failure = records.FailureInfo(_now_ms(), message)
                 await self._record(model_id, lambda r: r.with_failure(self.instance_id, failure))
             else:
@@ -425,24 +466,40 @@ class CacheManager:
         if not c.ready.done():
             c.ready.set_exception(err)
             c.ready.exception()  # retrieved: no "never retrieved" warning if nobody waits
+        self._room_freed.set()
         self._changed()
 
     def _entry(self, c: _Copy, extra: bool = False) -> cache.Entry:
         return c.entry(extra, self._popularity.get(c.model_id, cache.UNKNOWN))
 
     async def _make_room(self, c: _Copy) -> None:
-        """Evict copies in :func:`mesh.cache.eviction_order` until ``c`` fits
-        (``c`` itself is already counted, as a pinned entry)."""
-        async with self._room:
-            others = [
-                self._entry(x, self._is_extra(x.model_id))
-                for x in self._copies.values()
-                if x is not c
-            ]
-            plan = cache.plan_room(self._churn_guard(others), self.capacity_bytes, c.size_bytes)
-            for victim in plan.evict:
-                log.info("evicting model %s to make room for %s", victim, c.model_id)
-                await self._evict(victim, f"evicted to make room for {c.model_id}")
+        """Evict copies in :func:`mesh.cache.eviction_order` until ``c`` fits,
+        then reserve its room. While pinned copies hold the room, wait for
+        one to be unpinned, up to the load timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cache.load_timeout_seconds
+        while True:
+            self._room_freed.clear()
+            async with self._room:
+                others = [
+                    self._entry(x, self._is_extra(x.model_id)) for x in self._held() if x is not c
+                ]
+                try:
+                    plan = cache.plan_room(
+                        self._churn_guard(others), self.capacity_bytes, c.size_bytes
+                    )
+                except errors.NoRoomNow:
+                    if loop.time() >= deadline:
+                        raise
+                else:
+                    c.reserved = True
+                    for victim in plan.evict:
+                        log.info("evicting model %s to make room for %s", victim, c.model_id)
+                        await self._evict(victim, f"evicted to make room for {c.model_id}")
+                    return
+            log.info("model %s waits for room: models in use or loading hold it", c.model_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room_freed.wait(), deadline - loop.time())
 
     def _churn_guard(self, entries: list[cache.Entry]) -> list[cache.Entry]:
         """Entries used within the churn threshold count as pinned."""
@@ -468,7 +525,7 @@ class CacheManager:
 
     async def _shrink(self) -> None:
         async with self._room:
-            entries = [self._entry(x) for x in self._copies.values()]
+            entries = [self._entry(x) for x in self._held()]
             excess = cache.used_bytes(entries) - self.capacity_bytes
             if excess <= 0:
                 return
@@ -503,13 +560,16 @@ class CacheManager:
             self.metrics.unloaded(model_id, (time.monotonic() - t0) * 1000, ok)
             with contextlib.suppress(Exception):
                 await self._puller.remove(model_id)
+            # Recorded before a waiting request may load the model again, so
+            # this write cannot erase the next load's claim.
+            with contextlib.suppress(errors.MeshError):
+                await self._record(model_id, lambda r: r.without_copy(self.instance_id))
         finally:
             if self._copies.get(model_id) is c:
                 del self._copies[model_id]
             c.ready.set_result(None)
+            self._room_freed.set()
             self._changed()
-        with contextlib.suppress(errors.MeshError):
-            await self._record(model_id, lambda r: r.without_copy(self.instance_id))
 
     # -- etcd bookkeeping --------------------------------------------------------
 

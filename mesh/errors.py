@@ -12,6 +12,7 @@ status code in a single table, so no handler picks status codes itself::
     ├── AlreadyExists           owner mismatch, id already taken      → ALREADY_EXISTS
     ├── ModelLoadFailed         the runtime (or puller) could not load → FAILED_PRECONDITION
     ├── InsufficientCapacity    the model cannot fit on this node      → RESOURCE_EXHAUSTED
+    │   └── NoRoomNow           models loading or serving hold the room for now
     ├── NoSupportingRuntime     no node's runtime serves the model type → FAILED_PRECONDITION
     ├── RuntimeUnavailable      the runtime process does not answer    → UNAVAILABLE
     ├── StoreUnavailable        etcd does not answer                   → UNAVAILABLE
@@ -75,6 +76,11 @@ class ModelLoadFailed(MeshError):
 
 class InsufficientCapacity(MeshError):
     """A model does not fit even after evicting everything that may be evicted."""
+
+
+class NoRoomNow(InsufficientCapacity):
+    """The model would fit, but models loading or serving requests hold the
+    room right now: not the model's fault, and over once they are done."""
 
 
 class NoSupportingRuntime(MeshError):

@@ -3,8 +3,10 @@
 The record (``<prefix>/instances/<id>``) tells every node this one's endpoint,
 capacity, use and load. It is put under a lease kept alive in the background,
 so it vanishes on its own when the node dies; it is republished when the node
-asks (after a load or an eviction) and every few seconds regardless, which
-also re-creates it if etcd lost the lease while it was down.
+asks (after a load or an eviction: changes within ``coalesce_seconds`` make
+one write, which also keeps that write off the first request a fresh copy
+serves) and every few seconds regardless, which also re-creates it if etcd
+lost the lease while it was down.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ class Membership:
         snapshot: Callable[[], records.InstanceRecord],
         lease_ttl_seconds: int,
         republish_seconds: float = 5.0,
+        coalesce_seconds: float = 0.05,
     ) -> None:
         self._store = record_store
         self._instance_id = instance_id
         self._snapshot = snapshot
         self._ttl = lease_ttl_seconds
         self._republish = republish_seconds
+        self._coalesce = coalesce_seconds
         self._lease = 0
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,6 +81,7 @@ class Membership:
             timeout = max(0.0, min(next_keepalive, next_republish) - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout)
+                await asyncio.sleep(self._coalesce)
             self._dirty.clear()
             try:
                 now = loop.time()

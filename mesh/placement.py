@@ -174,7 +174,9 @@ def route(
     """
     if here:
         return Route(Action.SERVE_HERE)
-    others = {i: r for i, r in instances.items() if i not in avoid}
+    # A copy of this node's own that the record still shows (being unloaded,
+    # or gone and not yet written back) is not one to forward or wait for.
+    others = {i: r for i, r in instances.items() if i not in avoid and i != self_id}
     ready = live_copies(model, others, records.CopyState.LOADED)
     if ready:
         # A draining node still serves, but only when no other copy is ready.
@@ -190,7 +192,7 @@ def route(
     if failures and len(failures) >= min(MAX_FAILURES, max(1, len(able))):
         latest = max(failures.values(), key=lambda f: f.time_ms)
         raise errors.ModelLoadFailed(model_id, latest.message)
-    avoid_load = set(avoid) | set(failures) | set(model.copies)
+    avoid_load = set(avoid) | set(failures) | (set(model.copies) - {self_id})
     target = choose_node(
         instances,
         model_size,

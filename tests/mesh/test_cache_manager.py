@@ -73,7 +73,7 @@ class FolderPuller:
 
 @contextlib.asynccontextmanager
 async def started(
-    tmp_path: pathlib.Path, eviction: str = "popularity"
+    tmp_path: pathlib.Path, eviction: str = "popularity", load_timeout: float = 120.0
 ) -> AsyncIterator[tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore]]:
     """A manager for a 250 MiB node (room for two models of 100 MiB) with
     models a, b and c registered."""
@@ -83,7 +83,10 @@ async def started(
     await mirror.start()
     config = settings.Settings(
         cache=settings.CacheSettings(
-            capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB, eviction=eviction
+            capacity_bytes=250 * MiB,
+            min_model_size_bytes=100 * MiB,
+            eviction=eviction,
+            load_timeout_seconds=load_timeout,
         ),
         node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
     )
@@ -178,20 +181,72 @@ async def test_evicts_the_least_popular_model_or_with_lru_the_least_recent(
         assert manager.holds("c")
 
 
-async def test_refuses_when_everything_is_pinned(
+async def test_a_load_waits_for_room_held_by_loading_models_and_is_not_marked_failed(
     parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
 ) -> None:
     manager, runtime, rs = parts
     runtime.gate("c").set()
     pinned = [asyncio.create_task(_serve(manager, m)) for m in "ab"]
     await asyncio.sleep(0.05)
-    with pytest.raises(errors.InsufficientCapacity):
-        await _serve(manager, "c")
+    waiting = asyncio.create_task(_serve(manager, "c"))  # a and b hold the room
+    await asyncio.sleep(0.1)
+    assert not waiting.done() and runtime.loads == ["a", "b"]
+    runtime.gate("a").set()  # a loads, serves its request, and may be evicted
+    await asyncio.wait_for(waiting, 5)
+    assert runtime.loads == ["a", "b", "c"] and runtime.unloads == ["a"]
     entry = await rs.get_model("c")
-    assert entry is not None and "n1" in entry[0].failures
-    for m in "ab":
-        runtime.gate(m).set()
+    assert entry is not None and entry[0].failures == {}
+    runtime.gate("b").set()
     await asyncio.gather(*pinned)
+
+
+async def test_room_held_past_the_load_timeout_is_resource_exhausted_not_a_failure(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with started(tmp_path, load_timeout=0.3) as (manager, runtime, rs):
+        for m in "abc":
+            runtime.gate(m).set()
+        async with manager.serving("a", timeout=5), manager.serving("b", timeout=5):
+            # a and b serve requests for longer than c may wait for room
+            with pytest.raises(errors.NoRoomNow, match="models in use or loading hold"):
+                await _serve(manager, "c")
+        entry = await rs.get_model("c")
+        assert entry is not None and entry[0].failures == {} and "n1" not in entry[0].copies
+        await _serve(manager, "c")  # not failed: served once there is room
+
+
+async def test_a_model_larger_than_the_node_is_recorded_as_failed(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, _, rs = parts
+    await rs.create_model(
+        "huge", records.ModelRecord(model_type="sklearn", path="huge", size_bytes=300 * MiB)
+    )
+    await asyncio.sleep(0.05)
+    with pytest.raises(errors.InsufficientCapacity) as info:
+        await _serve(manager, "huge")
+    assert not isinstance(info.value, errors.NoRoomNow)
+    entry = await rs.get_model("huge")
+    assert entry is not None and "n1" in entry[0].failures
+
+
+async def test_requests_waiting_for_an_unload_start_one_load_not_several(
+    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+) -> None:
+    manager, runtime, rs = parts
+    runtime.gate("a").set()
+    await _serve(manager, "a")
+    async with manager.serving("a", timeout=5):  # in flight: the unload waits for it
+        unloading = asyncio.create_task(manager.unload("a", "test"))
+        await asyncio.sleep(0.05)
+        waiters = [asyncio.create_task(_serve(manager, "a")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+    await unloading
+    await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert runtime.loads == ["a", "a"]
+    entry = await rs.get_model("a")
+    assert entry is not None
+    assert entry[0].copies["n1"].state is records.CopyState.LOADED
 
 
 async def test_a_failed_load_is_recorded_and_fails_fast(

@@ -134,6 +134,20 @@ def test_waits_for_a_copy_that_is_loading_elsewhere() -> None:
     assert _route(model, {"self": node(50), "a": node(50)}).action is placement.Action.WAIT
 
 
+@pytest.mark.parametrize("state", [records.CopyState.LOADED, records.CopyState.LOADING])
+def test_a_copy_of_its_own_the_record_still_shows_is_loaded_again_here_not_forwarded_to(
+    state: records.CopyState,
+) -> None:
+    # The node's copy is being unloaded (here=False) but etcd still lists it.
+    assert _route(_model(self=state), {"self": node(50)}) == placement.Route(
+        placement.Action.SERVE_HERE
+    )
+    instances = {"self": node(10), "a": node(90)}
+    assert _route(_model(self=state), instances) == placement.Route(
+        placement.Action.LOAD_THERE, "a"
+    )
+
+
 def test_a_cold_model_loads_on_the_chosen_node() -> None:
     instances = {"self": node(10), "a": node(90)}
     assert _route(_model(), instances) == placement.Route(placement.Action.LOAD_THERE, "a")
