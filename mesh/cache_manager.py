@@ -184,7 +184,9 @@ class CacheManager:
         return [c for c in self._copies.values() if c.state is not _State.LOADING or c.reserved]
 
     def used_bytes(self) -> int:
-        return cache.used_bytes(c.entry() for c in self._held())
+        """Bytes of every copy here, loads still waiting for room included
+        (what other nodes should count on this node for placement)."""
+        return cache.used_bytes(c.entry() for c in self._copies.values())
 
     def model_count(self) -> int:
         return len(self._copies)
@@ -362,6 +364,7 @@ class CacheManager:
         try:
             await self._record(model_id, lambda r: self._claim(c, r))
             self.loads_claimed += 1
+            self._changed()  # other nodes see the load (and its bytes) coming
             path = await self._puller.pull(model_id, c.source)
             disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
             if c.source.size_bytes <= 0:  # never measured: predict from its type
@@ -404,7 +407,7 @@ class CacheManager:
             # Unregistered or redefined while loading: this copy is stale.
             self._spawn(self._unload(model_id, "unregistered or changed while loading"))
             return
-        if self.used_bytes() > self.capacity_bytes:
+        if cache.used_bytes(x.entry() for x in self._held()) > self.capacity_bytes:
             # Measured bigger than predicted: make room after the fact.
             self._spawn(self._shrink())
 

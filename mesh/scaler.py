@@ -109,6 +109,7 @@ class Scaler:
         target = placement.choose_node(
             instances,
             max(rec.size_bytes, self._cache.min_model_size_bytes),
+            model_id=model_id,
             labels=placement.required_labels(rec.model_type, rec.runtime),
             avoid=set(rec.copies) | set(failed) | avoid,
             now_ms=now_ms,

@@ -412,6 +412,7 @@ class Node:
             target = placement.choose_node(
                 instances,
                 max(rec.size_bytes, cfg.cache.min_model_size_bytes),
+                model_id=model_id,
                 labels=placement.required_labels(rec.model_type, rec.runtime),
                 avoid={cfg.node.instance_id},
                 now_ms=int(time.time() * 1000),

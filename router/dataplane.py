@@ -472,9 +472,13 @@ class DataPlane:
     ) -> bytes:
         forwarded = wire.rewrite_name(request, model_id)
         if asked.balanced:
-            response = await self._serve_here(
-                method, model_id, forwarded, timeout, asked.unreachable
-            )
+            try:
+                response = await self._serve_here(
+                    method, model_id, forwarded, timeout, asked.unreachable
+                )
+            except errors.InsufficientCapacity as e:
+                # No room here (for now): the sending node tries another.
+                raise errors.Reroute(e.message) from None
         else:
 
             async def here(unreachable: frozenset[str], remaining: float) -> bytes:

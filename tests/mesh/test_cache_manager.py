@@ -13,68 +13,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mesh import cache_manager, errors, memory_kv, records, settings, store, table
+from tests.mesh import scripted_runtime as scripted
 
 MiB = 1024 * 1024
-
-
-class ScriptedRuntime:
-    """A runtime whose loads finish when the test says so."""
-
-    name = "scripted"
-    grpc_target = "127.0.0.1:1"
-    pid = None
-    counts_gpu_memory = False
-
-    def __init__(self) -> None:
-        self.loads: list[str] = []
-        self.unloads: list[str] = []
-        self.gates: dict[str, asyncio.Event] = {}
-        self.fail: dict[str, str] = {}
-
-    def supported_model_types(self) -> tuple[str, ...]:
-        return ("sklearn",)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def ready(self) -> bool:
-        return True
-
-    def gate(self, model_id: str) -> asyncio.Event:
-        return self.gates.setdefault(model_id, asyncio.Event())
-
-    async def load(self, model_id: str, model_type: str, model_path: pathlib.Path) -> int:
-        self.loads.append(model_id)
-        await self.gate(model_id).wait()
-        if model_id in self.fail:
-            raise errors.ModelLoadFailed(model_id, self.fail[model_id])
-        return 100 * MiB
-
-    async def unload(self, model_id: str) -> None:
-        self.unloads.append(model_id)
-
-
-class FolderPuller:
-    def __init__(self, root: pathlib.Path) -> None:
-        self.root = root
-
-    async def pull(self, model_id: str, record: records.ModelRecord) -> pathlib.Path:
-        d = self.root / model_id
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "model.joblib").write_bytes(b"x" * 10)
-        return d
-
-    async def remove(self, model_id: str) -> None:
-        pass
+Parts = tuple[cache_manager.CacheManager, scripted.ScriptedRuntime, store.RecordStore]
 
 
 @contextlib.asynccontextmanager
 async def started(
     tmp_path: pathlib.Path, eviction: str = "popularity", load_timeout: float = 120.0
-) -> AsyncIterator[tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore]]:
+) -> AsyncIterator[Parts]:
     """A manager for a 250 MiB node (room for two models of 100 MiB) with
     models a, b and c registered."""
     kv = memory_kv.MemoryKV()
@@ -90,8 +38,10 @@ async def started(
         ),
         node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
     )
-    runtime = ScriptedRuntime()
-    manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
+    runtime = scripted.ScriptedRuntime()
+    manager = cache_manager.CacheManager(
+        config, rs, mirror, runtime, scripted.FolderPuller(tmp_path)
+    )
     await manager.start()
     for m in ("a", "b", "c"):
         await rs.create_model(m, records.ModelRecord(model_type="sklearn", path=m))
@@ -108,7 +58,7 @@ async def started(
 @pytest.fixture
 async def parts(
     tmp_path: pathlib.Path,
-) -> AsyncIterator[tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore]]:
+) -> AsyncIterator[Parts]:
     async with started(tmp_path) as p:
         yield p
 
@@ -119,7 +69,7 @@ async def _serve(manager: cache_manager.CacheManager, model_id: str) -> None:
 
 
 async def test_many_requests_for_a_cold_model_cause_one_load(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, rs = parts
     waiters = [asyncio.create_task(_serve(manager, "a")) for _ in range(20)]
@@ -135,7 +85,7 @@ async def test_many_requests_for_a_cold_model_cause_one_load(
 
 
 async def test_a_loading_model_is_never_evicted(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, _ = parts
     runtime.gate("b").set()
@@ -152,7 +102,7 @@ async def test_a_loading_model_is_never_evicted(
 
 
 async def test_a_model_serving_a_request_is_never_evicted(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, _ = parts
     for m in "abc":
@@ -182,7 +132,7 @@ async def test_evicts_the_least_popular_model_or_with_lru_the_least_recent(
 
 
 async def test_a_load_waits_for_room_held_by_loading_models_and_is_not_marked_failed(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, rs = parts
     runtime.gate("c").set()
@@ -216,7 +166,7 @@ async def test_room_held_past_the_load_timeout_is_resource_exhausted_not_a_failu
 
 
 async def test_a_model_larger_than_the_node_is_recorded_as_failed(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, _, rs = parts
     await rs.create_model(
@@ -231,7 +181,7 @@ async def test_a_model_larger_than_the_node_is_recorded_as_failed(
 
 
 async def test_requests_waiting_for_an_unload_start_one_load_not_several(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, rs = parts
     runtime.gate("a").set()
@@ -250,7 +200,7 @@ async def test_requests_waiting_for_an_unload_start_one_load_not_several(
 
 
 async def test_a_failed_load_is_recorded_and_fails_fast(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, rs = parts
     runtime.fail["a"] = "bad pickle"
@@ -265,7 +215,7 @@ async def test_a_failed_load_is_recorded_and_fails_fast(
 
 
 async def test_an_unregistered_model_is_not_found(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, _, _ = parts
     with pytest.raises(errors.ModelNotFound, match="nope"):
@@ -273,7 +223,7 @@ async def test_an_unregistered_model_is_not_found(
 
 
 async def test_a_request_whose_deadline_passes_leaves_the_load_running(
-    parts: tuple[cache_manager.CacheManager, ScriptedRuntime, store.RecordStore],
+    parts: Parts,
 ) -> None:
     manager, runtime, _ = parts
     with pytest.raises(errors.DeadlineExceeded):
@@ -295,8 +245,10 @@ async def test_a_load_past_its_timeout_is_cancelled_unloaded_and_recorded(
         cache=settings.CacheSettings(capacity_bytes=1024**3, load_timeout_seconds=0.2),
         node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
     )
-    runtime = ScriptedRuntime()  # its load never finishes: the gate stays shut
-    manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
+    runtime = scripted.ScriptedRuntime()  # its load never finishes: the gate stays shut
+    manager = cache_manager.CacheManager(
+        config, rs, mirror, runtime, scripted.FolderPuller(tmp_path)
+    )
     await manager.start()
     await rs.create_model("slow", records.ModelRecord(model_type="sklearn", path="slow"))
     await mirror.wait_until(lambda: mirror.model("slow") is not None, 5)

@@ -72,9 +72,20 @@ def test_refuses_to_evict_models_used_within_the_churn_threshold() -> None:
     assert choose(instances, churn_threshold_ms=6_000) == "b"
 
 
-def test_breaks_ties_by_load_then_by_id_so_every_node_agrees() -> None:
-    assert choose({"b": node(50), "a": node(50, loading=1)}) == "b"
-    assert choose({"b": node(50), "a": node(50)}) == "a"
+def test_breaks_ties_by_load_then_spreads_models_the_same_way_on_every_node() -> None:
+    assert choose({"b": node(50), "a": node(50, loading=1)}, model_id="m") == "b"
+    alike = {i: node(50) for i in "abcd"}
+    picks = [choose(alike, model_id=f"m{k}") for k in range(40)]
+    assert picks == [choose(dict(reversed(alike.items())), model_id=f"m{k}") for k in range(40)]
+    assert all(picks.count(i) >= 4 for i in "abcd")  # 40 models spread over 4 nodes
+
+
+def test_nodes_with_room_for_as_many_copies_count_as_equal() -> None:
+    # 55 and 59 MB free both fit five 10 MB copies: the spread decides, and
+    # either may be picked; 61 fits six and wins whatever the spread says.
+    picks = {choose({"a": node(55), "b": node(59)}, model_id=f"m{k}") for k in range(20)}
+    assert picks == {"a", "b"}
+    assert {choose({"a": node(55), "b": node(61)}, model_id=f"m{k}") for k in range(20)} == {"b"}
 
 
 def test_never_places_a_model_larger_than_a_node() -> None:
@@ -156,7 +167,7 @@ def test_a_cold_model_loads_on_the_chosen_node() -> None:
 
 
 def test_fails_fast_after_three_recent_failures() -> None:
-    instances = {i: node(50) for i in ("self", "a", "b", "c")}
+    instances = {i: node(50) for i in ("self", "b", "c")} | {"a": node(60)}
     model = records.ModelRecord(
         model_type="sklearn",
         path="p",
@@ -164,8 +175,8 @@ def test_fails_fast_after_three_recent_failures() -> None:
     )
     with pytest.raises(errors.ModelLoadFailed, match="bad on"):
         _route(model, instances)
-    # Old failures no longer count: the model is placed again (on "a": the tie
-    # between equal nodes goes to the smaller id).
+    # Old failures no longer count: the model is placed again (on "a": the
+    # most room).
     assert _route(model, instances, now_ms=NOW + 120_000) == placement.Route(
         placement.Action.LOAD_THERE, "a"
     )
