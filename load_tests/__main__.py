@@ -14,8 +14,16 @@ Scenarios (each module's docstring says what it measures and why):
 * ``overhead``: the same model and MLServer reached directly, through a bare
   Python proxy, and through the mesh, at concurrency 1, at saturation and at
   half the direct saturation rate; added µs and CPU-µs per request.
+* ``cold``: the first request of an unloaded model (S3 → node → MLServer),
+  split into pull, runtime load, first inference and the mesh's own work,
+  vs the same steps done by hand.
 * ``scale``: 100,000 registered models: time to register, etcd bytes and node
   memory per model, routing latency with 10 vs 100,000 registered.
+* ``nodes``: 1, 2 and 3 nodes under a Zipf load that does not fit one node:
+  throughput, p99, loads, evictions and hit rate.
+* ``simulate``: up to 100 node agents in one process (the real placement,
+  cache manager and data plane, a synthetic runtime) against a real etcd:
+  placement spread and etcd traffic as nodes and models grow.
 
 ``--quick`` runs a small version of each (under a minute); targets missed are
 reported in the notes, never turned into a failing exit status. The exit
@@ -37,7 +45,10 @@ from load_tests import report
 SCENARIOS = {
     "cache": "load_tests.cache_policy",
     "overhead": "load_tests.overhead",
+    "cold": "load_tests.cold_path",
     "scale": "load_tests.scale",
+    "nodes": "load_tests.nodes",
+    "simulate": "load_tests.simulate",
 }
 
 
