@@ -33,7 +33,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mesh import (
@@ -228,41 +228,35 @@ class CacheManager:
 
     # -- the request path ------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def serving(
+    def serving(
         self, model_id: str, timeout: float | None, ignore: frozenset[str] = frozenset()
-    ) -> AsyncIterator[None]:
-        """Hold a ready copy of ``model_id`` for the duration of the block:
-        load it first if needed, and keep it from eviction meanwhile.
+    ) -> _Serving:
+        """``async with`` this to hold a ready copy of ``model_id`` for the
+        duration of the block: load it first if needed, and keep it from
+        eviction meanwhile.
 
         A load here is claimed in etcd first: if another live node (not in
-        ``ignore``) already holds or loads the model, this raises
+        ``ignore``) already holds or loads the model, entering raises
         :class:`mesh.errors.Reroute` instead, so one load happens cluster-wide.
         """
-        existing = self._copies.get(model_id)
-        hit = existing is not None and existing.state is _State.LOADED
-        t0 = time.monotonic()
-        copy = await self._ready_copy(model_id, timeout, ignore=ignore)
-        if not hit:
-            self.metrics.waited_for_load(model_id, (time.monotonic() - t0) * 1000)
-        copy.in_flight += 1
-        try:
-            yield
-        finally:
-            copy.in_flight -= 1
-            if copy.in_flight == 0:
-                self._room_freed.set()
-            now = time.time()
-            copy.last_used = now
-            copy.recent.append(now)
-            self._requests.append(now)
-            self._touched.add(model_id)
-            if self._cache.eviction == "popularity":
-                self._popularity[model_id] = cache.bumped(
-                    self._popularity.get(model_id, cache.UNKNOWN),
-                    now,
-                    self._cache.popularity_half_life_seconds,
-                )
+        return _Serving(self, model_id, timeout, ignore)
+
+    def _served(self, copy: _Copy) -> None:
+        """A request on ``copy`` is done: release it and count the use."""
+        copy.in_flight -= 1
+        if copy.in_flight == 0:
+            self._room_freed.set()
+        now = time.time()
+        copy.last_used = now
+        copy.recent.append(now)
+        self._requests.append(now)
+        self._touched.add(copy.model_id)
+        if self._cache.eviction == "popularity":
+            self._popularity[copy.model_id] = cache.bumped(
+                self._popularity.get(copy.model_id, cache.UNKNOWN),
+                now,
+                self._cache.popularity_half_life_seconds,
+            )
 
     async def ensure_loaded(
         self, model_id: str, timeout: float | None = None, *, extra_copy: bool = False
@@ -629,3 +623,39 @@ class CacheManager:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+
+
+class _Serving:
+    """What :meth:`CacheManager.serving` returns. A plain class, not a
+    generator-based context manager: every request enters one, and a copy
+    that is loaded is taken without awaiting anything."""
+
+    __slots__ = ("_copy", "_ignore", "_manager", "_model_id", "_timeout")
+
+    def __init__(
+        self,
+        manager: CacheManager,
+        model_id: str,
+        timeout: float | None,
+        ignore: frozenset[str],
+    ) -> None:
+        self._manager = manager
+        self._model_id = model_id
+        self._timeout = timeout
+        self._ignore = ignore
+        self._copy: _Copy | None = None
+
+    async def __aenter__(self) -> None:
+        m = self._manager
+        c = m._copies.get(self._model_id)
+        if c is None or c.state is not _State.LOADED:
+            t0 = time.monotonic()
+            c = await m._ready_copy(self._model_id, self._timeout, ignore=self._ignore)
+            m.metrics.waited_for_load(self._model_id, (time.monotonic() - t0) * 1000)
+        c.in_flight += 1
+        self._copy = c
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._copy is not None:
+            self._manager._served(self._copy)
+            self._copy = None

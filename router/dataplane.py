@@ -470,7 +470,10 @@ class DataPlane:
     async def _route(
         self, method: str, request: bytes, asked: Requested, model_id: str, timeout: float | None
     ) -> bytes:
-        forwarded = wire.rewrite_name(request, model_id)
+        if asked.kind == "any" and asked.name == model_id:
+            forwarded = request  # field 1 names the model already
+        else:
+            forwarded = wire.rewrite_name(request, model_id)
         if asked.balanced:
             try:
                 response = await self._serve_here(

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 _ROUTED = frozenset({"ModelInfer", "ModelMetadata", "ModelConfig"})
+_LOCAL = frozenset({"ServerLive", "ServerReady", "ServerMetadata", "ModelReady"})
+_KNOWN = _ROUTED | _LOCAL | {dataplane.STREAM_METHOD}
 
 Readiness = Callable[[], Awaitable[bool]]
 
@@ -52,11 +54,22 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         self._ready = ready
         self._version = version
         self._metrics = node_metrics or metrics.Metrics()
+        self._handlers: dict[str, Any] = {}
 
     def service(self, handler_call_details: Any) -> Any:
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        path: str = handler_call_details.method
+        handler = self._handlers.get(path)
+        if handler is not None:
+            return handler
+        service, _, method = path.lstrip("/").partition("/")
         if service != SERVICE:
             return None
+        handler = self._handler_for(method)
+        if method in _KNOWN:  # kept: grpc asks on every call; unknown names are not kept
+            self._handlers[path] = handler
+        return handler
+
+    def _handler_for(self, method: str) -> Any:
         if method in _ROUTED:
             return grpc.unary_unary_rpc_method_handler(self._routed(method))
         local = {

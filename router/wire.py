@@ -60,7 +60,11 @@ def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
     end = len(data)
     while pos < end:
         start = pos
-        key, pos = _varint(data, pos)
+        key = data[pos]  # one-byte tags (fields 1-15) skip the general reader
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(data, pos)
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise errors.InvalidRequest("malformed request: field number 0")
@@ -70,7 +74,10 @@ def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
         elif wire_type == 1:
             pos += 8
         elif wire_type == _LEN:
-            length, value_start = _varint(data, pos)
+            if pos < end and data[pos] < 0x80:
+                length, value_start = data[pos], pos + 1
+            else:
+                length, value_start = _varint(data, pos)
             pos = value_start + length
         elif wire_type == 5:
             pos += 4
