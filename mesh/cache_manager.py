@@ -574,7 +574,9 @@ class CacheManager:
         """Apply ``change`` to the model's record if it still exists (an
         unregistered model stays unregistered), and wait until this node's
         mirror shows it, so a status read after this call sees the change."""
-        rec = await self._store.update_model(model_id, lambda r: r if r is None else change(r))
+        rec = await self._store.update_model(
+            model_id, lambda r: r if r is None else change(r), self._table.model_entry(model_id)
+        )
         await self._table.wait_until(lambda: self._table.model(model_id) == rec, 5.0)
         return rec
 

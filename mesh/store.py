@@ -134,9 +134,15 @@ class RecordStore:
         self,
         model_id: str,
         fn: Callable[[records.ModelRecord | None], records.ModelRecord | None],
+        known: tuple[records.ModelRecord, int] | None = None,
     ) -> records.ModelRecord | None:
-        """Compare-and-set ``fn(current)`` (see :meth:`_update`)."""
-        return await self._update(self.model_key(model_id), records.ModelRecord.from_json, fn)
+        """Compare-and-set ``fn(current)`` (see :meth:`_update`). ``known``,
+        the record and mod revision a mirror holds, saves the first read when
+        it is current (the compare-and-set checks that it is)."""
+        record, _ = await self._update_entry(
+            self.model_key(model_id), records.ModelRecord.from_json, fn, known
+        )
+        return record
 
     async def update_vmodel(
         self,
@@ -183,15 +189,27 @@ class RecordStore:
         return record
 
     async def _update_entry(
-        self, key: str, load: Callable[[bytes], _R], fn: Callable[[_R | None], _R | None]
+        self,
+        key: str,
+        load: Callable[[bytes], _R],
+        fn: Callable[[_R | None], _R | None],
+        known: tuple[_R, int] | None = None,
     ) -> tuple[_R | None, int]:
         for _ in range(self.max_attempts):
-            item = await self.kv.get(key)
-            current = None if item is None else load(item.value)
-            expected = 0 if item is None else item.mod_revision
-            new = fn(current)
-            if new is current:
-                return current, 0
+            current: _R | None
+            if known is not None:  # first attempt from the mirror's copy
+                current, expected = known
+                known = None
+                new = fn(current)
+                if new is current:
+                    continue  # "no change" is only trusted on a fresh read
+            else:
+                item = await self.kv.get(key)
+                current = None if item is None else load(item.value)
+                expected = 0 if item is None else item.mod_revision
+                new = fn(current)
+                if new is current:
+                    return current, 0
             if new is None:
                 if await self.kv.compare_and_delete(key, expected):
                     return None, 0

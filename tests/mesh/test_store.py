@@ -208,3 +208,37 @@ async def test_a_malformed_stored_record_is_reported_not_overwritten() -> None:
     assert (await mem.get("mm/registry/bad")) == kv.KeyValue(
         "mm/registry/bad", b"{not json", mem.revision
     )
+
+
+class ReadCountingKV(memory_kv.MemoryKV):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, key: str) -> kv.KeyValue | None:
+        self.reads += 1
+        return await super().get(key)
+
+
+async def test_a_current_known_record_saves_the_read_before_the_compare_and_set() -> None:
+    kv_ = ReadCountingKV()
+    rs = store.RecordStore(kv_, "t")
+    await rs.create_model("m", IRIS)
+    entry = await rs.get_model("m")
+    assert entry is not None
+    kv_.reads = 0
+    out = await rs.update_model("m", lambda r: r and r.with_copy("n1", LOADED), known=entry)
+    assert out is not None and "n1" in out.copies and kv_.reads == 0
+
+
+async def test_a_stale_known_record_is_read_again_and_nothing_is_lost() -> None:
+    rs = store.RecordStore(memory_kv.MemoryKV(), "t")
+    await rs.create_model("m", IRIS)
+    stale = await rs.get_model("m")
+    assert stale is not None
+    await rs.update_model("m", lambda r: r and r.with_copy("n2", LOADED))  # someone else
+    out = await rs.update_model("m", lambda r: r and r.with_copy("n1", LOADED), known=stale)
+    assert out is not None and set(out.copies) == {"n1", "n2"}
+    # "No change" on a stale copy is checked against the store: here n2 must go.
+    out = await rs.update_model("m", lambda r: r and r.without_copy("n2"), known=stale)
+    assert out is not None and set(out.copies) == {"n1"}
