@@ -210,10 +210,12 @@ def notes(f: dict[str, Any]) -> tuple[str, ...]:
             f"Target mesh ≥ 0.9 × offline: MISSED at {len(misses)} of {len(checked)} points, "
             f"worst {t_off['worst_ratio']} ({t_off['worst_at']}): "
             f"{MESH_VS_OFFLINE_TARGET - t_off['worst_ratio']:.3f} short. Why: an online rule "
-            "learns popularity from the requests it has seen, and with a flat popularity "
-            "(low alpha) and a short trace its counts are still noisy; the offline schedules "
-            f"know the future. Longer traces (the full run replays {Config().requests:,} "
-            "requests) give the counts time to settle."
+            "learns popularity from the requests it has seen, and it remembers about a "
+            f"half-life of them ({f['half_life_requests']:,.0f} requests here); with a flat "
+            "popularity (low alpha) over many models those counts stay noisy, while the "
+            "offline schedules know the future. A longer MESHSERVE_POPULARITY_HALF_LIFE "
+            "narrows the gap on steady traffic, at the cost of following shifts in "
+            "popularity more slowly (the shifting table)."
         )
     if f.get("mesh_lru_equals_lru"):
         out.append(

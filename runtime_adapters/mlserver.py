@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
+import psutil
 from tritonclient.grpc import service_pb2
 
 from mesh import cache, errors, processes
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = ()
 """Options of the channel to MLServer (the defaults)."""
+
+TREE_REFRESH_SECONDS = 30.0
+"""How long the process tree found for a load is reused (see ``_process_tree``)."""
 
 MODEL_SETTINGS_FILE = "model-settings.json"
 """The file MLServer reads in each model folder."""
@@ -356,6 +360,8 @@ class MLServerAdapter:
         self._grpc_port = config.grpc_port
         self._v2 = v2conn.V2Connection(lambda: self.grpc_target, _CHANNEL_OPTIONS)
         self._loaded_implementations: set[str] = set()
+        self._tree: list[psutil.Process] = []
+        self._tree_found = 0.0
 
     # -- addresses ---------------------------------------------------------
 
@@ -421,6 +427,7 @@ class MLServerAdapter:
             cwd=work_dir,
         )
         self._loaded_implementations.clear()
+        self._tree = []
         started = time.monotonic()
         try:
             child.start()
@@ -455,6 +462,17 @@ class MLServerAdapter:
 
     # -- models ------------------------------------------------------------
 
+    async def _process_tree(self, pid: int) -> list[psutil.Process]:
+        """MLServer's process tree, found again at most every
+        :data:`TREE_REFRESH_SECONDS` (finding it scans all of ``/proc``, 1-3 ms
+        a load; MLServer starts its workers at start, not per model)."""
+        now = time.monotonic()
+        alive = all(p.is_running() for p in self._tree)
+        if not self._tree or not alive or now - self._tree_found > TREE_REFRESH_SECONDS:
+            self._tree = await asyncio.to_thread(memory.process_tree, pid)
+            self._tree_found = now
+        return self._tree
+
     async def load(self, model_id: str, model_type: str, model_path: pathlib.Path) -> int:
         """Write the folder's ``model-settings.json`` and load the model.
 
@@ -479,7 +497,7 @@ class MLServerAdapter:
             # not read either; MLServer starts no process to load a model, so
             # the tree found before the load is the tree after it.
             measuring = pid is not None and implementation in self._loaded_implementations
-            tree = await asyncio.to_thread(memory.process_tree, pid) if measuring and pid else []
+            tree = await self._process_tree(pid) if measuring and pid else []
             before = memory.rss_sum(tree)
             started = time.monotonic()
             await self._repository_load(model_id)
