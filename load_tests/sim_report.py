@@ -244,10 +244,9 @@ def notes(f: dict[str, Any]) -> tuple[str, ...]:
             f"{models:,} models, {lo['nodes']} → {hi['nodes']} nodes (x{grow:g}): etcd requests "
             f"per routed request x{per_req}, per idle node per second x{idle}; watch events "
             f"per request x{events}, at rest x{idle_events} (every write reaches every node's "
-            "mirror, and every node rewrites its instance record every few seconds, so events "
-            f"grow with nodes × writes: nodes² at rest); routing p50 {route_growth(lo, hi)} "
-            "(route() filters a copy of every instance on each call, and choose_node walks them "
-            "all)."
+            "mirror, so events grow with nodes × writes; idle nodes write their record only "
+            f"when it changes, and once a minute); routing p50 {route_growth(lo, hi)} (a "
+            "decision to load elsewhere ranks every eligible node)."
         )
     by_nodes: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
     for s in steps:
