@@ -4,7 +4,7 @@
 #   make demo      a local mesh serving real models, end to end
 #   make test      lint, types, layering, and the whole test suite
 #   make proto     regenerate mesh/proto/*_pb2*.py from the .proto files
-#   make bench     the latency comparison in load_tests/ (mesh vs direct)
+#   make bench     every benchmark scenario in load_tests/ (python -m load_tests all), latency, forwarding
 
 SHELL := /bin/bash
 PYTHON ?= python3.11
