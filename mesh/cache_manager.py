@@ -481,11 +481,18 @@ class CacheManager:
                 others = [
                     self._entry(x, self._is_extra(x.model_id)) for x in self._held() if x is not c
                 ]
+                guarded = self._churn_guard(others)
                 try:
-                    plan = cache.plan_room(
-                        self._churn_guard(others), self.capacity_bytes, c.size_bytes
-                    )
+                    plan = cache.plan_room(guarded, self.capacity_bytes, c.size_bytes)
                 except errors.NoRoomNow:
+                    if guarded is not others and self._fits(others, c):
+                        # Room is held by recently used models, not busy ones:
+                        # refuse now rather than thrash (or wait on a clock).
+                        raise errors.NoRoomNow(
+                            f"model {c.model_id!r} would evict models used within the last "
+                            f"{self._cache.churn_threshold_seconds:g} s "
+                            "(MESHSERVE_CHURN_THRESHOLD)"
+                        ) from None
                     if loop.time() >= deadline:
                         raise
                 else:
@@ -497,6 +504,13 @@ class CacheManager:
             log.info("model %s waits for room: models in use or loading hold it", c.model_id)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room_freed.wait(), deadline - loop.time())
+
+    def _fits(self, entries: list[cache.Entry], c: _Copy) -> bool:
+        try:
+            cache.plan_room(entries, self.capacity_bytes, c.size_bytes)
+        except errors.InsufficientCapacity:
+            return False
+        return True
 
     def _churn_guard(self, entries: list[cache.Entry]) -> list[cache.Entry]:
         """Entries used within the churn threshold count as pinned."""

@@ -21,7 +21,10 @@ Parts = tuple[cache_manager.CacheManager, scripted.ScriptedRuntime, store.Record
 
 @contextlib.asynccontextmanager
 async def started(
-    tmp_path: pathlib.Path, eviction: str = "popularity", load_timeout: float = 120.0
+    tmp_path: pathlib.Path,
+    eviction: str = "popularity",
+    load_timeout: float = 120.0,
+    churn_threshold: float = 0.0,
 ) -> AsyncIterator[Parts]:
     """A manager for a 250 MiB node (room for two models of 100 MiB) with
     models a, b and c registered."""
@@ -35,6 +38,7 @@ async def started(
             min_model_size_bytes=100 * MiB,
             eviction=eviction,
             load_timeout_seconds=load_timeout,
+            churn_threshold_seconds=churn_threshold,
         ),
         node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
     )
@@ -163,6 +167,24 @@ async def test_room_held_past_the_load_timeout_is_resource_exhausted_not_a_failu
         entry = await rs.get_model("c")
         assert entry is not None and entry[0].failures == {} and "n1" not in entry[0].copies
         await _serve(manager, "c")  # not failed: served once there is room
+
+
+async def test_with_a_churn_threshold_room_held_by_recent_models_is_refused_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with started(tmp_path, churn_threshold=60.0) as (manager, runtime, rs):
+        for m in "abc":
+            runtime.gate(m).set()
+        await _serve(manager, "a")
+        await _serve(manager, "b")  # both used just now: within the threshold
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(errors.NoRoomNow, match="MESHSERVE_CHURN_THRESHOLD"):
+            await _serve(manager, "c")
+        assert loop.time() - t0 < 5  # not the 120 s load timeout
+        entry = await rs.get_model("c")
+        assert entry is not None and entry[0].failures == {}
+        assert manager.holds("a") and manager.holds("b")  # nothing evicted
 
 
 async def test_a_model_larger_than_the_node_is_recorded_as_failed(
