@@ -5,11 +5,12 @@ Why it exists: the simulation is only worth reading if each simulated node
 is a mesh node, composed from the mesh's own parts in the order
 ``meshserve.node.Node._start`` composes them, with only the runtime, the
 puller and the hop to a peer replaced (:mod:`load_tests.sim_runtime`).
-``Node`` itself cannot be reused (its ``_start`` builds the runtime, the
-puller and the servers inside one method), so this module is the copy of
-that composition, kept apart so that it can be read against
-``meshserve/node.py`` line by line and tested on its own over the in-memory
-KV store. Its settings come from :func:`load_tests.simulate.node_settings`,
+``Node`` itself builds its runtime, puller, TLS and servers, so this module
+composes the store, mirror, cache manager and data plane as ``Node`` does,
+and starts the node's duties (membership, leader, janitor, scaler) and
+builds its instance record with the very functions ``Node`` uses
+(:func:`meshserve.node.start_duties`, :func:`meshserve.node.instance_record`).
+Its settings come from :func:`load_tests.simulate.node_settings`,
 which reads the scenario's configuration.
 """
 
@@ -22,16 +23,13 @@ from load_tests import sim_runtime
 from mesh import (
     cache_manager,
     dispatch,
-    janitor,
-    leader,
-    membership,
     metrics,
     records,
-    scaler,
     settings,
     store,
 )
 from mesh import table as mesh_table
+from meshserve import node
 from router import dataplane
 
 
@@ -102,55 +100,29 @@ class Agent:
         self.peers.add(self.endpoint, self.plane, self.manager)
         self._stack.callback(self.peers.remove, self.endpoint)
         self.started_ms = int(time.time() * 1000)
-        self.membership = membership.Membership(
-            self.store, self.node_id, self.instance_record, cfg.kv.lease_ttl_seconds
-        )
-        await self.membership.start()
-        self._stack.push_async_callback(self.membership.stop)
-        self.manager.add_change_callback(self.membership.changed)
-        self.leader = leader.Leader(
-            self.kv, leader.leader_key(cfg.kv.prefix), self.node_id, cfg.kv.lease_ttl_seconds
-        )
-        await self.leader.start()
-        self._stack.push_async_callback(self.leader.stop)
-        sweeper = janitor.Janitor(
+        duties = await node.start_duties(
+            self._stack,
+            cfg,
+            self.kv,
             self.store,
             self.table,
-            self.leader,
-            cfg.scaling.janitor_interval_seconds,
-            cfg.scaling.dead_node_grace_seconds,
-            cfg.cache.failure_expiry_seconds,
+            self.manager,
+            self.peers,
+            self.instance_record,
         )
-        await sweeper.start()
-        self._stack.push_async_callback(sweeper.stop)
-        self.scaler = scaler.Scaler(
-            cfg, self.table, self.manager, self.peers, lambda: self.leader.is_leader
-        )
-        await self.scaler.start()
-        self._stack.push_async_callback(self.scaler.stop)
+        self.membership, self.leader, self.scaler = duties.membership, duties.leader, duties.scaler
 
     async def stop(self) -> None:
         await self._stack.aclose()
 
     def instance_record(self) -> records.InstanceRecord:
-        """As ``Node.instance_record`` (meshserve/node.py), with this agent's parts."""
-        m = self.manager
-        return records.InstanceRecord(
-            endpoint=self.endpoint,
-            capacity_bytes=m.capacity_bytes,
-            used_bytes=m.used_bytes(),
-            lru_time_ms=m.lru_time_ms(),
-            model_count=m.model_count(),
-            in_flight_loads=m.loading_count(),
-            rpm=m.requests_per_minute(),
-            labels=(
-                f"rt:{self.runtime.name}",
-                *(f"mt:{t}" for t in self.runtime.supported_model_types()),
-                *self.config.node.labels,
-            ),
-            version="simulated",
-            start_ms=self.started_ms,
-            shutting_down=m.draining,
+        return node.instance_record(
+            self.manager,
+            self.endpoint,
+            self.runtime,
+            self.config.node.labels,
+            "simulated",
+            self.started_ms,
         )
 
     def evictions(self) -> int:

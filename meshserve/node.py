@@ -54,6 +54,7 @@ from mesh import (
     table,
     tls,
 )
+from mesh import kv as kv_api
 from puller import factory
 from router import dataplane, forward, rest, servicer
 from runtime_adapters import memory, mlserver, triton
@@ -307,36 +308,17 @@ class Node:
         self._stack.push_async_callback(reloader.stop)
 
         self.started_ms = int(time.time() * 1000)
-        self.membership = membership.Membership(
-            self.store,
-            cfg.node.instance_id,
-            self.instance_record,
-            cfg.kv.lease_ttl_seconds,
-        )
-        await self.membership.start()
-        self._stack.push_async_callback(self.membership.stop)
-        self.manager.add_change_callback(self.membership.changed)
-
-        self.leader = leader.Leader(
-            kv, f"{cfg.kv.prefix}/leader", cfg.node.instance_id, cfg.kv.lease_ttl_seconds
-        )
-        await self.leader.start()
-        self._stack.push_async_callback(self.leader.stop)
-        sweeper = janitor.Janitor(
+        duties = await start_duties(
+            self._stack,
+            cfg,
+            kv,
             self.store,
             self.table,
-            self.leader,
-            cfg.scaling.janitor_interval_seconds,
-            cfg.scaling.dead_node_grace_seconds,
-            cfg.cache.failure_expiry_seconds,
+            self.manager,
+            self.peers,
+            self.instance_record,
         )
-        await sweeper.start()
-        self._stack.push_async_callback(sweeper.stop)
-        self.scaler = scaler.Scaler(
-            cfg, self.table, self.manager, self.peers, lambda: self.leader.is_leader
-        )
-        await self.scaler.start()
-        self._stack.push_async_callback(self.scaler.stop)
+        self.membership, self.leader, self.scaler = duties.membership, duties.leader, duties.scaler
         self._started = True
         log.info(
             "node %s ready on %s in %.0f ms (runtime %s at %s; %s)",
@@ -463,24 +445,93 @@ class Node:
         )
 
     def instance_record(self) -> records.InstanceRecord:
-        m = self.manager
-        return records.InstanceRecord(
-            endpoint=self.endpoint,
-            capacity_bytes=m.capacity_bytes,
-            used_bytes=m.used_bytes(),
-            lru_time_ms=m.lru_time_ms(),
-            model_count=m.model_count(),
-            in_flight_loads=m.loading_count(),
-            rpm=m.requests_per_minute(),
-            labels=(
-                f"rt:{self.runtime.name}",
-                *(f"mt:{t}" for t in self.runtime.supported_model_types()),
-                *self.config.node.labels,
-            ),
-            version=version(),
-            start_ms=self.started_ms,
-            shutting_down=m.draining,
+        return instance_record(
+            self.manager,
+            self.endpoint,
+            self.runtime,
+            self.config.node.labels,
+            version(),
+            self.started_ms,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Duties:
+    """What keeps a node part of the mesh besides serving requests."""
+
+    membership: membership.Membership
+    """Its instance record, under a lease."""
+    leader: leader.Leader
+    """The election of the node that prunes dead nodes and keeps minimums."""
+    scaler: scaler.Scaler
+    """Extra copies for busy models, and minimum copies when leading."""
+
+
+async def start_duties(
+    stack: contextlib.AsyncExitStack,
+    config: settings.Settings,
+    kv: kv_api.KVStore,
+    record_store: store.RecordStore,
+    mirror: table.PlacementTable,
+    manager: cache_manager.CacheManager,
+    peer_loader: interfaces.PeerLoader,
+    snapshot: Callable[[], records.InstanceRecord],
+) -> Duties:
+    """Start a node's duties in order (membership, leader, janitor, scaler),
+    each stopped by ``stack``. Shared with the benchmarks' simulated nodes
+    (``load_tests/sim_agent.py``), so that they run the very same wiring."""
+    node_id = config.node.instance_id
+    member = membership.Membership(record_store, node_id, snapshot, config.kv.lease_ttl_seconds)
+    await member.start()
+    stack.push_async_callback(member.stop)
+    manager.add_change_callback(member.changed)
+    elected = leader.Leader(
+        kv, leader.leader_key(config.kv.prefix), node_id, config.kv.lease_ttl_seconds
+    )
+    await elected.start()
+    stack.push_async_callback(elected.stop)
+    sweeper = janitor.Janitor(
+        record_store,
+        mirror,
+        elected,
+        config.scaling.janitor_interval_seconds,
+        config.scaling.dead_node_grace_seconds,
+        config.cache.failure_expiry_seconds,
+    )
+    await sweeper.start()
+    stack.push_async_callback(sweeper.stop)
+    scaling = scaler.Scaler(config, mirror, manager, peer_loader, lambda: elected.is_leader)
+    await scaling.start()
+    stack.push_async_callback(scaling.stop)
+    return Duties(member, elected, scaling)
+
+
+def instance_record(
+    manager: cache_manager.CacheManager,
+    endpoint: str,
+    runtime: interfaces.RuntimeAdapter,
+    labels: tuple[str, ...],
+    node_version: str,
+    started_ms: int,
+) -> records.InstanceRecord:
+    """A node's instance record, as of now."""
+    return records.InstanceRecord(
+        endpoint=endpoint,
+        capacity_bytes=manager.capacity_bytes,
+        used_bytes=manager.used_bytes(),
+        lru_time_ms=manager.lru_time_ms(),
+        model_count=manager.model_count(),
+        in_flight_loads=manager.loading_count(),
+        rpm=manager.requests_per_minute(),
+        labels=(
+            f"rt:{runtime.name}",
+            *(f"mt:{t}" for t in runtime.supported_model_types()),
+            *labels,
+        ),
+        version=node_version,
+        start_ms=started_ms,
+        shutting_down=manager.draining,
+    )
 
 
 async def run_until_signalled(node: Node, stop: asyncio.Event) -> None:
