@@ -52,8 +52,10 @@ def test_smoke_run_against_a_real_etcd() -> None:
     # etcd traffic counted by the nodes, and etcd saw at least as much
     load = e["load"]
     assert load["requests"] > 0 and load["watch_events"] > 0
-    assert e["server_load"]["recv:Txn"] >= load["by_kind"]["txn"] > 0
-    assert e["server_load"]["recv:Range"] >= load["by_kind"]["get"]
+    server, counted = e["server_load"], load["by_kind"]
+    assert server["recv:Txn"] >= counted["txn"] > 0
+    # Reads are often none: record writes start from the mirror's copy.
+    assert server.get("recv:Range", 0) >= counted.get("get", 0)
     assert s["routing"]["decisions"] >= req["sent"]
     assert e["db_size"] > 0
     assert "10 × 200" in r.table and r.plots
