@@ -305,21 +305,12 @@ class CacheManager:
                 break
             # Wait for the unload to finish, then look again: another request
             # waiting with this one may have started the new load already.
-            try:
-                await asyncio.wait_for(asyncio.shield(c.ready), left())
-            except TimeoutError:
-                raise errors.DeadlineExceeded(
-                    f"model {model_id!r} is being unloaded; the request's deadline ran out"
-                ) from None
+            await _ready(c, left(), "being unloaded")
             c = self._copies.get(model_id)
         if c.state is _State.LOADING:
             c.waiting += 1
             try:
-                await asyncio.wait_for(asyncio.shield(c.ready), left())
-            except TimeoutError:
-                raise errors.DeadlineExceeded(
-                    f"model {model_id!r} is still loading; the request's deadline ran out"
-                ) from None
+                await _ready(c, left(), "still loading")
             finally:
                 c.waiting -= 1
         return c
@@ -639,6 +630,17 @@ class CacheManager:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+
+
+async def _ready(c: _Copy, timeout: float | None, doing: str) -> None:
+    """Wait for ``c``'s load or unload to end (its outcome raised), within
+    ``timeout``; the wait is shielded: a caller that gives up ends no load."""
+    try:
+        await asyncio.wait_for(asyncio.shield(c.ready), timeout)
+    except TimeoutError:
+        raise errors.DeadlineExceeded(
+            f"model {c.model_id!r} is {doing}; the request's deadline ran out"
+        ) from None
 
 
 class _Serving:

@@ -1,13 +1,17 @@
-"""A runtime whose loads finish when a test says so, and a puller that
-makes a folder: the cache manager's and the data plane's unit tests run the
-real manager over them, without processes."""
+"""A runtime whose loads finish when a test says so, a puller that makes a
+folder, and :func:`node`, the real cache manager over them on the in-memory
+KV store: the cache manager's and the data plane's unit tests, without
+processes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import pathlib
+from collections.abc import AsyncIterator, Iterable
 
-from mesh import errors, records
+from mesh import cache_manager, errors, memory_kv, records, settings, store, table
 
 MiB = 1024 * 1024
 
@@ -64,3 +68,43 @@ class FolderPuller:
 
     async def remove(self, model_id: str) -> None:
         pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One node's parts, as :func:`node` starts them."""
+
+    config: settings.Settings
+    manager: cache_manager.CacheManager
+    runtime: ScriptedRuntime
+    store: store.RecordStore
+    mirror: table.PlacementTable
+
+
+@contextlib.asynccontextmanager
+async def node(
+    tmp_path: pathlib.Path, cache: settings.CacheSettings, models: Iterable[str]
+) -> AsyncIterator[Node]:
+    """A started cache manager ("n1") with ``models`` registered (type
+    sklearn); stopped, with every gate opened, on the way out."""
+    kv = memory_kv.MemoryKV()
+    rs = store.RecordStore(kv, "t")
+    mirror = table.PlacementTable(kv, "t")
+    await mirror.start()
+    config = settings.Settings(
+        cache=cache, node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path)
+    )
+    runtime = ScriptedRuntime()
+    manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
+    await manager.start()
+    names = list(models)
+    for m in names:
+        await rs.create_model(m, records.ModelRecord(model_type="sklearn", path=m))
+    await mirror.wait_until(lambda: all(mirror.model(m) for m in names), 5)
+    try:
+        yield Node(config, manager, runtime, rs, mirror)
+    finally:
+        for g in runtime.gates.values():
+            g.set()
+        await manager.stop()
+        await mirror.stop()

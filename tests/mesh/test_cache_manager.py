@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mesh import cache_manager, errors, memory_kv, records, settings, store, table
+from mesh import cache_manager, errors, records, settings, store
 from tests.mesh import scripted_runtime as scripted
 
 MiB = 1024 * 1024
@@ -28,35 +28,15 @@ async def started(
 ) -> AsyncIterator[Parts]:
     """A manager for a 250 MiB node (room for two models of 100 MiB) with
     models a, b and c registered."""
-    kv = memory_kv.MemoryKV()
-    rs = store.RecordStore(kv, "t")
-    mirror = table.PlacementTable(kv, "t")
-    await mirror.start()
-    config = settings.Settings(
-        cache=settings.CacheSettings(
-            capacity_bytes=250 * MiB,
-            min_model_size_bytes=100 * MiB,
-            eviction=eviction,
-            load_timeout_seconds=load_timeout,
-            churn_threshold_seconds=churn_threshold,
-        ),
-        node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
+    cache = settings.CacheSettings(
+        capacity_bytes=250 * MiB,
+        min_model_size_bytes=100 * MiB,
+        eviction=eviction,
+        load_timeout_seconds=load_timeout,
+        churn_threshold_seconds=churn_threshold,
     )
-    runtime = scripted.ScriptedRuntime()
-    manager = cache_manager.CacheManager(
-        config, rs, mirror, runtime, scripted.FolderPuller(tmp_path)
-    )
-    await manager.start()
-    for m in ("a", "b", "c"):
-        await rs.create_model(m, records.ModelRecord(model_type="sklearn", path=m))
-    await mirror.wait_until(lambda: len(mirror.models()) == 3, 5)
-    try:
-        yield manager, runtime, rs
-    finally:
-        for g in runtime.gates.values():
-            g.set()
-        await manager.stop()
-        await mirror.stop()
+    async with scripted.node(tmp_path, cache, "abc") as n:
+        yield n.manager, n.runtime, n.store
 
 
 @pytest.fixture
@@ -259,26 +239,13 @@ async def test_a_request_whose_deadline_passes_leaves_the_load_running(
 async def test_a_load_past_its_timeout_is_cancelled_unloaded_and_recorded(
     tmp_path: pathlib.Path,
 ) -> None:
-    kv = memory_kv.MemoryKV()
-    rs = store.RecordStore(kv, "t")
-    mirror = table.PlacementTable(kv, "t")
-    await mirror.start()
-    config = settings.Settings(
-        cache=settings.CacheSettings(capacity_bytes=1024**3, load_timeout_seconds=0.2),
-        node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
-    )
-    runtime = scripted.ScriptedRuntime()  # its load never finishes: the gate stays shut
-    manager = cache_manager.CacheManager(
-        config, rs, mirror, runtime, scripted.FolderPuller(tmp_path)
-    )
-    await manager.start()
-    await rs.create_model("slow", records.ModelRecord(model_type="sklearn", path="slow"))
-    await mirror.wait_until(lambda: mirror.model("slow") is not None, 5)
-    with pytest.raises(errors.ModelLoadFailed, match="longer than"):
-        await _serve(manager, "slow")
-    assert runtime.unloads == ["slow"]
-    entry = await rs.get_model("slow")
-    assert entry is not None and "n1" in entry[0].failures and not entry[0].copies
-    assert not manager.has_copy("slow")
-    await manager.stop()
-    await mirror.stop()
+    cache = settings.CacheSettings(capacity_bytes=1024**3, load_timeout_seconds=0.2)
+    async with scripted.node(tmp_path, cache, ["slow"]) as n:
+        manager, runtime, rs = n.manager, n.runtime, n.store
+        # the load never finishes: its gate stays shut
+        with pytest.raises(errors.ModelLoadFailed, match="longer than"):
+            await _serve(manager, "slow")
+        assert runtime.unloads == ["slow"]
+        entry = await rs.get_model("slow")
+        assert entry is not None and "n1" in entry[0].failures and not entry[0].copies
+        assert not manager.has_copy("slow")

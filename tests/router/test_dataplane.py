@@ -3,13 +3,12 @@ runtime: what a peer's forwarded request gets when this node cannot serve it."""
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from mesh import cache_manager, dispatch, errors, memory_kv, records, settings, store, table
+from mesh import dispatch, errors, settings
 from router import dataplane
 from tests.mesh import scripted_runtime as scripted
 
@@ -44,36 +43,22 @@ class Runtime:
 async def test_a_forwarded_request_finding_no_room_here_is_sent_back_to_try_another_node(
     tmp_path: pathlib.Path,
 ) -> None:
-    kv = memory_kv.MemoryKV()
-    rs = store.RecordStore(kv, "t")
-    mirror = table.PlacementTable(kv, "t")
-    await mirror.start()
-    config = settings.Settings(
-        cache=settings.CacheSettings(
-            capacity_bytes=150 * MiB, min_model_size_bytes=100 * MiB, load_timeout_seconds=0.2
-        ),
-        node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path),
+    cache = settings.CacheSettings(
+        capacity_bytes=150 * MiB, min_model_size_bytes=100 * MiB, load_timeout_seconds=0.2
     )
-    runtime = scripted.ScriptedRuntime()
-    manager = cache_manager.CacheManager(
-        config, rs, mirror, runtime, scripted.FolderPuller(tmp_path)
-    )
-    await manager.start()
-    for m in ("a", "b"):
-        await rs.create_model(m, records.ModelRecord(model_type="sklearn", path=m))
-    await mirror.wait_until(lambda: len(mirror.models()) == 2, 5)
-    plane = dataplane.DataPlane(
-        config,
-        mirror,
-        rs,
-        manager,
-        dispatch.Dispatcher(config, mirror, manager),
-        Runtime(),
-        lambda endpoint: Runtime(),
-    )
-    runtime.gate("a").set()
-    runtime.gate("b").set()
-    try:
+    async with scripted.node(tmp_path, cache, "ab") as n:
+        manager, rs, mirror = n.manager, n.store, n.mirror
+        plane = dataplane.DataPlane(
+            n.config,
+            mirror,
+            rs,
+            manager,
+            dispatch.Dispatcher(n.config, mirror, manager),
+            Runtime(),
+            lambda endpoint: Runtime(),
+        )
+        n.runtime.gate("a").set()
+        n.runtime.gate("b").set()
         async with manager.serving("a", timeout=5):  # a holds the only room, busy
             headers = [(dataplane.BALANCED_HEADER, "true"), (dataplane.MODEL_HEADER, "b")]
             with pytest.raises(errors.Reroute, match="models in use or loading hold"):
@@ -81,7 +66,3 @@ async def test_a_forwarded_request_finding_no_room_here_is_sent_back_to_try_anot
         entry = await rs.get_model("b")
         assert entry is not None and entry[0].failures == {}
         assert await plane.call("ModelInfer", b"", headers, 5.0) == b"answer"
-    finally:
-        await manager.stop()
-        await mirror.stop()
-        await asyncio.sleep(0)
