@@ -101,7 +101,6 @@ import pathlib
 import re
 import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -589,10 +588,7 @@ def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
     )
     if cfg.runs < 1:
         p.error("--runs must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="meshserve-cold-") as tmp:
-        f = asyncio.run(measure_async(cfg, pathlib.Path(tmp)))
-    if f["leftover_processes"]:
-        raise RuntimeError(f"processes left running: {f['leftover_processes']}")
+    f = report.measure("cold", measure_async, cfg)
     return report.ScenarioReport(
         scenario="cold",
         title="Cold path: first request for a model not loaded",

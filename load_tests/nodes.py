@@ -75,7 +75,6 @@ import contextlib
 import dataclasses
 import pathlib
 import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -516,10 +515,7 @@ def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
         if not counts or min(counts) < 1:
             p.error("--nodes: give node counts of 1 or more")
         cfg = dataclasses.replace(cfg, node_counts=counts)
-    with tempfile.TemporaryDirectory(prefix="meshserve-nodes-") as tmp:
-        f = asyncio.run(measure_async(cfg, pathlib.Path(tmp)))
-    if f["leftover_processes"]:
-        raise RuntimeError(f"processes left running: {f['leftover_processes']}")
+    f = report.measure("nodes", measure_async, cfg)
     return report.ScenarioReport(
         scenario="nodes",
         title="Nodes: throughput and p99 with 1, 2 and 3 nodes, Zipf load over their room",

@@ -59,7 +59,6 @@ import dataclasses
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -624,10 +623,7 @@ def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
     cfg = SMOKE if args.smoke else QUICK if quick else Config()
     if args.concurrency:
         cfg = dataclasses.replace(cfg, saturation_concurrency=args.concurrency)
-    with tempfile.TemporaryDirectory(prefix="meshserve-overhead-") as tmp:
-        f = asyncio.run(measure_async(cfg, pathlib.Path(tmp)))
-    if f["leftover_processes"]:
-        raise RuntimeError(f"processes left running: {f['leftover_processes']}")
+    f = report.measure("overhead", measure_async, cfg)
     return report.ScenarioReport(
         scenario="overhead",
         title="Overhead: direct vs a bare Python hop vs the mesh",

@@ -18,14 +18,18 @@ free of drawing code and the report can be drawn again from the data.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import json
 import os
 import pathlib
 import platform
-from collections.abc import Mapping, Sequence
-from typing import Any
+import tempfile
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+_C = TypeVar("_C")
 
 RESULTS_ROOT = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -67,6 +71,21 @@ class ScenarioReport:
     notes: tuple[str, ...] = ()
     """Targets met or missed, by how much, and why."""
     plots: tuple[Plot, ...] = ()
+
+
+def measure(
+    scenario: str,
+    measure_async: Callable[[_C, pathlib.Path], Coroutine[Any, Any, dict[str, Any]]],
+    config: _C,
+) -> dict[str, Any]:
+    """A scenario's figures, measured in a fresh temporary folder that is
+    removed after; raises if the run left a process it started running
+    (its ``leftover_processes`` figure)."""
+    with tempfile.TemporaryDirectory(prefix=f"meshserve-{scenario}-") as tmp:
+        f = asyncio.run(measure_async(config, pathlib.Path(tmp)))
+    if f["leftover_processes"]:
+        raise RuntimeError(f"processes left running: {f['leftover_processes']}")
+    return f
 
 
 def machine() -> dict[str, Any]:

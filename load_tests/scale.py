@@ -41,7 +41,6 @@ import dataclasses
 import json
 import pathlib
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -395,10 +394,7 @@ def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
     )
     if cfg.models < 10 + cfg.api + 1:
         p.error("--models must be more than 10 + --api")
-    with tempfile.TemporaryDirectory(prefix="meshserve-scale-") as tmp:
-        f = asyncio.run(measure_async(cfg, pathlib.Path(tmp)))
-    if f["leftover_processes"]:
-        raise RuntimeError(f"processes left running: {f['leftover_processes']}")
+    f = report.measure("scale", measure_async, cfg)
     return report.ScenarioReport(
         scenario="scale",
         title="Scale: many registered models",

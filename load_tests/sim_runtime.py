@@ -317,7 +317,28 @@ def answer(model_id: str) -> bytes:
     return wire.rewrite_name(b"", model_id)
 
 
-class RuntimeUpstream:
+class _Unary:
+    """The stream half of :class:`router.dataplane.Upstream` for the
+    simulation's hops: the simulation carries no streams."""
+
+    def stream(
+        self,
+        method: str,
+        requests: AsyncIterator[bytes],
+        timeout: float | None,
+        metadata: Sequence[tuple[str, str]] = (),
+        *,
+        settle: float = 0.0,
+    ) -> AsyncIterator[bytes]:
+        return _unimplemented()
+
+
+async def _unimplemented() -> AsyncIterator[bytes]:
+    raise dataplane.UpstreamError("UNIMPLEMENTED", "the simulation carries no streams")
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+class RuntimeUpstream(_Unary):
     """A node's hop to its synthetic runtime (:class:`router.dataplane.Upstream`)."""
 
     def __init__(self, runtime: SyntheticRuntime) -> None:
@@ -340,24 +361,8 @@ class RuntimeUpstream:
         self.served += 1
         return answer(model_id)
 
-    def stream(
-        self,
-        method: str,
-        requests: AsyncIterator[bytes],
-        timeout: float | None,
-        metadata: Sequence[tuple[str, str]] = (),
-        *,
-        settle: float = 0.0,
-    ) -> AsyncIterator[bytes]:
-        return _unimplemented()
 
-
-async def _unimplemented() -> AsyncIterator[bytes]:
-    raise dataplane.UpstreamError("UNIMPLEMENTED", "the simulation carries no streams")
-    yield b""  # pragma: no cover - makes this an async generator
-
-
-class PeerUpstream:
+class PeerUpstream(_Unary):
     """The hop to another simulated node (:class:`router.dataplane.Upstream`):
     its data plane, called in process with the forwarded metadata; its mesh
     errors come back as the gRPC status the real hop would carry."""
@@ -376,17 +381,6 @@ class PeerUpstream:
             return await self.plane.call(method, request, list(metadata), timeout)
         except errors.MeshError as e:
             raise dataplane.UpstreamError(grpc_status.code_for(e).name, e.message) from None
-
-    def stream(
-        self,
-        method: str,
-        requests: AsyncIterator[bytes],
-        timeout: float | None,
-        metadata: Sequence[tuple[str, str]] = (),
-        *,
-        settle: float = 0.0,
-    ) -> AsyncIterator[bytes]:
-        return _unimplemented()
 
 
 class Loader(Protocol):
@@ -446,7 +440,7 @@ class Peers:
         return loader.holds(model_id)
 
 
-class _Unreachable:
+class _Unreachable(_Unary):
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
 
@@ -458,14 +452,3 @@ class _Unreachable:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> bytes:
         raise errors.RuntimeUnavailable(f"peer {self.endpoint} is unavailable")
-
-    def stream(
-        self,
-        method: str,
-        requests: AsyncIterator[bytes],
-        timeout: float | None,
-        metadata: Sequence[tuple[str, str]] = (),
-        *,
-        settle: float = 0.0,
-    ) -> AsyncIterator[bytes]:
-        return _unimplemented()

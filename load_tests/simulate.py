@@ -90,7 +90,6 @@ import logging
 import math
 import pathlib
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -562,10 +561,7 @@ def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
         duration_s=args.duration or cfg.duration_s,
         etcd_clients=cfg.etcd_clients if args.etcd_clients < 0 else args.etcd_clients,
     )
-    with tempfile.TemporaryDirectory(prefix="meshserve-simulate-") as tmp:
-        f = asyncio.run(measure_async(cfg, pathlib.Path(tmp)))
-    if f["leftover_processes"]:
-        raise RuntimeError(f"processes left running: {f['leftover_processes']}")
+    f = report.measure("simulate", measure_async, cfg)
     return report.ScenarioReport(
         scenario="simulate",
         title="Simulate: placement and etcd traffic with many nodes",
