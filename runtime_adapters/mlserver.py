@@ -428,23 +428,11 @@ class MLServerAdapter:
         )
         self._loaded_implementations.clear()
         self._tree = []
-        started = time.monotonic()
-        try:
-            child.start()
-        except OSError as e:
-            raise errors.RuntimeUnavailable(f"cannot start {executable}: {e}") from e
         self._child = child
-        try:
-            await self._wait_ready(started + cfg.start_timeout_seconds)
-        except BaseException:
-            await self.stop()
-            raise
-        log.info(
-            "MLServer pid %s ready on %s in %.2f s",
-            child.pid,
-            self.grpc_target,
-            time.monotonic() - started,
+        took = await self._v2.launch(
+            "MLServer", child, self.log_path, cfg.start_timeout_seconds, self.stop
         )
+        log.info("MLServer pid %s ready on %s in %.2f s", child.pid, self.grpc_target, took)
 
     async def stop(self) -> None:
         child, self._child = self._child, None

@@ -816,22 +816,15 @@ class TritonAdapter:
             "tritonserver", argv, self.log_path, env=server_env(os.environ, install), cwd=work_dir
         )
         self._sizes.clear()
-        started = time.monotonic()
-        try:
-            child.start()
-        except OSError as e:
-            raise errors.RuntimeUnavailable(f"cannot start {install.binary}: {e}") from e
         self._child = child
-        try:
-            await self._wait_ready(started + cfg.start_timeout_seconds)
-        except BaseException:
-            await self.stop()
-            raise
+        took = await self._v2.launch(
+            "Triton", child, self.log_path, cfg.start_timeout_seconds, self.stop
+        )
         log.info(
             "Triton pid %s ready on %s in %.2f s (sizes count %s memory)",
             child.pid,
             self.grpc_target,
-            time.monotonic() - started,
+            took,
             "GPU" if self._gpu else "host",
         )
 

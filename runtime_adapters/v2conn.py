@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -86,6 +86,30 @@ class V2Connection:
         except (grpc.aio.AioRpcError, errors.RuntimeUnavailable):
             return False
         return bool(response.ready)
+
+    async def launch(
+        self,
+        label: str,
+        child: processes.ChildProcess,
+        log_path: pathlib.Path,
+        timeout_seconds: float,
+        stop: Callable[[], Awaitable[None]],
+    ) -> float:
+        """Start ``child`` and wait until it answers ``ServerReady``; on any
+        failure, ``stop()`` and raise (:meth:`wait_ready`). The seconds it took."""
+        started = time.monotonic()
+        try:
+            child.start()
+        except OSError as e:
+            raise errors.RuntimeUnavailable(f"cannot start {label} ({child.argv[0]}): {e}") from e
+        try:
+            await self.wait_ready(
+                label, child, log_path, timeout_seconds, started + timeout_seconds
+            )
+        except BaseException:
+            await stop()
+            raise
+        return time.monotonic() - started
 
     async def wait_ready(
         self,
