@@ -3,7 +3,7 @@
 #   make install   apt packages, the project venv (.venv), the runtime venvs (.runtimes/)
 #   make demo      a local mesh serving real models, end to end
 #   make test      lint, types, layering, and the whole test suite
-#   make proto     regenerate mesh/proto/*_pb2*.py from the .proto files
+#   make proto     regenerate mesh/edges/proto/*_pb2*.py from the .proto files
 #   make bench     every benchmark scenario in load_tests/ (python -m load_tests all), latency, forwarding
 
 SHELL := /bin/bash
@@ -85,7 +85,7 @@ test: install lint
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
-	  mesh/proto/model_mesh.proto mesh/proto/meshserve_admin.proto mesh/proto/meshserve_peer.proto
+	  mesh/edges/proto/model_mesh.proto mesh/edges/proto/meshserve_admin.proto mesh/edges/proto/meshserve_peer.proto
 
 bench: install
 	$(PY) -m load_tests all

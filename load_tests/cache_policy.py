@@ -6,7 +6,7 @@ its hit rate should be at least 0.9 × Belady's and never below plain LRU's,
 at every point of a grid of popularity skews (Zipf α 0.8, 1.0, 1.2) and
 node capacities (5, 10, 20 % of the total size of 1,000 models). The
 policies and the meaning of each are in :mod:`load_tests.cachesim`; the
-mesh's side is :func:`mesh.cache.plan_room` itself. No server runs: this is
+mesh's side is :func:`mesh.core.eviction.plan_room` itself. No server runs: this is
 arithmetic on a trace, the same on any machine, and takes seconds.
 
 A second, harder set of traces reshuffles popularity every

@@ -7,8 +7,8 @@ millisecond) or waits for a load (hundreds of milliseconds to seconds) is the
 number that matters most for its users, and it depends on the eviction
 policy. This module answers "how far is the mesh from the best possible?" on
 synthetic Zipf traces, without any server: the mesh's side drives
-:func:`mesh.cache.plan_room`, the very function the node's cache manager
-calls, with :class:`mesh.cache.Entry` values built as the manager builds them
+:func:`mesh.core.eviction.plan_room`, the very function the node's cache manager
+calls, with :class:`mesh.core.eviction.Entry` values built as the manager builds them
 (size floored at ``min_model_size_bytes``, ``last_used`` the time of the last
 request, nothing pinned because a trace replays one request at a time, no
 extra copies because there is one node).
@@ -19,8 +19,8 @@ evicting others until it fits; a model larger than the whole capacity is a
 miss that loads nothing (the node refuses it). All start empty, and every
 request of the trace counts.
 
-* ``mesh``: :func:`mesh.cache.plan_room` with popularities kept by
-  :func:`mesh.cache.bumped`, as the node keeps them (fewest recent requests
+* ``mesh``: :func:`mesh.core.eviction.plan_room` with popularities kept by
+  :func:`mesh.core.eviction.bumped`, as the node keeps them (fewest recent requests
   per byte first, stop as soon as the model fits). A trace has no clock: the
   mesh's side takes one request per second, so the half-life is given in
   requests (:data:`HALF_LIFE_REQUESTS`: the node's default 600 s at an
@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from load_tests import workload
-from mesh import cache, errors, settings
+from mesh.core import errors, eviction, settings
 
 Ints = npt.NDArray[np.int64]
 MiB = 1024 * 1024
@@ -131,35 +131,35 @@ def next_uses(trace: Ints) -> Ints:
 def mesh_policy(
     trace: Ints, sizes: Ints, capacity: int, half_life: float | None = HALF_LIFE_REQUESTS
 ) -> Outcome:
-    """The node's rules: :func:`mesh.cache.plan_room` on every miss, over
+    """The node's rules: :func:`mesh.core.eviction.plan_room` on every miss, over
     popularities kept as the node keeps them (every request bumps its
     model's, at time = its position in the trace); ``half_life=None`` is
     ``MESHSERVE_EVICTION=lru`` (no popularity)."""
     names = [str(i) for i in range(len(sizes))]
-    held: dict[str, cache.Entry] = {}
+    held: dict[str, eviction.Entry] = {}
     popularity: dict[str, float] = {}
     hits = loaded = refused = 0
     for t, m in enumerate(trace.tolist()):
         name = names[m]
-        pop = cache.UNKNOWN
+        pop = eviction.UNKNOWN
         if half_life is not None:
-            pop = popularity[name] = cache.bumped(
-                popularity.get(name, cache.UNKNOWN), float(t), half_life
+            pop = popularity[name] = eviction.bumped(
+                popularity.get(name, eviction.UNKNOWN), float(t), half_life
             )
         e = held.get(name)
         if e is not None:
             hits += 1
-            held[name] = cache.Entry(name, e.size_bytes, float(t), popularity=pop)
+            held[name] = eviction.Entry(name, e.size_bytes, float(t), popularity=pop)
             continue
         size = max(int(sizes[m]), MIN_MODEL_BYTES)
         try:
-            plan = cache.plan_room(held.values(), capacity, size)
+            plan = eviction.plan_room(held.values(), capacity, size)
         except errors.InsufficientCapacity:
             refused += 1
             continue
         for victim in plan.evict:
             del held[victim]
-        held[name] = cache.Entry(name, size, float(t), popularity=pop)
+        held[name] = eviction.Entry(name, size, float(t), popularity=pop)
         loaded += size
     return Outcome(
         "mesh" if half_life is not None else "mesh_lru", len(trace), hits, loaded, refused

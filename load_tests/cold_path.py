@@ -13,7 +13,7 @@ One run starts, under a temporary folder:
 * a real S3-protocol server, moto's ``moto_server``, as its own process
   (credentials are accepted as given), with a ``models`` bucket holding each
   model's folder (``cold/<model>/model.joblib``);
-* an etcd (``mesh.etcd_server``);
+* an etcd (``mesh.edges.etcd_process``);
 * one mesh node as its own process (``load_tests.local_node``, as
   ``meshserve up`` starts one), which starts its own MLServer; its puller
   reads a storage-config folder with one ``s3`` entry for that bucket
@@ -116,9 +116,10 @@ from prometheus_client import parser as prometheus_parser
 from sklearn import neighbors
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from kube import mesh_client, predictor
 from load_tests import cold_path_report, latency, loadgen, local_node, report
-from mesh import etcd_server, predictor, processes
-from meshserve import client, samples
+from mesh.edges import etcd_process, processes
+from meshserve import samples
 from runtime_adapters import mlserver
 
 PREFIX = "cold-bench"
@@ -333,7 +334,7 @@ def _ms(ns: int) -> float:
 
 
 async def mesh_run(
-    b: Bench, mc: client.MeshClient, name: str, path: str, sample: samples.Sample
+    b: Bench, mc: mesh_client.MeshClient, name: str, path: str, sample: samples.Sample
 ) -> dict[str, float]:
     """One cold start through the mesh; its phases in ms (see the module)."""
     spec = s3_predictor(name, path)
@@ -493,7 +494,7 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     config_dir = work / "storage-config"
     config_dir.mkdir(parents=True)
     s3 = S3Process(work)
-    etcd = etcd_server.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
+    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     metrics_port = processes.free_port()
     node = local_node.NodeProcess(
         work,
@@ -535,7 +536,7 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
             repository=service_pb2_grpc.GRPCInferenceServiceStub(runtime_channel),
         )
         try:
-            with client.MeshClient(node.endpoint) as mc:
+            with mesh_client.MeshClient(node.endpoint) as mc:
                 for kind, sample in models.items():
                     path = f"cold/{kind}"
                     for i in range(cfg.warmup):

@@ -9,7 +9,7 @@ benchmark prices the extra hop, measured in the same run, on the same
 machine, against the same loaded model, so that the difference means
 something even where absolute latencies do not.
 
-One run starts a local mesh of two nodes: one etcd (``mesh.etcd_server``),
+One run starts a local mesh of two nodes: one etcd (``mesh.edges.etcd_process``),
 and nodes A and B (``meshserve.node.Node``), each with its own MLServer, each
 on an event loop in a thread of its own in this process (as the integration
 tests run them), both under one etcd prefix. It trains one small
@@ -67,9 +67,11 @@ from typing import Any, TypeVar
 import psutil
 from tritonclient import grpc as triton
 
+from kube import mesh_client
 from load_tests import latency
-from mesh import etcd_server, placement, records, settings
-from meshserve import client, node, samples
+from mesh.core import placement, records, settings
+from mesh.edges import etcd_process
+from meshserve import node, samples
 from runtime_adapters import mlserver
 
 PREFIX = "fwd-bench"
@@ -86,7 +88,7 @@ class NodeThread:
     """A :class:`meshserve.node.Node` on an event loop in a thread of its own.
 
     The node starts MLServer from the loop's thread, which outlives it: a
-    child dies with the thread that started it (``mesh.processes``)."""
+    child dies with the thread that started it (``mesh.edges.processes``)."""
 
     def __init__(self, config: settings.Settings) -> None:
         self.config = config
@@ -150,7 +152,7 @@ class TwoNodes:
     parallel; :meth:`stop` stops all of it."""
 
     def __init__(self, work: pathlib.Path) -> None:
-        self.etcd = etcd_server.EtcdServer(
+        self.etcd = etcd_process.EtcdServer(
             work / "etcd", log_path=work / "logs" / "etcd.log", fast=True
         )
         ep = self.etcd.endpoint
@@ -229,7 +231,7 @@ def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
     name = "fwd-iris"
     try:
         with (
-            client.MeshClient(mesh.a.endpoint) as mc,
+            mesh_client.MeshClient(mesh.a.endpoint) as mc,
             triton.InferenceServerClient(mesh.a.node.runtime.grpc_target) as rt,
             triton.InferenceServerClient(mesh.a.endpoint) as via_a,
             triton.InferenceServerClient(mesh.b.endpoint) as via_b,

@@ -7,7 +7,7 @@ machines and runs; the ratio from one run, same process, same model, varies
 much less). Tests never assert on time; this benchmark is where speed is
 looked at.
 
-One run starts a local mesh of its own: an etcd (``mesh.etcd_server``) and
+One run starts a local mesh of its own: an etcd (``mesh.edges.etcd_process``) and
 one mesh node (``meshserve.node.Node``) on an event loop in a thread of this
 process, which starts its own MLServer. (The node runs in-process, unlike
 the node processes of ``meshserve up``, so that its runtime's endpoint is at
@@ -73,8 +73,10 @@ import numpy.typing as npt
 import psutil
 from tritonclient import grpc as triton
 
-from mesh import etcd_server, predictor, settings
-from meshserve import client, node, samples
+from kube import mesh_client, predictor
+from mesh.core import settings
+from mesh.edges import etcd_process
+from meshserve import node, samples
 from runtime_adapters import mlserver
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -97,12 +99,12 @@ class MeshThread:
 
     etcd is started from the main thread and the node (which starts MLServer)
     from the loop's thread: each child dies with the thread that started it
-    (``mesh.processes``), and both threads outlive what they started."""
+    (``mesh.edges.processes``), and both threads outlive what they started."""
 
     def __init__(
         self, data_dir: pathlib.Path, models_root: pathlib.Path, runtimes_dir: pathlib.Path
     ) -> None:
-        self.etcd = etcd_server.EtcdServer(
+        self.etcd = etcd_process.EtcdServer(
             data_dir / "etcd", log_path=data_dir / "logs" / "etcd.log"
         )
         self.config = settings.Settings(
@@ -224,7 +226,7 @@ def predictor_spec(name: str, sample: samples.Sample) -> predictor.PredictorSpec
     )
 
 
-def register(mc: client.MeshClient, name: str, sample: samples.Sample) -> str:
+def register(mc: mesh_client.MeshClient, name: str, sample: samples.Sample) -> str:
     """Register a Predictor (not loaded); return its concrete model id."""
     spec = predictor_spec(name, sample)
     mc.apply(spec)
@@ -301,7 +303,7 @@ def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
     children = psutil.Process().children(recursive=True)  # etcd, MLServer
     try:
         with (
-            client.MeshClient(mesh.endpoint) as mc,
+            mesh_client.MeshClient(mesh.endpoint) as mc,
             triton.InferenceServerClient(mesh.endpoint) as mesh_c,
             triton.InferenceServerClient(mesh.runtime_endpoint) as rt,
         ):

@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from mesh import processes
+from mesh.edges import processes
 from meshserve import samples
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

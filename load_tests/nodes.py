@@ -9,9 +9,9 @@ to the peer that holds it. Issue 7, scenario 5 asks for throughput and p99
 with 1, 2 and 3 nodes under such a load. This scenario measures it, and
 also what explains it: loads, evictions, requests that waited for a load
 (the hit rate) and requests forwarded to a peer, read from the nodes' own
-Prometheus metrics (``modelmesh_*``, :mod:`mesh.metrics`).
+Prometheus metrics (``modelmesh_*``, :mod:`mesh.node.metrics`).
 
-Set-up, under a temporary folder: one real etcd (:mod:`mesh.etcd_server`)
+Set-up, under a temporary folder: one real etcd (:mod:`mesh.edges.etcd_process`)
 for the whole run; then for each node count k, **fresh** nodes under a
 **fresh** key prefix (so no run inherits another's loaded models): k mesh
 nodes as separate processes (``load_tests.local_node.NodeProcess``, each
@@ -19,7 +19,7 @@ starting its own MLServer), configured only through the environment, with
 a fixed capacity (``MESHSERVE_CAPACITY`` = ``slots`` × ``model_bytes``) and
 every model counted as ``model_bytes`` (``MESHSERVE_MIN_MODEL_SIZE``: the
 floor of the mesh's size prediction and of its measured size,
-:mod:`mesh.sizes`; an iris model's own footprint is far below it, so each
+:mod:`mesh.core.sizes`; an iris model's own footprint is far below it, so each
 model weighs exactly that and one node holds exactly ``slots`` models).
 ``models`` copies of the iris logistic regression sample
 (:mod:`meshserve.samples`), each in its own folder, are registered as
@@ -84,6 +84,7 @@ import numpy as np
 import psutil
 from prometheus_client import parser as prometheus_parser
 
+from kube import mesh_client
 from load_tests import (
     latencies,
     latency,
@@ -93,8 +94,9 @@ from load_tests import (
     report,
     workload,
 )
-from mesh import etcd_server, processes, settings
-from meshserve import client, samples
+from mesh.core import settings
+from mesh.edges import etcd_process, processes
+from meshserve import samples
 
 INPUT = "predict"
 PREFIX = "nodes-bench"
@@ -391,7 +393,7 @@ async def measure_k(
         ]
 
         def register() -> None:
-            with client.MeshClient(cluster.nodes[0].endpoint) as mc:
+            with mesh_client.MeshClient(cluster.nodes[0].endpoint) as mc:
                 for s in specs:
                     mc.apply(s)
 
@@ -451,7 +453,7 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "iris")
     for i in range(cfg.models):
         shutil.copytree(sample.folder, work / "store" / f"{MODEL_PREFIX}{i:03d}")
-    etcd = etcd_server.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
+    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     etcd.start()
     started: list[psutil.Process] = []
     runs: list[dict[str, Any]] = []

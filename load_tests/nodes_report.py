@@ -227,7 +227,7 @@ def notes(f: dict[str, Any]) -> tuple[str, ...]:
         out.append(
             f"With one node, {sum(r[p]['mesh']['forwarded'] for p in PHASES)} calls were "
             "forwarded: the node called itself. A copy being unloaded is still LOADED in etcd "
-            "until the unload ends, and routing (mesh.placement.route) then picks this node's "
+            "until the unload ends, and routing (mesh.core.placement.route) then picks this node's "
             "own copy as a peer's: an extra gRPC hop through itself."
         )
     return tuple(out)

@@ -11,7 +11,7 @@ matters more than any absolute figure.
 
 One run starts, under a temporary folder:
 
-* an etcd (``mesh.etcd_server``);
+* an etcd (``mesh.edges.etcd_process``);
 * one mesh node as its own process (``python -m meshserve.cli node``,
   configured through the environment as ``meshserve up`` does), which starts
   its own MLServer; the MLServer's gRPC port is read from the
@@ -66,9 +66,10 @@ from typing import Any
 import numpy as np
 import psutil
 
+from kube import mesh_client
 from load_tests import latencies, latency, loadgen, local_node, report, workload
-from mesh import etcd_server, processes
-from meshserve import client, samples
+from mesh.edges import etcd_process, processes
+from meshserve import samples
 
 PATHS = ("direct", "bare", "mesh")
 INPUT = "predict"
@@ -264,7 +265,7 @@ def summarize(phase: PhaseResults) -> dict[str, Any]:
 
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris")
-    etcd = etcd_server.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
+    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     node = local_node.NodeProcess(work, etcd.endpoint, PREFIX, "overhead-node", work / "store")
     proxy: processes.ChildProcess | None = None
     started: list[psutil.Process] = []
@@ -301,7 +302,7 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
         spec = latency.predictor_spec(name, sample)
 
         def register() -> None:
-            with client.MeshClient(mesh_ep) as mc:
+            with mesh_client.MeshClient(mesh_ep) as mc:
                 mc.apply(spec)
 
         await asyncio.to_thread(register)

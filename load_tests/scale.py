@@ -18,7 +18,7 @@ registered, loads iris with a first call, and then:
 2. **registering**: ``--api`` Predictors one at a time through the
    management API (``setVModel``, what ``meshserve predictor apply`` does:
    ms per registration), then the rest of the models written straight into
-   etcd through ``mesh.store.RecordStore.create_model`` (the same
+   etcd through ``mesh.kv.records_store.RecordStore.create_model`` (the same
    compare-and-set the management API ends in) with ``--concurrency`` writes
    in flight: models per second; then how long the node's mirror of etcd
    took to show the last one (polled with ModelReady on it);
@@ -50,9 +50,12 @@ import numpy as np
 import psutil
 from tritonclient.grpc import service_pb2
 
+from kube import mesh_client
 from load_tests import latencies, latency, loadgen, local_node, report
-from mesh import etcd_kv, etcd_server, records, store
-from meshserve import client, samples
+from mesh.core import records
+from mesh.edges import etcd_process
+from mesh.kv import etcd_kv, records_store
+from meshserve import samples
 
 PREFIX = "scale-bench"
 INPUT = "predict"
@@ -78,7 +81,7 @@ QUICK = Config(models=10_000, api=100, requests=600)
 SMOKE = Config(models=300, api=20, concurrency=16, requests=100, block=50, warmup=20)
 
 
-def db_size(etcd: etcd_server.EtcdServer) -> dict[str, int]:
+def db_size(etcd: etcd_process.EtcdServer) -> dict[str, int]:
     """etcd's ``dbSize`` and ``dbSizeInUse`` (bytes), from ``etcdctl``."""
     out = subprocess.run(
         ["etcdctl", f"--endpoints={etcd.url}", "endpoint", "status", "-w", "json"],
@@ -98,7 +101,7 @@ def filler(i: int, now_ms: int) -> tuple[str, records.ModelRecord]:
 
 
 async def bulk_register(
-    st: store.RecordStore, first: int, count: int, concurrency: int
+    st: records_store.RecordStore, first: int, count: int, concurrency: int
 ) -> tuple[float, int, str]:
     """(seconds, key + value bytes written, last model id) of registering
     ``count`` filler models, ``concurrency`` writes at a time."""
@@ -156,7 +159,7 @@ async def sequential(
 
 
 def state(
-    lat: dict[str, latencies.Recorder], node: local_node.NodeProcess, etcd: etcd_server.EtcdServer
+    lat: dict[str, latencies.Recorder], node: local_node.NodeProcess, etcd: etcd_process.EtcdServer
 ) -> dict[str, Any]:
     s = {k: v.summary() for k, v in lat.items()}
     return {
@@ -169,7 +172,7 @@ def state(
 
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris")
-    etcd = etcd_server.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
+    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     node = local_node.NodeProcess(work, etcd.endpoint, PREFIX, "scale-node", work / "store")
     etcd.start()
     started: list[psutil.Process] = []
@@ -179,13 +182,13 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
         started = [psutil.Process(etcd.pid), *node.tree()]
         kv = await etcd_kv.EtcdKV.connect([etcd.endpoint])
         try:
-            st = store.RecordStore(kv, PREFIX)
+            st = records_store.RecordStore(kv, PREFIX)
             name = "scale-iris"
             spec = latency.predictor_spec(name, sample)
 
             def apply(specs: Sequence[Any]) -> list[float]:
                 took = []
-                with client.MeshClient(node.endpoint) as mc:
+                with mesh_client.MeshClient(node.endpoint) as mc:
                     for s in specs:
                         t0 = time.perf_counter()
                         mc.apply(s)

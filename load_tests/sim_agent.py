@@ -20,15 +20,10 @@ import contextlib
 import time
 
 from load_tests import sim_runtime
-from mesh import (
-    cache_manager,
-    dispatch,
-    metrics,
-    records,
-    settings,
-    store,
-)
-from mesh import table as mesh_table
+from mesh.core import records, settings
+from mesh.kv import placement_table as mesh_table
+from mesh.kv import records_store
+from mesh.node import cache_manager, dispatch, metrics
 from meshserve import node
 from router import dataplane
 
@@ -72,7 +67,7 @@ class Agent:
         # The order of meshserve/node.py Node._start, minus servers and TLS.
         cfg = self.config
         self._stack.push_async_callback(self.kv.close)
-        self.store = store.RecordStore(self.kv, cfg.kv.prefix)
+        self.store = records_store.RecordStore(self.kv, cfg.kv.prefix)
         self.table = mesh_table.PlacementTable(self.kv, cfg.kv.prefix)
         await self.table.start()
         self._stack.push_async_callback(self.table.stop)

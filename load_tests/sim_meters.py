@@ -5,7 +5,7 @@ which copies etcd records as loaded.
 Why it exists: :class:`load_tests.sim_runtime.CountingKV` counts what each
 node asks of etcd, from inside the node; these meters look from outside,
 over the whole process and over etcd itself: :class:`RouteTimer` wraps
-:func:`mesh.placement.route` for the run (every call the dispatchers make is
+:func:`mesh.core.placement.route` for the run (every call the dispatchers make is
 timed, nothing else is replaced), :func:`etcd_counters` reads etcd's
 ``/metrics`` (gRPC messages per method, watch responses, MVCC counts,
 database size), and :func:`etcd_pairs` reads the model records, to be
@@ -23,11 +23,13 @@ from typing import Any
 
 from prometheus_client import parser as prom_parser
 
-from mesh import errors, etcd_server, placement, records, store
+from mesh.core import errors, placement, records
+from mesh.edges import etcd_process
+from mesh.kv import records_store
 
 
 class RouteTimer:
-    """Times every call of :func:`mesh.placement.route` while installed,
+    """Times every call of :func:`mesh.core.placement.route` while installed,
     by the decision it returned (``forward``, ``load there``...; ``error:
     <class>`` when it raised)."""
 
@@ -116,7 +118,7 @@ def counter_delta(after: Mapping[str, float], before: Mapping[str, float]) -> di
     }
 
 
-def read_etcd_metrics(etcd: etcd_server.EtcdServer) -> dict[str, float]:
+def read_etcd_metrics(etcd: etcd_process.EtcdServer) -> dict[str, float]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"{etcd.url}/metrics", timeout=10) as r:
         return etcd_counters(r.read().decode())
@@ -126,8 +128,8 @@ def etcd_pairs(snapshot_items: Sequence[tuple[str, bytes]], prefix: str) -> set[
     """(model, node) of every LOADED copy in a listing of the model records."""
     out: set[tuple[str, str]] = set()
     for key, value in snapshot_items:
-        where = store.split_key(prefix, key)
-        if where is None or where[0] != store.MODEL:
+        where = records_store.split_key(prefix, key)
+        if where is None or where[0] != records_store.MODEL:
             continue
         rec = records.ModelRecord.from_json(value)
         out |= {(where[1], n) for n, c in rec.copies.items() if c.state is records.CopyState.LOADED}

@@ -7,15 +7,15 @@ etcd, everything a node does *besides* placement has to cost next to
 nothing, and everything it does *with* etcd has to be counted. The mesh's
 own parts (placement table, record store, cache manager, dispatcher, data
 plane, membership, leader election, janitor, scaler) are used as they are;
-only what sits behind the mesh's seams (:mod:`mesh.interfaces`,
-:class:`router.dataplane.Upstream`, :class:`mesh.kv.KVStore`) is replaced:
+only what sits behind the mesh's seams (:mod:`mesh.core.interfaces`,
+:class:`router.dataplane.Upstream`, :class:`mesh.kv.kv_store.KVStore`) is replaced:
 
-* :class:`SyntheticRuntime` (a :class:`mesh.interfaces.RuntimeAdapter`): a
+* :class:`SyntheticRuntime` (a :class:`mesh.core.interfaces.RuntimeAdapter`): a
   load sleeps a few milliseconds and reports the model's synthetic size; an
   unload is instant. Every copy it holds is entered in a :class:`Ledger`
   shared by all the simulated nodes: the ground truth of what is loaded where,
   independent of what etcd says.
-* :class:`SyntheticPuller` (a :class:`mesh.interfaces.ModelPuller`): fetches
+* :class:`SyntheticPuller` (a :class:`mesh.core.interfaces.ModelPuller`): fetches
   nothing and returns the folder the model would be in (it does not exist, so
   the cache manager finds no files and keeps the size from the model's record).
 * :class:`RuntimeUpstream`: the node's V2 hop to its runtime; answers at once
@@ -25,12 +25,12 @@ only what sits behind the mesh's seams (:mod:`mesh.interfaces`,
   process. A forwarded call goes straight into the peer's
   :class:`router.dataplane.DataPlane` with the same metadata a gRPC hop would
   carry (``mm-balanced``, ``mm-model-id``); a mesh error raised there comes
-  back as the gRPC status :mod:`mesh.grpc_status` gives it, so the calling
+  back as the gRPC status :mod:`mesh.edges.grpc_status` gives it, so the calling
   node's dispatcher reads it exactly as it would read a real peer's answer.
-  :class:`Peers` is also the :class:`mesh.interfaces.PeerLoader` the scaler
+  :class:`Peers` is also the :class:`mesh.core.interfaces.PeerLoader` the scaler
   asks for extra copies, as the ``Peer.EnsureLocal`` servicer
-  (:mod:`mesh.management_grpc`) would.
-* :class:`CountingKV`: wraps any :class:`mesh.kv.KVStore` and counts every
+  (:mod:`mesh.edges.management_grpc`) would.
+* :class:`CountingKV`: wraps any :class:`mesh.kv.kv_store.KVStore` and counts every
   call by kind (and writes by key folder: registry, instances, leader), and
   every watch batch and event received: the node's etcd traffic as the node
   itself causes it.
@@ -44,7 +44,9 @@ import pathlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from mesh import errors, grpc_status, kv
+from mesh.core import errors
+from mesh.edges import grpc_status
+from mesh.kv import kv_store
 from router import dataplane, wire
 
 KINDS = (
@@ -64,7 +66,7 @@ opened). Watch events are not requests: etcd sends them."""
 
 
 class CountingKV:
-    """A :class:`mesh.kv.KVStore` that counts what passes through it.
+    """A :class:`mesh.kv.kv_store.KVStore` that counts what passes through it.
 
     ``counts`` holds one entry per :data:`KINDS` plus ``watch_batches``,
     ``watch_events``, ``txn_failed`` (compare-and-sets that lost) and
@@ -73,7 +75,7 @@ class CountingKV:
     the wrapped store only when ``owns`` is true (several counters may share
     one client)."""
 
-    def __init__(self, inner: kv.KVStore, *, owns: bool = True) -> None:
+    def __init__(self, inner: kv_store.KVStore, *, owns: bool = True) -> None:
         self.inner = inner
         self.owns = owns
         self.counts: collections.Counter[str] = collections.Counter()
@@ -82,11 +84,11 @@ class CountingKV:
         self.counts[kind] += 1
         self.counts[f"write:{folder(key)}"] += 1
 
-    async def get(self, key: str) -> kv.KeyValue | None:
+    async def get(self, key: str) -> kv_store.KeyValue | None:
         self.counts["get"] += 1
         return await self.inner.get(key)
 
-    async def list_prefix(self, prefix: str) -> kv.Snapshot:
+    async def list_prefix(self, prefix: str) -> kv_store.Snapshot:
         self.counts["list"] += 1
         snap = await self.inner.list_prefix(prefix)
         self.counts["list_keys"] += len(snap.items)
@@ -116,10 +118,14 @@ class CountingKV:
         self._write("delete", key)
         return await self.inner.delete(key)
 
-    def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[list[kv.WatchEvent]]:
+    def watch_prefix(
+        self, prefix: str, start_revision: int
+    ) -> AsyncIterator[list[kv_store.WatchEvent]]:
         return self._watch(prefix, start_revision)
 
-    async def _watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[kv.WatchEvent]]:
+    async def _watch(
+        self, prefix: str, start_revision: int
+    ) -> AsyncIterator[list[kv_store.WatchEvent]]:
         self.counts["watch"] += 1
         batches = self.inner.watch_prefix(prefix, start_revision)
         try:
@@ -231,7 +237,7 @@ class Ledger:
 
 
 class SyntheticRuntime:
-    """A :class:`mesh.interfaces.RuntimeAdapter` that holds nothing but a
+    """A :class:`mesh.core.interfaces.RuntimeAdapter` that holds nothing but a
     ledger entry: ``load`` sleeps ``load_seconds`` and returns the model's
     size from ``sizes`` (``default_size`` for a model not in it)."""
 
@@ -298,7 +304,7 @@ class SyntheticRuntime:
 
 
 class SyntheticPuller:
-    """A :class:`mesh.interfaces.ModelPuller` that fetches nothing."""
+    """A :class:`mesh.core.interfaces.ModelPuller` that fetches nothing."""
 
     def __init__(self, model_dir: pathlib.Path) -> None:
         self.model_dir = model_dir
@@ -398,7 +404,7 @@ class Loader(Protocol):
 
 class Peers:
     """Every simulated node by its advertised endpoint: the data plane's
-    ``peer(endpoint)`` and the scaler's :class:`mesh.interfaces.PeerLoader`.
+    ``peer(endpoint)`` and the scaler's :class:`mesh.core.interfaces.PeerLoader`.
     An endpoint nobody has (a node that stopped) is unreachable."""
 
     def __init__(self) -> None:

@@ -11,11 +11,11 @@ write reaches every node's mirror). Issue 7 asks for this simulation mode.
 
 What is real and what is not:
 
-* **real**: one etcd (:class:`mesh.etcd_server.EtcdServer`, as the other
+* **real**: one etcd (:class:`mesh.edges.etcd_process.EtcdServer`, as the other
   scenarios start it) for the whole run; in each node, the mesh's own parts
   composed as :class:`meshserve.node.Node` composes them: its etcd client
-  (:class:`mesh.etcd_kv.EtcdKV`), record store, placement-table mirror (list +
-  watch), cache manager, dispatcher (:mod:`mesh.placement` ``route`` /
+  (:class:`mesh.kv.etcd_kv.EtcdKV`), record store, placement-table mirror (list +
+  watch), cache manager, dispatcher (:mod:`mesh.core.placement` ``route`` /
   ``choose_node``), V2 data plane (:class:`router.dataplane.DataPlane`),
   membership (instance record under a lease kept alive), leader election,
   janitor and scaler;
@@ -24,7 +24,7 @@ What is real and what is not:
   hop to a peer. There is no gRPC server: a request forwarded to a peer is
   handed in process to that node's data plane, with the metadata a gRPC hop
   carries, and the peer's mesh errors come back as the gRPC statuses
-  :mod:`mesh.grpc_status` gives them (so the sender's dispatcher reads them
+  :mod:`mesh.edges.grpc_status` gives them (so the sender's dispatcher reads them
   as over the wire). Extra copies asked by the scaler go the same way
   (:class:`load_tests.sim_runtime.Peers`). A hundred gRPC servers, and the
   hop's serialisation, would measure grpc.aio on two CPUs, not placement.
@@ -48,7 +48,7 @@ ranges; :mod:`load_tests.sim_meters`) and ``etcdctl endpoint status``
 
 Each **step** (``nodes`` × ``models``) runs from scratch under its own key
 prefix: register the models (straight into etcd through
-:meth:`mesh.store.RecordStore.create_model`, log-normal synthetic sizes,
+:meth:`mesh.kv.records_store.RecordStore.create_model`, log-normal synthetic sizes,
 ``max_copies`` each), start the nodes, measure ``idle_s`` of background
 traffic, then send an open-loop Poisson stream of ``rate_per_s`` requests
 for ``duration_s`` (Zipf(α) over the models, :mod:`load_tests.workload`;
@@ -57,7 +57,7 @@ them), stop the scalers, wait for loads to settle, read the placement, stop
 the nodes.
 
 Measured per step: requests routed and errors; **routing decision time**,
-the time spent in :func:`mesh.placement.route` itself (wrapped by
+the time spent in :func:`mesh.core.placement.route` itself (wrapped by
 :class:`load_tests.sim_meters.RouteTimer` for the run and restored after;
 every call the dispatchers make is timed, nothing else is replaced) with
 its decisions by action; **placement**: loads per node, models per node
@@ -107,7 +107,9 @@ from load_tests import (
     sim_runtime,
     workload,
 )
-from mesh import errors, etcd_kv, etcd_server, records, settings, store
+from mesh.core import errors, records, settings
+from mesh.edges import etcd_process
+from mesh.kv import etcd_kv, records_store
 from router import dataplane, wire
 
 log = logging.getLogger(__name__)
@@ -246,7 +248,7 @@ def parse_steps(text: str) -> tuple[tuple[int, int], ...]:
 
 
 async def register(
-    cfg: Config, st: store.RecordStore, ids: Sequence[str], sizes: Sequence[int]
+    cfg: Config, st: records_store.RecordStore, ids: Sequence[str], sizes: Sequence[int]
 ) -> float:
     """Register every model; seconds it took."""
     now_ms = int(time.time() * 1000)
@@ -321,7 +323,7 @@ async def settle(agents: Sequence[sim_agent.Agent], timeout: float = 15.0) -> fl
 
 async def run_step(
     cfg: Config,
-    etcd: etcd_server.EtcdServer,
+    etcd: etcd_process.EtcdServer,
     nodes: int,
     models: int,
     timer: sim_meters.RouteTimer,
@@ -335,7 +337,7 @@ async def run_step(
     agents: list[sim_agent.Agent] = []
     shared: list[etcd_kv.EtcdKV] = []
     try:
-        reg_store = store.RecordStore(registrar, prefix)
+        reg_store = records_store.RecordStore(registrar, prefix)
         register_s = await register(cfg, reg_store, ids, sizes)
 
         ledger = sim_runtime.Ledger()
@@ -436,7 +438,9 @@ async def run_step(
         per_node = ledger.models_per_node(node_ids)
         capacity = node_capacity(cfg)
         used = [ledger.bytes_held[n] / capacity for n in node_ids]
-        snap = await registrar.inner.list_prefix(f"{prefix}/{store.KIND_FOLDERS[store.MODEL]}/")
+        snap = await registrar.inner.list_prefix(
+            f"{prefix}/{records_store.KIND_FOLDERS[records_store.MODEL]}/"
+        )
         in_etcd = sim_meters.etcd_pairs([(i.key, i.value) for i in snap.items], prefix)
         held = ledger.pairs()
         copies_now = {str(k): v for k, v in ledger.copies_histogram().items()}
@@ -519,7 +523,7 @@ async def run_step(
 
 
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
-    etcd = etcd_server.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
+    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     etcd.start()
     started: list[psutil.Process] = []
     steps = []

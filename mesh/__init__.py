@@ -1,9 +1,11 @@
-"""The mesh core: settings, errors, records, placement and cache rules, the
-KV store, the placement-table mirror, the management API and the node's model
-cache manager.
+"""The mesh itself, in four rooms, each importing only from the rooms below it.
 
-Everything else (``router``, ``puller``, ``runtime_adapters``) depends on this
-package; this package depends on none of them. Where the core needs a runtime
-or a storage backend it names an interface (:mod:`mesh.interfaces`) and the
-composition root (:mod:`meshserve`) plugs an implementation in.
+- :mod:`mesh.core`: pure rules and records (errors, ids, records, placement,
+  eviction, sizes, vmodel transitions, settings); no I/O at all.
+- :mod:`mesh.kv`: the placement table's storage: the KV interface, etcd, the
+  in-memory KV for unit tests, the typed records store and the node's mirror.
+- :mod:`mesh.node`: what a node does, transport-free: its cache, dispatch,
+  management, background duties and instruments (metrics, logs).
+- :mod:`mesh.edges`: the transports over the node: gRPC services and status
+  tables, peers, TLS, the operator's HTTP ports, payload logs, child processes.
 """

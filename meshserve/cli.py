@@ -33,8 +33,11 @@ from typing import Any
 
 import grpc
 
-from mesh import errors, logs, settings
-from meshserve import client, local, node
+from kube import mesh_client
+from mesh.core import errors, settings
+from mesh.edges import process_env
+from mesh.node import logs
+from meshserve import client, local_mesh, node
 
 
 def _size(text: str) -> int:
@@ -124,7 +127,7 @@ def _client_options(p: argparse.ArgumentParser, default_endpoint: str) -> None:
 
 
 def _mesh_options(p: argparse.ArgumentParser) -> None:
-    d = local.LocalMeshOptions()
+    d = local_mesh.LocalMeshOptions()
     p.add_argument(
         "--nodes",
         type=int,
@@ -172,10 +175,10 @@ def _mesh_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _options(args: argparse.Namespace) -> local.LocalMeshOptions:
+def _options(args: argparse.Namespace) -> local_mesh.LocalMeshOptions:
     if args.etcd:
         settings.parse_endpoint(args.etcd, "--etcd")
-    return local.LocalMeshOptions(
+    return local_mesh.LocalMeshOptions(
         nodes=args.nodes,
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,
@@ -220,9 +223,9 @@ async def _start_unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.
     return True
 
 
-async def _up(options: local.LocalMeshOptions) -> None:
+async def _up(options: local_mesh.LocalMeshOptions) -> None:
     stop = _stop_event()
-    mesh = local.LocalMesh(options)
+    mesh = local_mesh.LocalMesh(options)
     t0 = time.monotonic()
     if not await _start_unless_stopped(mesh.start(), stop):
         print("meshserve stopped.", flush=True)
@@ -266,7 +269,7 @@ async def _up(options: local.LocalMeshOptions) -> None:
 
 async def _controller(args: argparse.Namespace) -> None:
     # kopf and the Kubernetes client take about a second to import; only this command needs them.
-    from meshserve import controller  # noqa: PLC0415
+    from kube import controller  # noqa: PLC0415
 
     env = dict(os.environ)
     if args.namespace:
@@ -277,7 +280,7 @@ async def _controller(args: argparse.Namespace) -> None:
 
 
 async def _node() -> None:
-    config = settings.from_env(os.environ)  # a ConfigError ends here, as one line
+    config = settings.from_env(process_env.completed(os.environ))  # a ConfigError ends here
     stop = _stop_event()
     n = node.Node(config)
     if not await _start_unless_stopped(n.start(), stop):
@@ -290,7 +293,7 @@ async def _node() -> None:
 
 def _client_command(args: argparse.Namespace) -> int:
     credentials = client.tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-    with client.MeshClient(args.endpoint, credentials=credentials) as c:
+    with mesh_client.MeshClient(args.endpoint, credentials=credentials) as c:
         if args.command == "models":
             print(client.models_table(c.models()))
         elif args.command == "nodes":
@@ -330,7 +333,7 @@ def _client_command(args: argparse.Namespace) -> int:
 
 def _setup_logging(args: argparse.Namespace) -> None:
     """``node`` and ``up``: structured lines (model id on every line about a
-    model; text or JSON, :mod:`mesh.logs`). Other commands: plain lines."""
+    model; text or JSON, :mod:`mesh.node.logs`). Other commands: plain lines."""
     if args.command not in ("node", "up"):
         logging.basicConfig(
             level=args.log_level.upper(),

@@ -16,86 +16,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import grpc
 import yaml
 
-from mesh import errors, predictor, tls
-from mesh.proto import meshserve_admin_pb2 as admin_pb2
-from mesh.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
-from mesh.proto import model_mesh_pb2 as pb2
-from mesh.proto import model_mesh_pb2_grpc as pb2_grpc
-
-
-class MeshClient:
-    """A synchronous client of one node's management API."""
-
-    def __init__(self, endpoint: str, timeout: float = 30.0, credentials: Any = None) -> None:
-        """``credentials``: ``grpc.ChannelCredentials`` for a TLS node
-        (:func:`tls_credentials`), ``None`` for plaintext."""
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self._channel = (
-            grpc.secure_channel(endpoint, credentials)
-            if credentials is not None
-            else grpc.insecure_channel(endpoint)
-        )
-        self.mesh = pb2_grpc.ModelMeshStub(self._channel)
-        self.admin = admin_pb2_grpc.MeshAdminStub(self._channel)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> MeshClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def apply(
-        self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False
-    ) -> Any:
-        """Register a Predictor: a vmodel named after it, pointing at the
-        concrete model its spec defines."""
-        return self.mesh.setVModel(
-            pb2.SetVModelRequest(
-                vModelId=spec.name,
-                targetModelId=spec.model_id,
-                owner=predictor.OWNER,
-                modelInfo=pb2.ModelInfo(
-                    type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec)
-                ),
-                autoDeleteTargetModel=True,
-                loadNow=load_now,
-                sync=sync,
-                minCopies=spec.min_copies,
-                maxCopies=spec.max_copies,
-            ),
-            timeout=self.timeout,
-        )
-
-    def delete(self, name: str) -> bool:
-        """Delete a Predictor; ``False`` if there was none of that name."""
-        status = self.vmodel_status(name)
-        if status.status == pb2.VModelStatusInfo.NOT_FOUND:
-            return False
-        self.mesh.deleteVModel(pb2.DeleteVModelRequest(vModelId=name), timeout=self.timeout)
-        return True
-
-    def vmodel_status(self, name: str) -> Any:
-        return self.mesh.getVModelStatus(
-            pb2.GetVModelStatusRequest(vModelId=name), timeout=self.timeout
-        )
-
-    def vmodels(self) -> Sequence[Any]:
-        return list(self.admin.ListVModels(admin_pb2.ListRequest(), timeout=self.timeout).vmodels)
-
-    def models(self) -> Sequence[Any]:
-        return list(self.admin.ListModels(admin_pb2.ListRequest(), timeout=self.timeout).models)
-
-    def instances(self) -> Sequence[Any]:
-        return list(
-            self.admin.ListInstances(admin_pb2.ListRequest(), timeout=self.timeout).instances
-        )
+from kube import predictor
+from mesh.core import errors
+from mesh.edges import tls
+from mesh.edges.proto import model_mesh_pb2 as pb2
 
 
 def tls_credentials(

@@ -25,7 +25,9 @@ import psutil
 import yaml
 from tritonclient import grpc as triton
 
-from mesh import errors, processes
+from kube import mesh_client
+from mesh.core import errors
+from mesh.edges import processes
 from meshserve import client, samples
 
 INPUT_NAME = "predict"
@@ -117,7 +119,7 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
             print(f"   {name}: {s.model_file}")
 
         print("== 3. registering them as Predictors (meshserve predictor apply -f ...)")
-        with client.MeshClient(endpoint) as mc:
+        with mesh_client.MeshClient(endpoint) as mc:
             for name, s in trained.items():
                 path = data_dir / "predictors" / f"{name}.yaml"
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,14 +7,14 @@ etcd before the runtime goes away).
 
 It also applies the production edges consistently, in one place:
 
-- TLS (:mod:`mesh.tls`): the files are read and checked before anything
+- TLS (:mod:`mesh.edges.tls`): the files are read and checked before anything
   starts, so a bad path fails the node at once naming the variable; the same
   watched material feeds :8033, :8008 and the peer channels.
 - Message size: clients get ``MM_SVC_GRPC_MAX_MSG_SIZE`` (checked by the data
   plane and the REST body limit); every gRPC hop (the :8033 server, peer
   channels, the runtime channel, MLServer's own limit) is configured with
   :func:`router.dataplane.transport_limit` of it.
-- Payload log (:mod:`mesh.payload_log`) and structured log lines
+- Payload log (:mod:`mesh.edges.payload_log`) and structured log lines
   (:class:`router.servicer.ModelLogContext`).
 """
 
@@ -31,30 +31,20 @@ from typing import Any
 
 import grpc
 
-from mesh import (
+from mesh.core import errors, interfaces, placement, records, settings
+from mesh.edges import management_grpc, ops_http, payload_log, peers, tls
+from mesh.kv import etcd_kv, placement_table, records_store
+from mesh.kv import kv_store as kv_api
+from mesh.node import (
     cache_manager,
     dispatch,
-    errors,
-    etcd_kv,
-    interfaces,
     janitor,
     leader,
     management,
-    management_grpc,
     membership,
     metrics,
-    ops_http,
-    payload_log,
-    peers,
-    placement,
-    records,
     scaler,
-    settings,
-    store,
-    table,
-    tls,
 )
-from mesh import kv as kv_api
 from puller import factory
 from router import dataplane, forward, rest, servicer
 from runtime_adapters import memory, mlserver, triton
@@ -125,7 +115,7 @@ class NodeTLS:
 
 def load_tls(config: settings.TLSSettings) -> NodeTLS:
     """Read and check every TLS file the settings name; raises
-    :class:`mesh.errors.ConfigError` naming the variable and the file."""
+    :class:`mesh.core.errors.ConfigError` naming the variable and the file."""
     server_plan = tls.server_plan(config)
     peer_plan = tls.channel_plan(config, tls.Hop.PEER)
     etcd_plan = tls.channel_plan(config, tls.Hop.ETCD)
@@ -197,8 +187,8 @@ class Node:
         hop_limit = dataplane.transport_limit(limit)
         kv = await etcd_kv.EtcdKV.connect(cfg.kv.endpoints, tls=self.tls.etcd)
         self._stack.push_async_callback(kv.close)
-        self.store = store.RecordStore(kv, cfg.kv.prefix)
-        self.table = table.PlacementTable(kv, cfg.kv.prefix)
+        self.store = records_store.RecordStore(kv, cfg.kv.prefix)
+        self.table = placement_table.PlacementTable(kv, cfg.kv.prefix)
         await self.table.start()
         self._stack.push_async_callback(self.table.stop)
 
@@ -471,8 +461,8 @@ async def start_duties(
     stack: contextlib.AsyncExitStack,
     config: settings.Settings,
     kv: kv_api.KVStore,
-    record_store: store.RecordStore,
-    mirror: table.PlacementTable,
+    record_store: records_store.RecordStore,
+    mirror: placement_table.PlacementTable,
     manager: cache_manager.CacheManager,
     peer_loader: interfaces.PeerLoader,
     snapshot: Callable[[], records.InstanceRecord],

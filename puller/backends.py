@@ -14,7 +14,7 @@ import collections
 import pathlib
 import threading
 
-from puller import local, storage_config, store
+from puller import local_files, storage_config, store
 
 
 class Stores:
@@ -29,10 +29,10 @@ class Stores:
 
     def __call__(self, source: storage_config.Source) -> store.Store:
         if source.type == "local":
-            return local.LocalStore(self._models_root)
+            return local_files.LocalStore(self._models_root)
         if source.type == "pvc":
-            return local.LocalStore(
-                self._models_root, local.pvc_root(source.fields, self._models_root)
+            return local_files.LocalStore(
+                self._models_root, local_files.pvc_root(source.fields, self._models_root)
             )
         fingerprint = source.digest()
         with self._lock:

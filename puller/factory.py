@@ -12,7 +12,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Callable
 
-from mesh import interfaces
+from mesh.core import interfaces
 from puller import model_puller
 
 

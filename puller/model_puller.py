@@ -20,7 +20,7 @@ their progress (bytes and rate); every pull ends with one log line and a
 :meth:`StoragePuller.sweep` deletes model folders and staging folders a
 previous run left (the runtime starts empty).
 
-Every failure becomes :class:`mesh.errors.ModelLoadFailed` whose reason names
+Every failure becomes :class:`mesh.core.errors.ModelLoadFailed` whose reason names
 the storage location, the storage key and the cause; credential values are
 scrubbed from any text before it reaches a message or a log.
 """
@@ -43,7 +43,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import BinaryIO
 
-from mesh import errors, records
+from mesh.core import errors, records
 from puller import archive, backends, storage_config, store
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ StoreFactory = Callable[[storage_config.Source], store.Store]
 
 
 class StoragePuller:
-    """Satisfies :class:`mesh.interfaces.ModelPuller` for every storage type."""
+    """Satisfies :class:`mesh.core.interfaces.ModelPuller` for every storage type."""
 
     def __init__(
         self,

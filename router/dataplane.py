@@ -5,8 +5,8 @@ For each ``ModelInfer`` / ``ModelMetadata`` / ``ModelConfig`` call:
 1. find the id: header ``mm-vmodel-id`` / ``mm-model-id`` (or their ``-bin``
    UTF-8 forms), else field 1 of the request bytes;
 2. resolve it: a vmodel (Predictor name) to its active concrete model, else a
-   concrete model id; unknown → :class:`mesh.errors.ModelNotFound`;
-3. rewrite field 1 to the concrete id and route it (:mod:`mesh.dispatch`):
+   concrete model id; unknown → :class:`mesh.core.errors.ModelNotFound`;
+3. rewrite field 1 to the concrete id and route it (:mod:`mesh.node.dispatch`):
    serve from this node's copy (loading it here if this node is chosen),
    forward to a peer's ready copy, forward to the peer chosen to load it, or
    wait for a copy loading elsewhere;
@@ -16,7 +16,7 @@ A forwarded request carries ``mm-balanced: true`` and the concrete id in
 ``mm-model-id``: the peer serves it from its own copy and never forwards it
 again. A peer that cannot be reached, refuses the load (another node got the
 claim, or it is shutting down) or fails to load is avoided and the decision
-is made again (:class:`mesh.dispatch.Dispatcher`). If the local runtime says
+is made again (:class:`mesh.node.dispatch.Dispatcher`). If the local runtime says
 it does not know the model (it restarted), the copy is forgotten and loaded
 again. Every other runtime error is passed through with the runtime's status.
 
@@ -39,8 +39,8 @@ wrapped, :data:`BARE_STREAM_ANSWERS`). A runtime that does not implement
 streaming answers ``UNIMPLEMENTED``; the message names it.
 
 **Payload log and log lines.** Every line logged while a call or stream is
-routed names its model (:func:`mesh.logs.about_model`). With a payload
-recorder (:mod:`mesh.payload_log`), the node the client called hands it the
+routed names its model (:func:`mesh.node.logs.about_model`). With a payload
+recorder (:mod:`mesh.edges.payload_log`), the node the client called hands it the
 request and response bytes of ``ModelInfer`` and of each stream message; the
 recorder never waits.
 """
@@ -56,17 +56,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-from mesh import (
-    cache_manager,
-    dispatch,
-    errors,
-    logs,
-    placement,
-    records,
-    settings,
-    store,
-    table,
-)
+from mesh.core import errors, placement, records, settings
+from mesh.kv import placement_table, records_store
+from mesh.node import cache_manager, dispatch, logs
 from router import wire
 
 log = logging.getLogger(__name__)
@@ -106,7 +98,7 @@ def transport_limit(limit: int) -> int:
 class MessageTooLarge(errors.InsufficientCapacity):
     """A request or response over ``MM_SVC_GRPC_MAX_MSG_SIZE``.
 
-    A kind of :class:`mesh.errors.InsufficientCapacity` for its status:
+    A kind of :class:`mesh.core.errors.InsufficientCapacity` for its status:
     ``RESOURCE_EXHAUSTED`` is gRPC's code for both.
     """
 
@@ -138,7 +130,7 @@ CUT_SHORT_RETRIES = 5
 
 class PayloadRecorder(Protocol):
     """Takes copies of payloads for the payload log; never waits, never raises
-    (:class:`mesh.payload_log.PayloadLogger`)."""
+    (:class:`mesh.edges.payload_log.PayloadLogger`)."""
 
     def record(
         self,
@@ -171,7 +163,7 @@ class Upstream(Protocol):
         metadata: Sequence[tuple[str, str]] = (),
     ) -> bytes:
         """Raise :class:`UpstreamError` for an error status, and
-        :class:`mesh.errors.RuntimeUnavailable` if the target is unreachable."""
+        :class:`mesh.core.errors.RuntimeUnavailable` if the target is unreachable."""
         ...
 
     def stream(
@@ -184,7 +176,7 @@ class Upstream(Protocol):
         settle: float = 0.0,
     ) -> AsyncIterator[bytes]:
         """A bidirectional stream: ``requests`` out, the answers back; errors
-        as for :meth:`call`, and a :class:`mesh.errors.MeshError` raised by
+        as for :meth:`call`, and a :class:`mesh.core.errors.MeshError` raised by
         ``requests`` ends the stream with that error. With ``settle``, wait
         that long for the target to end the call before the first write; a
         status lost to grpcio's write race raises :class:`StreamCutShort`."""
@@ -236,7 +228,7 @@ def requested(request: bytes, headers: Headers) -> Requested:
     return Requested(found[0], found[1], balanced, unreachable)
 
 
-def resolve(mirror: table.PlacementTable, kind: str, name: str) -> str:
+def resolve(mirror: placement_table.PlacementTable, kind: str, name: str) -> str:
     """The concrete model id a requested name stands for."""
     if kind in ("vmodel", "any"):
         v = mirror.vmodel(name)
@@ -412,8 +404,8 @@ class DataPlane:
     def __init__(
         self,
         config: settings.Settings,
-        mirror: table.PlacementTable,
-        record_store: store.RecordStore,
+        mirror: placement_table.PlacementTable,
+        record_store: records_store.RecordStore,
         manager: cache_manager.CacheManager,
         dispatcher: dispatch.Dispatcher,
         runtime: Upstream,

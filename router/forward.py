@@ -4,7 +4,7 @@ service, and back.
 No protobuf decoding on either side: the channel's serializers are the
 identity, so a request costs one write and one read of its bytes. An error
 status becomes :class:`router.dataplane.UpstreamError`, except a target that
-cannot be reached, which is :class:`mesh.errors.RuntimeUnavailable`. A
+cannot be reached, which is :class:`mesh.core.errors.RuntimeUnavailable`. A
 message refused by a gRPC size limit on the hop (this channel's or the
 target's) keeps its ``RESOURCE_EXHAUSTED`` and gets a message naming the hop,
 the limit and ``MM_SVC_GRPC_MAX_MSG_SIZE`` (:func:`size_refusal`).
@@ -19,7 +19,7 @@ that becomes :class:`router.dataplane.StreamCutShort`, and the data plane
 opens the stream again.
 
 The runtime channel is plaintext (127.0.0.1, same pod); peer channels come
-from :class:`mesh.peers.Peers` (mutual TLS when configured), and
+from :class:`mesh.edges.peers.Peers` (mutual TLS when configured), and
 :class:`PeerUpstreams` follows it when it replaces a channel after a
 certificate rotation.
 """
@@ -34,7 +34,8 @@ from typing import Any
 
 import grpc
 
-from mesh import errors, peers
+from mesh.core import errors
+from mesh.edges import peers
 from router import dataplane
 
 SERVICE = "inference.GRPCInferenceService"

@@ -25,7 +25,7 @@ the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``.
 
 Health answers follow the V2 spec: 200 for true, 400 for false. Errors are
 ``{"error": "..."}`` with the status of :data:`router.v2json.HTTP_STATUS`:
-a mesh error goes through :mod:`mesh.grpc_status`'s table first, a runtime's
+a mesh error goes through :mod:`mesh.edges.grpc_status`'s table first, a runtime's
 error keeps its gRPC code, so one failure has the same meaning on both ports.
 A call without a deadline of its own gets the mesh's default deadline
 (``MESHSERVE_DEFAULT_DEADLINE``), as a gRPC call without one does.
@@ -36,7 +36,7 @@ stops reading at the limit), and so is a request or response whose V2 protobuf f
 message names the limit. JSON bodies count their JSON bytes: large tensors
 belong in the binary extension.
 
-TLS: given an ``ssl.SSLContext`` (:func:`mesh.tls.rest_ssl_context`, which
+TLS: given an ``ssl.SSLContext`` (:func:`mesh.edges.tls.rest_ssl_context`, which
 follows certificate rotations), the port speaks HTTPS only.
 """
 
@@ -52,7 +52,8 @@ from aiohttp import web
 from google.protobuf import message as pb_message
 from tritonclient.grpc import service_pb2
 
-from mesh import errors, grpc_status
+from mesh.core import errors
+from mesh.edges import grpc_status
 from router import dataplane, v2json
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ class RestServer:
         return app
 
     async def start(self) -> None:
-        """Listen; raises :class:`mesh.errors.ConfigError` if the port is taken."""
+        """Listen; raises :class:`mesh.core.errors.ConfigError` if the port is taken."""
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(

@@ -7,13 +7,13 @@ are answered by the mesh itself; methods that would manage the runtime behind
 the mesh's back (``RepositoryModelLoad``...) are refused with ``UNIMPLEMENTED``
 and a pointer to the management API. ``ModelStreamInfer`` is routed as a
 stream (:meth:`router.dataplane.DataPlane.stream`). Errors are mapped to
-statuses here, with the table of :mod:`mesh.grpc_status`; a message over
+statuses here, with the table of :mod:`mesh.edges.grpc_status`; a message over
 ``MM_SVC_GRPC_MAX_MSG_SIZE`` is ``RESOURCE_EXHAUSTED`` naming the limit.
 
 :class:`ModelLogContext` is the :8033 server's interceptor that makes every
 log line of a management call naming a model (``registerModel``,
 ``ensureLoaded``, a peer's ``EnsureLocal``...) carry that model's id
-(:mod:`mesh.logs`); the data plane does the same for routed calls itself.
+(:mod:`mesh.node.logs`); the data plane does the same for routed calls itself.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2
 
-from mesh import errors, grpc_status, logs, metrics
+from mesh.core import errors
+from mesh.edges import grpc_status
+from mesh.node import logs, metrics
 from router import dataplane
 
 log = logging.getLogger(__name__)
@@ -184,7 +186,7 @@ def model_named(request: Any) -> str:
 class ModelLogContext(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Runs each unary call whose request names a model (a decoded protobuf
     with ``modelId`` / ``model_id`` / ``targetModelId`` / ``vModelId``) inside
-    :func:`mesh.logs.about_model`. Raw-bytes handlers (the V2 data plane,
+    :func:`mesh.node.logs.about_model`. Raw-bytes handlers (the V2 data plane,
     which does this itself) pass through untouched."""
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:

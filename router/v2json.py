@@ -26,8 +26,8 @@ is. Shared-memory parameters are refused: the tensors would live in memory
 of the caller's host, which a mesh node cannot read.
 
 Pure: no HTTP server, gRPC or protobuf library. A malformed request raises
-:class:`mesh.errors.InvalidRequest` with the problem in words; a runtime
-answer that does not add up raises :class:`mesh.errors.MeshError` (an
+:class:`mesh.core.errors.InvalidRequest` with the problem in words; a runtime
+answer that does not add up raises :class:`mesh.core.errors.MeshError` (an
 internal error, not the caller's).
 """
 
@@ -43,7 +43,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from mesh import errors
+from mesh.core import errors
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """HTTP header of the binary extension: bytes of JSON before the tensors' bytes."""
@@ -130,7 +130,7 @@ HTTP_STATUS: dict[str, int] = {
     "DATA_LOSS": 500,
 }
 """HTTP status of each gRPC status code (by name). Mesh errors reach it through
-:mod:`mesh.grpc_status`'s table, runtime errors with the runtime's own code,
+:mod:`mesh.edges.grpc_status`'s table, runtime errors with the runtime's own code,
 so one failure gets one status on both protocols. Otherwise grpc-gateway's
 mapping, which KServe's REST proxy uses."""
 

@@ -12,12 +12,12 @@ any order; :func:`rewrite_name` drops every occurrence and puts the new one
 first, which every parser reads the same way.
 
 Pure: no gRPC, no protobuf library. Malformed bytes raise
-:class:`mesh.errors.InvalidRequest`.
+:class:`mesh.core.errors.InvalidRequest`.
 """
 
 from __future__ import annotations
 
-from mesh import errors
+from mesh.core import errors
 
 NAME_FIELD = 1
 _LEN = 2  # wire type of length-delimited fields

@@ -37,7 +37,8 @@ import grpc
 import psutil
 from tritonclient.grpc import service_pb2
 
-from mesh import cache, errors, processes
+from mesh.core import errors, eviction
+from mesh.edges import processes
 from runtime_adapters import memory, v2conn
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ _LISTED_FILES_IN_ERRORS = 10
 
 def implementation_for(model_id: str, model_type: str) -> str:
     """The MLServer class that serves ``model_type``; raises
-    :class:`mesh.errors.ModelLoadFailed` naming the supported types."""
+    :class:`mesh.core.errors.ModelLoadFailed` naming the supported types."""
     try:
         return IMPLEMENTATIONS[model_type]
     except KeyError:
@@ -116,7 +117,7 @@ def choose_model_file(model_id: str, model_type: str, files: Iterable[str]) -> s
     The one file whose ending marks the type; among several, the single one
     with a name MLServer knows (``model.joblib``...) at the top of the folder;
     with none, a folder of exactly one file, whatever its name. Raises
-    :class:`mesh.errors.ModelLoadFailed` otherwise, listing what was there.
+    :class:`mesh.core.errors.ModelLoadFailed` otherwise, listing what was there.
     """
     model_files = sorted(f for f in files if not is_runtime_file(f))
     suffixes = MODEL_FILE_SUFFIXES.get(model_type, ())
@@ -196,7 +197,7 @@ def build_model_settings(
     parameters and other fields are kept, its ``name`` is replaced by the model
     id (the router sends requests under that name) and its ``uri`` resolved to
     an absolute path inside the folder. Raises
-    :class:`mesh.errors.ModelLoadFailed` for a type this runtime does not
+    :class:`mesh.core.errors.ModelLoadFailed` for a type this runtime does not
     support or a folder with no clear model file.
     """
     implementation = implementation_for(model_id, model_type)
@@ -345,7 +346,7 @@ class MLServerConfig:
 
 
 class MLServerAdapter:
-    """:class:`mesh.interfaces.RuntimeAdapter` for one MLServer process.
+    """:class:`mesh.core.interfaces.RuntimeAdapter` for one MLServer process.
 
     Loads are serialised: MLServer (with ``parallel_workers: 0``) loads in its
     one event loop anyway, and one load at a time is what makes the memory
@@ -368,7 +369,7 @@ class MLServerAdapter:
     @property
     def grpc_target(self) -> str:
         """``host:port`` of the V2 gRPC endpoint (raises
-        :class:`mesh.errors.RuntimeUnavailable` before :meth:`start` picked a
+        :class:`mesh.core.errors.RuntimeUnavailable` before :meth:`start` picked a
         port)."""
         return v2conn.target(self.config.endpoint, self.config.host, self._grpc_port, "MLServer")
 
@@ -467,7 +468,7 @@ class MLServerAdapter:
         Returns the model's size in bytes: the larger of the prediction
         (bytes on disk * ``size_multiplier``) and the runtime's measured RSS
         growth across the load, never below ``min_model_size_bytes`` (see
-        :func:`mesh.cache.corrected_size` for why). The growth is measured only on a
+        :func:`mesh.core.eviction.corrected_size` for why). The growth is measured only on a
         process we started, and not on the first load of each implementation
         class: that one mostly measures importing the library (sklearn: ~80 MB
         for a 1 KB model) which stays after the model goes.
@@ -476,7 +477,7 @@ class MLServerAdapter:
             prepare_model_folder, model_id, model_type, model_path
         )
         implementation = str(settings["implementation"])
-        predicted = cache.predicted_size(
+        predicted = eviction.predicted_size(
             disk, self.config.size_multiplier, self.config.min_model_size_bytes
         )
         async with self._v2.lock():
@@ -495,7 +496,7 @@ class MLServerAdapter:
         if before is not None and after is not None:
             measured = after - before
         self._loaded_implementations.add(implementation)
-        size = cache.corrected_size(predicted, measured, self.config.min_model_size_bytes)
+        size = eviction.corrected_size(predicted, measured, self.config.min_model_size_bytes)
         log.info(
             "loaded %s (%s) in %.3f s: %d bytes on disk, predicted %d, measured %s, reported %d",
             model_id,

@@ -61,7 +61,8 @@ import grpc
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from mesh import cache, errors, processes
+from mesh.core import errors, eviction
+from mesh.edges import processes
 from runtime_adapters import memory, v2conn
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,7 @@ def named_config(model_id: str, fmt: ModelFormat, user_config: str) -> str:
 
 def generated_config(model_id: str, fmt: ModelFormat) -> str:
     """A config.pbtxt for a folder that came without one. Raises
-    :class:`mesh.errors.ModelLoadFailed` for a format whose inputs and outputs
+    :class:`mesh.core.errors.ModelLoadFailed` for a format whose inputs and outputs
     Triton cannot find out by itself."""
     if not fmt.config_generated:
         raise errors.ModelLoadFailed(
@@ -343,7 +344,7 @@ def _runtime_line(fmt: ModelFormat) -> str:
 
 def format_for(model_id: str, model_type: str, served: Sequence[str]) -> ModelFormat:
     """The :class:`ModelFormat` of ``model_type`` if this Triton serves it
-    (``served``); raises :class:`mesh.errors.ModelLoadFailed` naming the
+    (``served``); raises :class:`mesh.core.errors.ModelLoadFailed` naming the
     types it does serve, and the backend a known type would need."""
     fmt = FORMATS.get(model_type)
     supported = ", ".join(served) or "none"
@@ -413,7 +414,7 @@ def plan_layout(
       type's ending and no file has that name already, unless the user's
       config names its own ``default_model_filename``.
 
-    Raises :class:`mesh.errors.ModelLoadFailed` for an empty folder, one with
+    Raises :class:`mesh.core.errors.ModelLoadFailed` for an empty folder, one with
     no model file or several candidates, or a config.pbtxt that is not text
     format.
     """
@@ -546,7 +547,7 @@ def reported_bytes(statistics: Any, gpu: bool) -> int | None:
 def model_size(
     predicted: int, measured: int | None, reported: int | None, earlier: int | None, minimum: int
 ) -> int:
-    """The size to account for a model: :func:`mesh.cache.corrected_size`
+    """The size to account for a model: :func:`mesh.core.eviction.corrected_size`
     of the prediction and the larger of what we measured and what Triton
     reported; or, for a model already loaded here (``earlier``), the size its
     load found: loading it again is a no-op for Triton, and what the memory
@@ -554,7 +555,7 @@ def model_size(
     if earlier is not None:
         return earlier
     observed = max((m for m in (measured, reported) if m is not None), default=None)
-    return cache.corrected_size(predicted, observed, minimum)
+    return eviction.corrected_size(predicted, observed, minimum)
 
 
 def triton_log_errors(model_id: str, lines: Iterable[str]) -> list[str]:
@@ -640,7 +641,7 @@ def prepare_model_folder(model_id: str, fmt: ModelFormat, model_path: pathlib.Pa
 
 def find_install(venv: pathlib.Path) -> Install:
     """The Triton that ``make runtimes`` set up in ``venv``; raises
-    :class:`mesh.errors.RuntimeUnavailable` saying how to install it."""
+    :class:`mesh.core.errors.RuntimeUnavailable` saying how to install it."""
     home = venv.absolute()
     binary = home / "tritonserver" / "bin" / "tritonserver"
     backends = home / "tritonserver" / "backends"
@@ -726,7 +727,7 @@ class TritonConfig:
 
 
 class TritonAdapter:
-    """:class:`mesh.interfaces.RuntimeAdapter` for one Triton process.
+    """:class:`mesh.core.interfaces.RuntimeAdapter` for one Triton process.
 
     Loads and unloads are serialised: one at a time is what makes the memory
     growth across a load that load's own (an unload finishing during a load
@@ -749,7 +750,7 @@ class TritonAdapter:
     @property
     def grpc_target(self) -> str:
         """``host:port`` of the V2 gRPC endpoint (raises
-        :class:`mesh.errors.RuntimeUnavailable` before :meth:`start` picked a
+        :class:`mesh.core.errors.RuntimeUnavailable` before :meth:`start` picked a
         port)."""
         return v2conn.target(self.config.endpoint, self.config.host, self._grpc_port, "Triton")
 
@@ -861,7 +862,7 @@ class TritonAdapter:
         fmt = format_for(model_id, model_type, self.config.model_types)
         disk = await asyncio.to_thread(prepare_model_folder, model_id, fmt, model_path)
         gpu = self._gpu
-        predicted = cache.predicted_size(
+        predicted = eviction.predicted_size(
             disk, self.config.size_multiplier, self.config.min_model_size_bytes
         ) + (0 if gpu else fmt.instance_overhead_bytes)
         async with self._v2.lock():

@@ -19,14 +19,15 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from mesh import errors, processes
+from mesh.core import errors
+from mesh.edges import processes
 
 
 def target(endpoint: str, host: str, port: int, label: str) -> str:
     """``host:port`` of a runtime's V2 gRPC endpoint: the configured endpoint
     of a runtime already running, else the port we started ours on (a
     wildcard listen address is reached on 127.0.0.1). Raises
-    :class:`mesh.errors.RuntimeUnavailable` before a port was picked."""
+    :class:`mesh.core.errors.RuntimeUnavailable` before a port was picked."""
     if endpoint:
         return endpoint
     if not port:
@@ -120,7 +121,7 @@ class V2Connection:
         deadline: float,
     ) -> None:
         """Poll ``ServerReady`` until true; raise
-        :class:`mesh.errors.RuntimeUnavailable` with the end of the runtime's
+        :class:`mesh.core.errors.RuntimeUnavailable` with the end of the runtime's
         log if its process exits first or ``deadline`` (monotonic) passes."""
         stub = self.stub()
         last = "no answer yet"

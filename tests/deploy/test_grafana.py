@@ -6,7 +6,7 @@ import json
 import pathlib
 import re
 
-from mesh import metrics
+from mesh.node import metrics
 
 DASHBOARD = (
     pathlib.Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "meshserve-dashboard.json"

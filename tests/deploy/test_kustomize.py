@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from mesh import errors, predictor, settings
+from kube import predictor
+from mesh.core import errors, settings
 from tests.deploy import manifests
 from tests.deploy.manifests import NAMESPACE, Obj, Rendered, find, ident, one
 

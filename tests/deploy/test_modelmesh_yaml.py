@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh import predictor
+from kube import predictor
 from tests.deploy import manifests
 from tests.deploy.manifests import Obj
 from tests.deploy.test_custom_resources import validation_errors

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import kubernetes
 
-from mesh import runtimes, settings
-from meshserve import controller
+from kube import controller, serving_runtimes
+from mesh.core import settings
 
 _T = TypeVar("_T")
-GROUP, VERSION = runtimes.GROUP, runtimes.VERSION
+GROUP, VERSION = serving_runtimes.GROUP, serving_runtimes.VERSION
 
 
 def controller_settings(
@@ -30,7 +30,7 @@ def controller_settings(
     """Settings of a test controller: short lease, retries and resyncs."""
     return controller.ControllerSettings(
         namespace=namespace,
-        deployment=runtimes.DeploymentOptions(namespace=namespace),
+        deployment=serving_runtimes.DeploymentOptions(namespace=namespace),
         mesh_endpoint=mesh_endpoint,
         kv=settings.KVSettings(endpoints=(etcd_endpoint,), prefix=prefix, lease_ttl_seconds=2),
         instance_id=instance_id,
@@ -41,7 +41,7 @@ def controller_settings(
 
 
 class ControllerThread:
-    """A :class:`meshserve.controller.Controller` running in a thread."""
+    """A :class:`kube.controller.Controller` running in a thread."""
 
     def __init__(
         self, config: controller.ControllerSettings, kube_config: kubernetes.client.Configuration

@@ -26,8 +26,10 @@ import numpy.typing as npt
 import pytest
 from tritonclient import grpc as triton
 
-from mesh import etcd_server, interfaces, predictor, processes, settings
-from meshserve import client, node
+from kube import mesh_client, predictor
+from mesh.core import interfaces, settings
+from mesh.edges import etcd_process, processes
+from meshserve import node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
@@ -148,8 +150,8 @@ class NodeThread:
             self._thread.join(10)
             self.loop.close()
 
-    def client(self) -> client.MeshClient:
-        return client.MeshClient(self.endpoint)
+    def client(self) -> mesh_client.MeshClient:
+        return mesh_client.MeshClient(self.endpoint)
 
 
 def node_settings(
@@ -204,9 +206,9 @@ def stop_cluster(nodes: list[NodeThread]) -> None:
 
 
 @pytest.fixture(scope="module")
-def module_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcd_server.EtcdServer]:
+def module_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcd_process.EtcdServer]:
     """One real etcd shared by a test module."""
-    server = etcd_server.EtcdServer(tmp_path_factory.mktemp("etcd") / "data", fast=True)
+    server = etcd_process.EtcdServer(tmp_path_factory.mktemp("etcd") / "data", fast=True)
     server.start()
     try:
         yield server
@@ -216,7 +218,7 @@ def module_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcd_serve
 
 @pytest.fixture(scope="module")
 def mesh_node(
-    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+    module_etcd: etcd_process.EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeThread]:
     """One node with its own MLServer, shared by a test module (tests use
     model names of their own)."""
@@ -230,7 +232,7 @@ def mesh_node(
 
 @pytest.fixture
 def small_node(
-    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+    module_etcd: etcd_process.EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeThread]:
     """A node that holds two models at most: every model counts as at least
     100 MiB and the capacity is 250 MiB."""

@@ -13,8 +13,8 @@
   (``/stall/...``), and guards ``/private/...`` with a bearer token.
 
 Each starts once per test session (free ports from
-:func:`mesh.processes.free_port`; subprocesses through
-:class:`mesh.processes.ChildProcess`, so they die with the test run) and is
+:func:`mesh.edges.processes.free_port`; subprocesses through
+:class:`mesh.edges.processes.ChildProcess`, so they die with the test run) and is
 stopped at the end. :func:`storage_node` starts a real mesh node whose
 puller reads a given storage-config folder.
 """
@@ -48,7 +48,7 @@ from google.auth import credentials as auth_credentials
 from google.cloud import storage
 from moto.server import ThreadedMotoServer
 
-from mesh import processes
+from mesh.edges import processes
 from meshserve import samples
 from puller import model_puller
 from runtime_adapters import mlserver

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from tritonclient import grpc as triton
 
-from mesh import processes
+from mesh.edges import processes
 from meshserve import samples
 from tests.integration import mesh_fixtures
 

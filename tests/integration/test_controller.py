@@ -29,8 +29,10 @@ import pytest
 import yaml
 from sklearn import datasets, dummy
 
-from mesh import errors, etcd_server, predictor, processes, records, runtimes
-from meshserve import cli, controller, samples
+from kube import controller, predictor, serving_runtimes
+from mesh.core import errors, records
+from mesh.edges import etcd_process, processes
+from meshserve import cli, samples
 from tests.integration import controller_fixtures, mesh_fixtures
 from tests.kube import crds, fake_apiserver, fixtures
 
@@ -47,7 +49,7 @@ LATE_RUNTIME = "late-runtime"
 
 @pytest.fixture(scope="module")
 def mesh_node(
-    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+    module_etcd: etcd_process.EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[mesh_fixtures.NodeThread]:
     """The mesh behind the controller: one node labelled as a pod of the
     ServingRuntime ``late-runtime`` would be (``MM_LABELS=rt:late-runtime``),
@@ -113,7 +115,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, samples.Sample
 
 
 @pytest.fixture(scope="module")
-def settings_for(module_etcd: etcd_server.EtcdServer, mesh_node: mesh_fixtures.NodeThread) -> Any:
+def settings_for(module_etcd: etcd_process.EtcdServer, mesh_node: mesh_fixtures.NodeThread) -> Any:
     def make(instance_id: str = "controller-a") -> Any:
         return controller_fixtures.controller_settings(
             NS,
@@ -150,7 +152,7 @@ def _runtime(
 ) -> dict[str, Any]:
     """A ServingRuntime as written for ModelMesh Serving: the runtime container only."""
     return {
-        "apiVersion": f"{runtimes.GROUP}/{runtimes.VERSION}",
+        "apiVersion": f"{serving_runtimes.GROUP}/{serving_runtimes.VERSION}",
         "kind": kind,
         "metadata": {"name": name},
         "spec": {
@@ -227,11 +229,11 @@ def test_a_serving_runtime_becomes_a_deployment_of_labelled_mesh_nodes(
     name = _name("mlserver")
     formats = [{"name": "sklearn", "version": "1", "autoSelect": True}]
     created = kube.create("servingruntimes", _runtime(name, formats))
-    deployment_name = runtimes.deployment_name(name)
+    deployment_name = serving_runtimes.deployment_name(name)
     d = controller_fixtures.wait_for(lambda: kube.deployment(deployment_name), what="Deployment")
     containers = _containers(d)
-    assert list(containers) == [runtimes.MESH_CONTAINER, "mlserver"]
-    mesh = containers[runtimes.MESH_CONTAINER]
+    assert list(containers) == [serving_runtimes.MESH_CONTAINER, "mlserver"]
+    mesh = containers[serving_runtimes.MESH_CONTAINER]
     env = _env(mesh)
     assert env["MM_LABELS"] == f"mt:sklearn,mt:sklearn:1,rt:{name}"
     assert env["MESHSERVE_RUNTIME"] == "mlserver"
@@ -243,12 +245,12 @@ def test_a_serving_runtime_becomes_a_deployment_of_labelled_mesh_nodes(
         m["mountPath"]
         for c in containers.values()
         for m in c.get("volumeMounts", [])
-        if m["name"] == runtimes.MODELS_VOLUME
+        if m["name"] == serving_runtimes.MODELS_VOLUME
     ]
     assert models_mounts == ["/models", "/models"]  # one volume, both containers
     assert _env(containers["mlserver"])["MLSERVER_MODELS_DIR"] == "/models/models"
     labels = d["spec"]["template"]["metadata"]["labels"]
-    assert labels[runtimes.LABEL_SERVICE] == "meshserve"
+    assert labels[serving_runtimes.LABEL_SERVICE] == "meshserve"
     owner = d["metadata"]["ownerReferences"][0]
     assert owner["uid"] == created["metadata"]["uid"] and owner["kind"] == "ServingRuntime"
 
@@ -282,11 +284,11 @@ def test_the_project_runtimes_keep_their_own_mesh_node(
         pytest.skip("deploy/runtimes/mlserver.yaml is not written yet")
     doc = yaml.safe_load(path.read_text())
     kube.create("clusterservingruntimes", doc)
-    name = runtimes.deployment_name(doc["metadata"]["name"])
+    name = serving_runtimes.deployment_name(doc["metadata"]["name"])
     d = controller_fixtures.wait_for(lambda: kube.deployment(name), what="Deployment")
     containers = _containers(d)
     assert [c["name"] for c in doc["spec"]["containers"]] == list(containers)
-    mesh = containers[runtimes.MESH_CONTAINER]
+    mesh = containers[serving_runtimes.MESH_CONTAINER]
     assert _env(mesh)["MM_LABELS"].endswith(f"rt:{doc['metadata']['name']}")
     assert "mt:sklearn" in _env(mesh)["MM_LABELS"].split(",")
     assert d["spec"]["template"]["metadata"]["labels"]["meshserve.io/service"] == "meshserve"
@@ -311,8 +313,8 @@ def test_a_predictor_loads_and_its_status_follows_the_mesh(
             watching.set()
             for event in w.stream(  # type: ignore[no-untyped-call]
                 objects.list_namespaced_custom_object,
-                runtimes.GROUP,
-                runtimes.VERSION,
+                serving_runtimes.GROUP,
+                serving_runtimes.VERSION,
                 NS,
                 "predictors",
                 field_selector=f"metadata.name={name}",
@@ -456,7 +458,7 @@ def test_deleting_a_predictor_removes_its_models_before_the_object(
     assert _predictor_models(mesh_node, name) == []
     # The object was held (deletionTimestamp set) and released by the controller.
     url = (
-        f"{apiserver.url}/apis/{runtimes.GROUP}/{runtimes.VERSION}/namespaces/{NS}/predictors"
+        f"{apiserver.url}/apis/{serving_runtimes.GROUP}/{serving_runtimes.VERSION}/namespaces/{NS}/predictors"
         f"?watch=true&resourceVersion={rv}&timeoutSeconds=1&fieldSelector=metadata.name={name}"
     )
     import urllib.request  # noqa: PLC0415

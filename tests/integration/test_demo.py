@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-from mesh import processes
+from mesh.edges import processes
 
 
 def test_demo_serves_three_models_with_sklearns_answers_and_stops_cleanly(

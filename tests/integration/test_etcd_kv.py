@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-import mesh.etcd_kv
-import mesh.etcd_server
-from mesh import errors, kv, records, store, table
+import mesh.edges.etcd_process
+import mesh.kv.etcd_kv
+from mesh.core import errors, records
+from mesh.kv import kv_store, placement_table, records_store
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +23,16 @@ NODE = records.InstanceRecord(endpoint="127.0.0.1:8033", capacity_bytes=1 << 30)
 
 
 async def next_batch(
-    it: AsyncIterator[list[kv.WatchEvent]], wait: float = 5.0
-) -> list[kv.WatchEvent]:
+    it: AsyncIterator[list[kv_store.WatchEvent]], wait: float = 5.0
+) -> list[kv_store.WatchEvent]:
     return await asyncio.wait_for(anext(it), wait)
 
 
-def summary(events: list[kv.WatchEvent]) -> list[tuple[str, str, bytes]]:
+def summary(events: list[kv_store.WatchEvent]) -> list[tuple[str, str, bytes]]:
     return [(e.kind.value, e.key, e.value) for e in events]
 
 
-async def test_compare_and_put_compares_the_mod_revision(etcd_kv: mesh.etcd_kv.EtcdKV) -> None:
+async def test_compare_and_put_compares_the_mod_revision(etcd_kv: mesh.kv.etcd_kv.EtcdKV) -> None:
     created = await etcd_kv.compare_and_put("k", b"v1", 0)
     assert created is not None
     assert await etcd_kv.compare_and_put("k", b"again", 0) is None  # 0: only if absent
@@ -39,10 +40,12 @@ async def test_compare_and_put_compares_the_mod_revision(etcd_kv: mesh.etcd_kv.E
     assert await etcd_kv.compare_and_put("k", b"stale", created) is None
     third = await etcd_kv.compare_and_put("k", b"v3", second)
     assert third is not None and third > second
-    assert await etcd_kv.get("k") == kv.KeyValue("k", b"v3", third)
+    assert await etcd_kv.get("k") == kv_store.KeyValue("k", b"v3", third)
 
 
-async def test_compare_and_delete_compares_the_mod_revision(etcd_kv: mesh.etcd_kv.EtcdKV) -> None:
+async def test_compare_and_delete_compares_the_mod_revision(
+    etcd_kv: mesh.kv.etcd_kv.EtcdKV,
+) -> None:
     rev = await etcd_kv.put("k", b"v")
     assert not await etcd_kv.compare_and_delete("k", rev - 1)
     assert not await etcd_kv.compare_and_delete("k", 0)
@@ -52,9 +55,9 @@ async def test_compare_and_delete_compares_the_mod_revision(etcd_kv: mesh.etcd_k
 
 
 async def test_list_prefix_reads_every_page_at_one_revision(
-    etcd_server: mesh.etcd_server.EtcdServer,
+    etcd_server: mesh.edges.etcd_process.EtcdServer,
 ) -> None:
-    small = mesh.etcd_kv.EtcdKV([etcd_server.endpoint], page_size=3)
+    small = mesh.kv.etcd_kv.EtcdKV([etcd_server.endpoint], page_size=3)
     await small.open()
     try:
         for i in range(10):
@@ -67,7 +70,7 @@ async def test_list_prefix_reads_every_page_at_one_revision(
         await small.close()
 
 
-async def test_watch_delivers_puts_and_deletes_in_order(etcd_kv: mesh.etcd_kv.EtcdKV) -> None:
+async def test_watch_delivers_puts_and_deletes_in_order(etcd_kv: mesh.kv.etcd_kv.EtcdKV) -> None:
     start = await etcd_kv.put("unrelated", b"x") + 1
     watch = etcd_kv.watch_prefix("p/", start)
     first = asyncio.ensure_future(next_batch(watch))
@@ -84,7 +87,7 @@ async def test_watch_delivers_puts_and_deletes_in_order(etcd_kv: mesh.etcd_kv.Et
     await watch.aclose()  # type: ignore[attr-defined]
 
 
-async def test_watch_replays_history_from_a_past_revision(etcd_kv: mesh.etcd_kv.EtcdKV) -> None:
+async def test_watch_replays_history_from_a_past_revision(etcd_kv: mesh.kv.etcd_kv.EtcdKV) -> None:
     r1 = await etcd_kv.put("p/a", b"1")
     await etcd_kv.put("p/a", b"2")
     watch = etcd_kv.watch_prefix("p/", r1)
@@ -93,17 +96,17 @@ async def test_watch_replays_history_from_a_past_revision(etcd_kv: mesh.etcd_kv.
     await watch.aclose()  # type: ignore[attr-defined]
 
 
-async def test_a_watch_from_a_compacted_revision_is_lost(etcd_kv: mesh.etcd_kv.EtcdKV) -> None:
+async def test_a_watch_from_a_compacted_revision_is_lost(etcd_kv: mesh.kv.etcd_kv.EtcdKV) -> None:
     r1 = await etcd_kv.put("p/a", b"1")
     r2 = await etcd_kv.put("p/a", b"2")
     await etcd_kv.compact(r2)
     watch = etcd_kv.watch_prefix("p/", r1)
-    with pytest.raises(kv.WatchLost, match="compacted"):
+    with pytest.raises(kv_store.WatchLost, match="compacted"):
         await next_batch(watch)
 
 
 async def test_a_watch_resumes_after_an_etcd_restart_without_gaps(
-    etcd_server: mesh.etcd_server.EtcdServer, etcd_kv: mesh.etcd_kv.EtcdKV
+    etcd_server: mesh.edges.etcd_process.EtcdServer, etcd_kv: mesh.kv.etcd_kv.EtcdKV
 ) -> None:
     start = await etcd_kv.put("p/before", b"1")
     watch = etcd_kv.watch_prefix("p/", start)
@@ -111,7 +114,7 @@ async def test_a_watch_resumes_after_an_etcd_restart_without_gaps(
     pending = asyncio.ensure_future(next_batch(watch, wait=20.0))
     await asyncio.to_thread(etcd_server.restart)
     # A second client writes at once, before the watch has reconnected.
-    writer = await mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
+    writer = await mesh.kv.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
     try:
         await writer.put("p/after-1", b"2")
         await writer.put("p/after-2", b"3")
@@ -125,12 +128,12 @@ async def test_a_watch_resumes_after_an_etcd_restart_without_gaps(
 
 
 async def test_the_placement_table_keeps_mirroring_across_an_etcd_restart(
-    etcd_server: mesh.etcd_server.EtcdServer, etcd_kv: mesh.etcd_kv.EtcdKV
+    etcd_server: mesh.edges.etcd_process.EtcdServer, etcd_kv: mesh.kv.etcd_kv.EtcdKV
 ) -> None:
-    rs = store.RecordStore(etcd_kv, "mm")
+    rs = records_store.RecordStore(etcd_kv, "mm")
     for i in range(5):
         await rs.create_model(f"m{i}", IRIS)
-    placement = table.PlacementTable(etcd_kv, "mm")
+    placement = placement_table.PlacementTable(etcd_kv, "mm")
     await placement.start()
     try:
         rev = await rs.put_instance("node-a", NODE)
@@ -163,7 +166,7 @@ async def test_the_placement_table_keeps_mirroring_across_an_etcd_restart(
 
 
 async def test_keys_put_with_a_lease_vanish_when_it_is_revoked(
-    etcd_kv: mesh.etcd_kv.EtcdKV,
+    etcd_kv: mesh.kv.etcd_kv.EtcdKV,
 ) -> None:
     lease = await etcd_kv.grant_lease(30)
     await etcd_kv.put("inst/a", b"1", lease=lease)
@@ -179,7 +182,7 @@ async def test_keys_put_with_a_lease_vanish_when_it_is_revoked(
         await etcd_kv.put("inst/c", b"3", lease=lease)
 
 
-async def test_a_lease_left_to_expire_takes_its_keys(etcd_kv: mesh.etcd_kv.EtcdKV) -> None:
+async def test_a_lease_left_to_expire_takes_its_keys(etcd_kv: mesh.kv.etcd_kv.EtcdKV) -> None:
     lease = await etcd_kv.grant_lease(1)
     await etcd_kv.put("inst/a", b"1", lease=lease)
     deadline = time.monotonic() + 10
@@ -190,7 +193,7 @@ async def test_a_lease_left_to_expire_takes_its_keys(etcd_kv: mesh.etcd_kv.EtcdK
 
 
 async def test_a_stopped_etcd_raises_store_unavailable_promptly(
-    etcd_server: mesh.etcd_server.EtcdServer, etcd_kv: mesh.etcd_kv.EtcdKV
+    etcd_server: mesh.edges.etcd_process.EtcdServer, etcd_kv: mesh.kv.etcd_kv.EtcdKV
 ) -> None:
     await etcd_kv.put("k", b"v")
     lease = await etcd_kv.grant_lease(30)
@@ -213,9 +216,9 @@ async def test_a_stopped_etcd_raises_store_unavailable_promptly(
 
 
 async def test_closing_the_client_under_a_watch_raises_store_unavailable(
-    etcd_server: mesh.etcd_server.EtcdServer,
+    etcd_server: mesh.edges.etcd_process.EtcdServer,
 ) -> None:
-    store_ = await mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
+    store_ = await mesh.kv.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
     watch = store_.watch_prefix("p/", 0)
     pending = asyncio.ensure_future(next_batch(watch))
     await asyncio.sleep(0.2)  # the stream is open
@@ -225,26 +228,26 @@ async def test_closing_the_client_under_a_watch_raises_store_unavailable(
 
 
 async def test_connecting_to_no_etcd_raises_store_unavailable(
-    etcd_server: mesh.etcd_server.EtcdServer,
+    etcd_server: mesh.edges.etcd_process.EtcdServer,
 ) -> None:
     etcd_server.stop()
     with pytest.raises(errors.StoreUnavailable, match=re.escape(etcd_server.endpoint)):
-        await asyncio.wait_for(mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint]), 15)
+        await asyncio.wait_for(mesh.kv.etcd_kv.EtcdKV.connect([etcd_server.endpoint]), 15)
 
 
 async def test_etcd_restarts_on_the_same_data_and_ports(
-    etcd_server: mesh.etcd_server.EtcdServer,
+    etcd_server: mesh.edges.etcd_process.EtcdServer,
 ) -> None:
     port = etcd_server.client_port
-    before = await mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
+    before = await mesh.kv.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
     try:
         rev = await before.put("kept", b"across restarts")
     finally:
         await before.close()
     await asyncio.to_thread(etcd_server.restart)
     assert etcd_server.client_port == port
-    after = await mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
+    after = await mesh.kv.etcd_kv.EtcdKV.connect([etcd_server.endpoint])
     try:
-        assert await after.get("kept") == kv.KeyValue("kept", b"across restarts", rev)
+        assert await after.get("kept") == kv_store.KeyValue("kept", b"across restarts", rev)
     finally:
         await after.close()

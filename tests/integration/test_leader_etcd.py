@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-import mesh.etcd_kv
-import mesh.etcd_server
-from mesh import leader
+import mesh.edges.etcd_process
+import mesh.kv.etcd_kv
+from mesh.node import leader
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,10 @@ def leaders(nodes: list[leader.Leader]) -> list[leader.Leader]:
 
 @pytest.fixture
 async def nodes(
-    etcd_server: mesh.etcd_server.EtcdServer, etcd_kv: mesh.etcd_kv.EtcdKV
+    etcd_server: mesh.edges.etcd_process.EtcdServer, etcd_kv: mesh.kv.etcd_kv.EtcdKV
 ) -> AsyncIterator[list[leader.Leader]]:
     """Two contenders, on the fixture's connection and on a second one."""
-    other = await mesh.etcd_kv.EtcdKV.connect([etcd_server.endpoint], timeout=1.0)
+    other = await mesh.kv.etcd_kv.EtcdKV.connect([etcd_server.endpoint], timeout=1.0)
     contenders = [
         leader.Leader(store, KEY, f"node-{i}", TTL, retry_delay=0.05, max_retry_delay=0.2)
         for i, store in enumerate([etcd_kv, other])
@@ -70,7 +70,7 @@ async def test_one_leads_and_the_other_takes_over_when_it_resigns(
 
 
 async def test_revoking_the_leaders_lease_elects_a_leader_again(
-    nodes: list[leader.Leader], etcd_kv: mesh.etcd_kv.EtcdKV
+    nodes: list[leader.Leader], etcd_kv: mesh.kv.etcd_kv.EtcdKV
 ) -> None:
     [first] = leaders(nodes)
     term = first.term
@@ -93,7 +93,7 @@ async def test_a_silent_leader_is_replaced_once_its_lease_expires(
 
 
 async def test_exactly_one_leader_after_etcd_stops_and_restarts(
-    nodes: list[leader.Leader], etcd_server: mesh.etcd_server.EtcdServer
+    nodes: list[leader.Leader], etcd_server: mesh.edges.etcd_process.EtcdServer
 ) -> None:
     await asyncio.to_thread(etcd_server.stop)
     # Nobody can renew: whoever led stops leading within the TTL.

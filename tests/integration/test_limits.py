@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from mesh import etcd_server
+from mesh.edges import etcd_process
 from meshserve import samples
 from router import dataplane
 from tests.integration import mesh_fixtures
@@ -33,7 +33,7 @@ NAME = "big-iris"
 
 @pytest.fixture(scope="module")
 def nodes(
-    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+    module_etcd: etcd_process.EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[mesh_fixtures.NodeThread]]:
     threads = []
     for i in range(2):

@@ -16,7 +16,8 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from mesh.proto import model_mesh_pb2 as pb2
+from kube import mesh_client
+from mesh.edges.proto import model_mesh_pb2 as pb2
 from meshserve import client, samples
 from tests.integration import mesh_fixtures
 
@@ -35,7 +36,7 @@ def _series(text: str, name: str) -> float:
     raise AssertionError(f"{name} is not exposed")
 
 
-def _model_state(c: client.MeshClient, model_id: str) -> str:
+def _model_state(c: mesh_client.MeshClient, model_id: str) -> str:
     for m in c.models():
         if m.model_id == model_id:
             return str(m.status)
@@ -53,14 +54,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, samples.Sampl
 
 
 @pytest.fixture
-def mesh(mesh_node: mesh_fixtures.NodeThread) -> Iterator[client.MeshClient]:
+def mesh(mesh_node: mesh_fixtures.NodeThread) -> Iterator[mesh_client.MeshClient]:
     with mesh_node.client() as c:
         yield c
 
 
 def test_serves_a_predictor_by_name_with_sklearns_answers(
     mesh_node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     trained: dict[str, samples.Sample],
 ) -> None:
     name = _name("iris")
@@ -77,7 +78,9 @@ def test_serves_a_predictor_by_name_with_sklearns_answers(
 
 
 def test_the_response_carries_the_name_the_caller_used(
-    mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
+    mesh_node: mesh_fixtures.NodeThread,
+    mesh: mesh_client.MeshClient,
+    trained: dict[str, samples.Sample],
 ) -> None:
     name = _name("diabetes")
     mesh.apply(mesh_fixtures.predictor_spec(name, trained["diabetes"].folder))
@@ -96,7 +99,9 @@ def test_the_response_carries_the_name_the_caller_used(
 
 
 def test_routes_by_mm_vmodel_id_and_mm_model_id_headers(
-    mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
+    mesh_node: mesh_fixtures.NodeThread,
+    mesh: mesh_client.MeshClient,
+    trained: dict[str, samples.Sample],
 ) -> None:
     name = _name("wine")
     spec = mesh_fixtures.predictor_spec(name, trained["wine"].folder)
@@ -143,7 +148,7 @@ def test_server_calls_are_answered_by_the_mesh(mesh_node: mesh_fixtures.NodeThre
 
 def test_corrupt_model_fails_with_the_runtimes_message_and_the_node_keeps_serving(
     mesh_node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     trained: dict[str, samples.Sample],
     tmp_path: pathlib.Path,
 ) -> None:
@@ -175,7 +180,7 @@ def test_corrupt_model_fails_with_the_runtimes_message_and_the_node_keeps_servin
 
 
 def test_missing_model_files_fail_with_a_message_naming_the_path(
-    mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, tmp_path: pathlib.Path
+    mesh_node: mesh_fixtures.NodeThread, mesh: mesh_client.MeshClient, tmp_path: pathlib.Path
 ) -> None:
     name = _name("missing")
     mesh.apply(mesh_fixtures.predictor_spec(name, tmp_path / "nothing-here"))
@@ -187,7 +192,7 @@ def test_missing_model_files_fail_with_a_message_naming_the_path(
 
 def test_applying_a_changed_predictor_moves_it_to_the_new_model(
     mesh_node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     trained: dict[str, samples.Sample],
     tmp_path: pathlib.Path,
 ) -> None:
@@ -210,7 +215,9 @@ def test_applying_a_changed_predictor_moves_it_to_the_new_model(
 
 
 def test_registering_a_model_again_with_a_different_spec_updates_it(
-    mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
+    mesh_node: mesh_fixtures.NodeThread,
+    mesh: mesh_client.MeshClient,
+    trained: dict[str, samples.Sample],
 ) -> None:
     model_id = _name("direct")
     info = pb2.ModelInfo(type="sklearn", path=str(trained["iris"].folder))
@@ -231,7 +238,9 @@ def test_registering_a_model_again_with_a_different_spec_updates_it(
 
 
 def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
-    mesh_node: mesh_fixtures.NodeThread, mesh: client.MeshClient, trained: dict[str, samples.Sample]
+    mesh_node: mesh_fixtures.NodeThread,
+    mesh: mesh_client.MeshClient,
+    trained: dict[str, samples.Sample],
 ) -> None:
     name = _name("gone")
     spec = mesh_fixtures.predictor_spec(name, trained["iris"].folder)
@@ -256,7 +265,7 @@ def test_unregistering_a_loaded_model_unloads_it_from_the_runtime(
         mesh_fixtures.infer(mesh_node.endpoint, name, trained["iris"].inputs)
 
 
-def test_bad_management_calls_get_clear_statuses(mesh: client.MeshClient) -> None:
+def test_bad_management_calls_get_clear_statuses(mesh: mesh_client.MeshClient) -> None:
     with pytest.raises(grpc.RpcError) as info:
         mesh.mesh.registerModel(
             pb2.RegisterModelRequest(modelId="a/b", modelInfo=pb2.ModelInfo(type="sklearn"))

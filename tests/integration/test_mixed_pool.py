@@ -14,11 +14,12 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from meshserve import client, samples
+from kube import mesh_client
+from meshserve import samples
 from tests.integration import mesh_fixtures, triton_fixtures
 
 
-def _holder(c: client.MeshClient, model_id: str) -> list[str]:
+def _holder(c: mesh_client.MeshClient, model_id: str) -> list[str]:
     return [x.instance for m in c.models() if m.model_id == model_id for x in m.copies]
 
 
@@ -35,7 +36,7 @@ def test_each_model_lands_on_a_node_whose_runtime_serves_its_type(
     try:
         iris = samples.train_iris_logistic(tmp_path / "iris")
         double = triton_fixtures.write_double_sample(tmp_path / "double")
-        with client.MeshClient(endpoints[0]) as c:
+        with mesh_client.MeshClient(endpoints[0]) as c:
             runtimes = {i.instance_id: set(i.labels) for i in c.instances()}
             c.apply(mesh_fixtures.predictor_spec("iris", iris.folder))
             c.apply(mesh_fixtures.predictor_spec("double", double.folder, "python"))

@@ -14,7 +14,8 @@ import pytest
 import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException
 
-from mesh import errors, processes
+from mesh.core import errors
+from mesh.edges import processes
 from meshserve import samples
 from runtime_adapters import mlserver
 from tests.integration import mesh_fixtures, mlserver_fixtures

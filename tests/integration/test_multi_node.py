@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from mesh import etcd_server, records
-from mesh.proto import model_mesh_pb2 as pb2
+from mesh.core import records
+from mesh.edges import etcd_process
+from mesh.edges.proto import model_mesh_pb2 as pb2
 from meshserve import samples
 from tests.integration import mesh_fixtures
 
@@ -41,7 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, samples.Sampl
 
 @pytest.fixture(scope="module")
 def cluster(
-    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+    module_etcd: etcd_process.EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[mesh_fixtures.NodeThread]]:
     """Three nodes; each holds two models at most (every model counts as
     100 MiB, capacity 250 MiB)."""
@@ -174,7 +175,7 @@ def test_a_model_with_min_copies_is_loaded_on_two_nodes_without_traffic(
 def test_loaded_models_keep_serving_from_every_node_while_etcd_is_down(
     cluster: list[mesh_fixtures.NodeThread],
     trained: dict[str, samples.Sample],
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
 ) -> None:
     name = f"outage-{next(_names)}"
     _register(cluster[0], name, trained["diabetes"].folder)
@@ -223,7 +224,7 @@ def test_loaded_models_keep_serving_from_every_node_while_etcd_is_down(
 
 
 def test_a_node_that_leaves_hands_its_only_copies_over_first(
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
     tmp_path_factory: pytest.TempPathFactory,
     trained: dict[str, samples.Sample],
 ) -> None:

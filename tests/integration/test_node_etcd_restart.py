@@ -7,14 +7,14 @@ import time
 
 import numpy as np
 
-from mesh import etcd_server
+from mesh.edges import etcd_process
 from meshserve import samples
 from tests.integration import mesh_fixtures
 
 
 def test_serves_loaded_models_while_etcd_is_down_and_resumes_after_restart(
     mesh_node: mesh_fixtures.NodeThread,
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
     tmp_path: pathlib.Path,
 ) -> None:
     iris = samples.train_iris_logistic(tmp_path / "iris")

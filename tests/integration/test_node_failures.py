@@ -22,8 +22,9 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from mesh.proto import model_mesh_pb2 as pb2
-from meshserve import client, samples
+from kube import mesh_client
+from mesh.edges.proto import model_mesh_pb2 as pb2
+from meshserve import samples
 from tests.integration import mesh_fixtures
 
 DEADLINE = 10.0
@@ -88,7 +89,7 @@ def _stream(
     return out
 
 
-def _holders(c: client.MeshClient, model_id: str, state: str = "LOADED") -> list[str]:
+def _holders(c: mesh_client.MeshClient, model_id: str, state: str = "LOADED") -> list[str]:
     for m in c.models():
         if m.model_id == model_id:
             return [x.instance for x in m.copies if x.state == state]
@@ -115,7 +116,7 @@ def test_killing_a_node_with_one_of_two_copies_fails_no_request(
     mesh: Mesh, tmp_path: pathlib.Path
 ) -> None:
     sample = samples.train_iris_logistic(tmp_path / "iris")
-    with client.MeshClient(next(iter(mesh.endpoint_of.values()))) as c:
+    with mesh_client.MeshClient(next(iter(mesh.endpoint_of.values()))) as c:
         c.mesh.registerModel(
             pb2.RegisterModelRequest(
                 modelId="twice", modelInfo=pb2.ModelInfo(type="sklearn", path=str(sample.folder)),
@@ -137,7 +138,7 @@ def test_killing_the_node_with_the_only_copy_recovers_within_the_deadline(
 ) -> None:
     sample = samples.train_wine_forest(tmp_path / "wine")
     live = sorted(mesh.pids)
-    with client.MeshClient(mesh.endpoint_of[live[0]]) as c:
+    with mesh_client.MeshClient(mesh.endpoint_of[live[0]]) as c:
         c.mesh.registerModel(
             pb2.RegisterModelRequest(
                 modelId="once", modelInfo=pb2.ModelInfo(type="sklearn", path=str(sample.folder)),
@@ -153,5 +154,5 @@ def test_killing_the_node_with_the_only_copy_recovers_within_the_deadline(
     back_in = after[0].end - killed_at
     print(f"served again {back_in:.2f} s after the only copy's node was killed")
     assert back_in < DEADLINE
-    with client.MeshClient(entry) as c:
+    with mesh_client.MeshClient(entry) as c:
         assert holder not in _holders(c, "once")

@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
-from mesh import etcd_server
+from mesh.edges import etcd_process
 from meshserve import samples
 from tests.integration import mesh_fixtures
 
@@ -69,7 +69,7 @@ def test_metrics_use_modelmesh_names_and_count_what_happened(
 
 
 def test_probes_say_live_and_ready_and_not_ready_without_etcd(
-    mesh_node: mesh_fixtures.NodeThread, module_etcd: etcd_server.EtcdServer
+    mesh_node: mesh_fixtures.NodeThread, module_etcd: etcd_process.EtcdServer
 ) -> None:
     port = mesh_node.node.ops.ports["probes"]
     assert _get(port, "/live") == (200, "live\n")

@@ -24,8 +24,10 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from mesh import etcd_server, logs, processes, settings
-from mesh.proto import model_mesh_pb2 as pb2
+from mesh.core import settings
+from mesh.edges import etcd_process, processes
+from mesh.edges.proto import model_mesh_pb2 as pb2
+from mesh.node import logs
 from meshserve import samples
 from tests.integration import mesh_fixtures
 
@@ -80,7 +82,7 @@ def sink() -> Iterator[Sink]:
 
 @pytest.fixture(scope="module")
 def nodes(
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
     tmp_path_factory: pytest.TempPathFactory,
     sink: Sink,
 ) -> Iterator[tuple[mesh_fixtures.NodeThread, mesh_fixtures.NodeThread, pathlib.Path]]:
@@ -201,7 +203,8 @@ def _loaded_lines(caplog: pytest.LogCaptureFixture, model_id: str) -> list[loggi
     return [
         r
         for r in caplog.records
-        if r.name == "mesh.cache_manager" and r.getMessage().startswith(f"model {model_id} loaded")
+        if r.name == "mesh.node.cache_manager"
+        and r.getMessage().startswith(f"model {model_id} loaded")
     ]
 
 

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from mesh import errors, records
+from mesh.core import errors, records
 from meshserve import samples
 from runtime_adapters import mlserver
 from tests.integration import storage_fixtures as sf

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from mesh import errors, records
+from mesh.core import errors, records
 from meshserve import samples
 from runtime_adapters import mlserver
 from tests.integration import storage_fixtures as sf

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from mesh import etcd_server, predictor
-from mesh.proto import model_mesh_pb2 as pb2
+from kube import mesh_client, predictor
+from mesh.edges import etcd_process
+from mesh.edges.proto import model_mesh_pb2 as pb2
 from meshserve import client, samples
 from tests.integration import mesh_fixtures
 from tests.integration import storage_fixtures as sf
@@ -34,7 +35,7 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def node(
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
     tmp_path_factory: pytest.TempPathFactory,
     config_dir: pathlib.Path,
 ) -> Iterator[mesh_fixtures.NodeThread]:
@@ -43,7 +44,7 @@ def node(
 
 
 @pytest.fixture
-def mesh(node: mesh_fixtures.NodeThread) -> Iterator[client.MeshClient]:
+def mesh(node: mesh_fixtures.NodeThread) -> Iterator[mesh_client.MeshClient]:
     with node.client() as c:
         yield c
 
@@ -65,7 +66,7 @@ def storage_predictor(name: str, key: str, path: str, **parameters: str) -> pred
 
 def serve_through_node(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     spec: predictor.PredictorSpec,
     sample: samples.Sample,
 ) -> None:
@@ -78,7 +79,7 @@ def serve_through_node(
 
 def test_a_predictor_with_an_s3_storage_key_is_served(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     s3_server: sf.S3Server,
     config_dir: pathlib.Path,
     iris_sample: samples.Sample,
@@ -92,7 +93,7 @@ def test_a_predictor_with_an_s3_storage_key_is_served(
 
 def test_a_predictor_with_a_gcs_storage_key_is_served(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     gcs_server: sf.GCSServer,
     config_dir: pathlib.Path,
     wine_sample: samples.Sample,
@@ -105,7 +106,7 @@ def test_a_predictor_with_a_gcs_storage_key_is_served(
 
 def test_a_predictor_with_an_azure_storage_key_is_served(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     azurite_server: sf.AzuriteServer,
     config_dir: pathlib.Path,
     diabetes_sample: samples.Sample,
@@ -120,7 +121,7 @@ def test_a_predictor_with_an_azure_storage_key_is_served(
 
 def test_a_predictor_with_an_http_storage_key_and_a_tar_gz_is_served(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     http_server: sf.HTTPServer,
     config_dir: pathlib.Path,
     iris_sample: samples.Sample,
@@ -136,7 +137,7 @@ def test_a_predictor_with_an_http_storage_key_and_a_tar_gz_is_served(
 
 def test_a_predictor_with_a_pvc_storage_key_is_served(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     config_dir: pathlib.Path,
     wine_sample: samples.Sample,
 ) -> None:
@@ -150,7 +151,7 @@ def test_a_predictor_with_a_pvc_storage_key_is_served(
 
 def test_a_wrong_secret_fails_the_load_clearly_and_the_node_keeps_serving(
     node: mesh_fixtures.NodeThread,
-    mesh: client.MeshClient,
+    mesh: mesh_client.MeshClient,
     s3_server: sf.S3Server,
     config_dir: pathlib.Path,
     iris_sample: samples.Sample,

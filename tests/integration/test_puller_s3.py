@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mesh import errors, records
+from mesh.core import errors, records
 from meshserve import samples
 from runtime_adapters import mlserver
 from tests.integration import storage_fixtures as sf

@@ -32,7 +32,8 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.grpc import service_pb2
 
-from mesh import etcd_server, settings
+from mesh.core import settings
+from mesh.edges import etcd_process
 from meshserve import samples
 from router import wire
 from tests.integration import mesh_fixtures
@@ -115,7 +116,7 @@ def _start(configs: list[settings.Settings]) -> list[mesh_fixtures.NodeThread]:
 
 @pytest.fixture(scope="module")
 def triton_nodes(
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
     tmp_path_factory: pytest.TempPathFactory,
     triton_venv: pathlib.Path,
 ) -> Iterator[list[mesh_fixtures.NodeThread]]:
@@ -273,7 +274,7 @@ SMALL_LIMIT = 256 * 1024
 
 @pytest.fixture(scope="module")
 def scripted(
-    module_etcd: etcd_server.EtcdServer, tmp_path_factory: pytest.TempPathFactory
+    module_etcd: etcd_process.EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[list[mesh_fixtures.NodeThread], list[ScriptedRuntime]]]:
     runtimes = [ScriptedRuntime(), ScriptedRuntime()]
     for r in runtimes:

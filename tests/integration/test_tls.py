@@ -25,8 +25,10 @@ import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from mesh import errors, etcd_kv, settings
-from meshserve import client, node, samples
+from kube import mesh_client
+from mesh.core import errors, settings
+from mesh.kv import etcd_kv
+from meshserve import node, samples
 from tests.integration import mesh_fixtures, tls_fixtures
 
 
@@ -125,9 +127,9 @@ def _creds(ca: pathlib.Path, pair: tls_fixtures.Pair) -> Any:
     )
 
 
-def _mesh_client(endpoint: str, creds: Any) -> client.MeshClient:
+def _mesh_client(endpoint: str, creds: Any) -> mesh_client.MeshClient:
     """The CLI's management client, over a TLS channel."""
-    return client.MeshClient(endpoint, credentials=creds)
+    return mesh_client.MeshClient(endpoint, credentials=creds)
 
 
 def _infer(

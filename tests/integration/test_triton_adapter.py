@@ -16,7 +16,8 @@ import pytest
 import tritonclient.grpc.aio as tc
 from tritonclient.utils import InferenceServerException
 
-from mesh import errors, processes
+from mesh.core import errors
+from mesh.edges import processes
 from runtime_adapters import memory, triton
 from tests.integration import mesh_fixtures, triton_fixtures
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tritonclient import grpc as triton
 
-from mesh import etcd_server
+from mesh.edges import etcd_process
 from tests.integration import mesh_fixtures, triton_fixtures
 
 MiB = 1024 * 1024
@@ -24,7 +24,7 @@ BALLAST_MIB = 100
 
 @pytest.fixture
 def triton_node(
-    module_etcd: etcd_server.EtcdServer,
+    module_etcd: etcd_process.EtcdServer,
     tmp_path_factory: pytest.TempPathFactory,
     triton_venv: pathlib.Path,
 ) -> Iterator[mesh_fixtures.NodeThread]:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mesh import etcd_server
+from mesh.edges import etcd_process
 
 _DAY = datetime.timedelta(days=1)
 
@@ -145,7 +145,7 @@ def client_context(ca: pathlib.Path, pair: Pair | None = None) -> ssl.SSLContext
     return context
 
 
-class TLSEtcdServer(etcd_server.EtcdServer):
+class TLSEtcdServer(etcd_process.EtcdServer):
     """etcd on https:// with ``--client-cert-auth``: every client, gRPC or
     HTTP, must present a certificate signed by ``ca``."""
 

@@ -1,6 +1,6 @@
 """A stand-in Kubernetes API server that speaks the real REST and watch protocol.
 
-Why it exists: the controller (:mod:`meshserve.controller`) is a kopf
+Why it exists: the controller (:mod:`kube.controller`) is a kopf
 operator, and what breaks operators is the API server's semantics, not their
 own Python: a stale ``resourceVersion`` answered with 409, a status written
 through the main resource silently dropped, an object that lingers with a

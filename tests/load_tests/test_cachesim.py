@@ -1,5 +1,5 @@
 """Cache policies on traces: the offline optimum bounds every policy, the
-mesh's rules (``mesh.cache.plan_room``) beat LRU on Zipf traces and are LRU
+mesh's rules (``mesh.core.eviction.plan_room``) beat LRU on Zipf traces and are LRU
 under ``MESHSERVE_EVICTION=lru``, and the approximations never beat the
 exact optimum."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from load_tests import cold_path, cold_path_report
-from mesh import metrics
+from mesh.node import metrics
 
 
 def test_histogram_sums_read_the_nodes_own_metric_names() -> None:

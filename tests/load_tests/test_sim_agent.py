@@ -7,8 +7,9 @@ import pathlib
 from collections.abc import Callable
 
 from load_tests import sim_agent, sim_meters, sim_runtime, simulate
-from mesh import memory_kv, records, store
-from mesh import table as mesh_table
+from mesh.core import records
+from mesh.kv import memory_kv, records_store
+from mesh.kv import placement_table as mesh_table
 from router import wire
 
 
@@ -24,7 +25,7 @@ async def test_two_agents_route_load_and_forward_over_the_memory_store(
     prefix = "simtest"
     ids = simulate.model_ids(4)
     sizes = simulate.model_sizes(cfg, 4)
-    registrar = store.RecordStore(shared, prefix)
+    registrar = records_store.RecordStore(shared, prefix)
     await simulate.register(cfg, registrar, ids, sizes)
     ledger = sim_runtime.Ledger()
     peers = sim_runtime.Peers()

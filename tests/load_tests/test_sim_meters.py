@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from load_tests import sim_meters
-from mesh import errors, placement, records
+from mesh.core import errors, placement, records
 
 
 def _grpc(name: str, method: str, service: str, kind: str, value: int) -> str:

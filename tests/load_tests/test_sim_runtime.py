@@ -9,7 +9,8 @@ from typing import Any, cast
 import pytest
 
 from load_tests import sim_runtime
-from mesh import errors, kv, memory_kv
+from mesh.core import errors
+from mesh.kv import kv_store, memory_kv
 from router import dataplane, wire
 
 
@@ -52,7 +53,7 @@ async def test_counting_kv_counts_watch_streams_batches_and_events() -> None:
     start = (await c.list_prefix("mm/")).revision + 1
     await inner.put("mm/registry/a", b"1")
     await inner.put("mm/registry/b", b"2")
-    seen: list[kv.WatchEvent] = []
+    seen: list[kv_store.WatchEvent] = []
     stream = c.watch_prefix("mm/", start)
     async for batch in stream:
         seen += batch

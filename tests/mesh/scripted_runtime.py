@@ -11,7 +11,9 @@ import dataclasses
 import pathlib
 from collections.abc import AsyncIterator, Iterable
 
-from mesh import cache_manager, errors, memory_kv, records, settings, store, table
+from mesh.core import errors, records, settings
+from mesh.kv import memory_kv, placement_table, records_store
+from mesh.node import cache_manager
 
 MiB = 1024 * 1024
 
@@ -77,8 +79,8 @@ class Node:
     config: settings.Settings
     manager: cache_manager.CacheManager
     runtime: ScriptedRuntime
-    store: store.RecordStore
-    mirror: table.PlacementTable
+    store: records_store.RecordStore
+    mirror: placement_table.PlacementTable
 
 
 @contextlib.asynccontextmanager
@@ -88,8 +90,8 @@ async def node(
     """A started cache manager ("n1") with ``models`` registered (type
     sklearn); stopped, with every gate opened, on the way out."""
     kv = memory_kv.MemoryKV()
-    rs = store.RecordStore(kv, "t")
-    mirror = table.PlacementTable(kv, "t")
+    rs = records_store.RecordStore(kv, "t")
+    mirror = placement_table.PlacementTable(kv, "t")
     await mirror.start()
     config = settings.Settings(
         cache=cache, node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path)

@@ -10,7 +10,7 @@ import pathlib
 import botocore.exceptions
 import pytest
 
-from meshserve import cli, local
+from meshserve import cli, local_mesh
 from puller import azure_blob, factory, gcs, http_url, model_puller, s3, store
 
 
@@ -115,7 +115,7 @@ def test_up_passes_an_absolute_storage_config_folder_to_each_node(
     monkeypatch.chdir(tmp_path)
     parser = cli._parser()
     args: argparse.Namespace = parser.parse_args(["up", "--storage-config", "sc", "--nodes", "2"])
-    mesh = local.LocalMesh(cli._options(args))
+    mesh = local_mesh.LocalMesh(cli._options(args))
     assert mesh.node_env(1)["MESHSERVE_STORAGE_CONFIG"] == str(tmp_path / "sc")
-    plain = local.LocalMesh(cli._options(parser.parse_args(["up"])))
+    plain = local_mesh.LocalMesh(cli._options(parser.parse_args(["up"])))
     assert plain.node_env(0)["MESHSERVE_STORAGE_CONFIG"] == ""

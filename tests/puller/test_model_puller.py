@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mesh import errors, records
+from mesh.core import errors, records
 from puller import model_puller, storage_config, store
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY"

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from mesh import dispatch, errors, settings
+from mesh.core import errors, settings
+from mesh.node import dispatch
 from router import dataplane
 from tests.mesh import scripted_runtime as scripted
 

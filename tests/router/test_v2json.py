@@ -23,7 +23,7 @@ from tritonclient import http as triton_http
 from tritonclient import utils as triton_utils
 from tritonclient.grpc import service_pb2
 
-from mesh import errors
+from mesh.core import errors
 from router import dataplane, rest, v2json
 
 NUMERIC = {

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
-from mesh import errors
+from mesh.core import errors
 from router import wire
 
 

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from mesh import errors, interfaces
+from mesh.core import errors, interfaces
 from runtime_adapters import mlserver
 
 FOLDER = pathlib.Path("/models/m1")

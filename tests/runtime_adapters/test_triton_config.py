@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from mesh import errors
+from mesh.core import errors
 from runtime_adapters import triton
 
 PYTHON = triton.FORMATS["python"]

@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from mesh import errors, interfaces
+from mesh.core import errors, interfaces
 from runtime_adapters import memory, triton
 
 PYTHON = triton.FORMATS["python"]
