@@ -203,7 +203,7 @@ class HttpSink:
 
 def sink_for(target: str, source: str) -> Sink:
     """The sink a ``MESHSERVE_PAYLOAD_LOG`` value names (already checked by
-    :func:`mesh.core.settings.parse_payload_log_target`)."""
+    :func:`mesh.core.payload_log_settings.parse_payload_log_target`)."""
     url = urllib.parse.urlsplit(target)
     if url.scheme == "file":
         return FileSink(pathlib.Path(urllib.parse.unquote(url.path)), source)

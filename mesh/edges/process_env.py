@@ -13,7 +13,7 @@ import pathlib
 import socket
 from collections.abc import Mapping
 
-from mesh.core import errors, settings
+from mesh.core import errors, etcd_connection
 
 
 def completed(env: Mapping[str, str]) -> dict[str, str]:
@@ -27,7 +27,7 @@ def completed(env: Mapping[str, str]) -> dict[str, str]:
             text = pathlib.Path(path).read_text()
         except OSError as e:
             raise errors.ConfigError(f"KV_STORE: cannot read {path}: {e.strerror}") from None
-        out.update(settings.etcd_connection_env(text, path, env))
+        out.update(etcd_connection.etcd_connection_env(text, path, env))
     if not out.get("MM_INSTANCE_ID"):
         out["MM_INSTANCE_ID"] = socket.gethostname()
     return out

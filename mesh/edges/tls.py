@@ -26,7 +26,7 @@ way its transport allows, without closing a listener:
 - **runtime**: always plaintext on 127.0.0.1, inside the pod, as in ModelMesh.
 
 Which files feed which hop is decided by pure functions (:func:`server_plan`,
-:func:`channel_plan`) over :class:`mesh.core.settings.TLSSettings`; reading them
+:func:`channel_plan`) over :class:`mesh.core.tls_settings.TLSSettings`; reading them
 (:func:`load_server`, :func:`load_channel`) raises
 :class:`mesh.core.errors.ConfigError` naming the variable and the file.
 """
@@ -46,7 +46,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from mesh.core import errors, settings
+from mesh.core import errors, tls_settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ServerPlan:
     cert: FileRef
     key: FileRef
     trust: tuple[FileRef, ...]
-    client_auth: settings.ClientAuth
+    client_auth: tls_settings.ClientAuth
 
     @property
     def files(self) -> tuple[FileRef, ...]:
@@ -105,7 +105,7 @@ class ChannelPlan:
 # --- decisions (pure) ------------------------------------------------------------
 
 
-def server_plan(tls: settings.TLSSettings) -> ServerPlan | None:
+def server_plan(tls: tls_settings.TLSSettings) -> ServerPlan | None:
     """The TLS of :8033 and :8008, or ``None`` for plaintext."""
     if tls.key_cert_path is None or tls.private_key_path is None:
         return None
@@ -117,7 +117,7 @@ def server_plan(tls: settings.TLSSettings) -> ServerPlan | None:
     )
 
 
-def channel_plan(tls: settings.TLSSettings, hop: Hop) -> ChannelPlan | None:
+def channel_plan(tls: tls_settings.TLSSettings, hop: Hop) -> ChannelPlan | None:
     """The TLS of an outgoing link, or ``None`` for plaintext.
 
     Peers: mutual TLS whenever the node has a certificate (whatever
@@ -161,7 +161,7 @@ class ServerMaterial:
     cert_chain: bytes
     private_key: bytes
     trust: bytes | None
-    client_auth: settings.ClientAuth
+    client_auth: tls_settings.ClientAuth
     ssl_context: ssl.SSLContext
     """The same, as a server context for the REST port."""
 
@@ -245,9 +245,9 @@ def load_server(plan: ServerPlan) -> ServerMaterial:
     _check_pair(context, plan.cert, plan.key)
     trust = _read_trust(context, plan.trust) if plan.trust else None
     context.verify_mode = {
-        settings.ClientAuth.NONE: ssl.CERT_NONE,
-        settings.ClientAuth.OPTIONAL: ssl.CERT_OPTIONAL if trust else ssl.CERT_NONE,
-        settings.ClientAuth.REQUIRE: ssl.CERT_REQUIRED,
+        tls_settings.ClientAuth.NONE: ssl.CERT_NONE,
+        tls_settings.ClientAuth.OPTIONAL: ssl.CERT_OPTIONAL if trust else ssl.CERT_NONE,
+        tls_settings.ClientAuth.REQUIRE: ssl.CERT_REQUIRED,
     }[plan.client_auth]
     return ServerMaterial(cert, key, trust, plan.client_auth, context)
 
@@ -410,7 +410,7 @@ def grpc_server_credentials(watched: Watched[ServerMaterial]) -> Any:
         fetch,
         # grpcio can require a client certificate or not ask for one; it has
         # no "ask, and check one if sent" mode (see ClientAuth.OPTIONAL).
-        require_client_authentication=first.client_auth is settings.ClientAuth.REQUIRE,
+        require_client_authentication=first.client_auth is tls_settings.ClientAuth.REQUIRE,
     )
 
 

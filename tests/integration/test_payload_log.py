@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from mesh.core import settings
+from mesh.core import payload_log_settings
 from mesh.edges import etcd_process, processes
 from mesh.edges.proto import model_mesh_pb2 as pb2
 from mesh.node import logs
@@ -96,7 +96,9 @@ def nodes(
         )
         threads.append(
             mesh_fixtures.NodeThread(
-                dataclasses.replace(base, payload_log=settings.PayloadLogSettings(target=target))
+                dataclasses.replace(
+                    base, payload_log=payload_log_settings.PayloadLogSettings(target=target)
+                )
             )
         )
     for t in threads:

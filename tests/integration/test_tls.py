@@ -26,7 +26,7 @@ from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
-from mesh.core import errors, settings
+from mesh.core import errors, settings, tls_settings
 from mesh.kv import etcd_kv
 from meshserve import node, samples
 from tests.integration import mesh_fixtures, tls_fixtures
@@ -79,12 +79,12 @@ def tls_etcd(pki: PKI) -> Iterator[tls_fixtures.TLSEtcdServer]:
 
 def _tls_settings(
     pki: PKI, etcd: tls_fixtures.TLSEtcdServer, folder: pathlib.Path
-) -> settings.TLSSettings:
+) -> tls_settings.TLSSettings:
     live = pki.ca.issue(folder, "tls")  # the node's own, rotated in place by a test
-    return settings.TLSSettings(
+    return tls_settings.TLSSettings(
         key_cert_path=live.cert,
         private_key_path=live.key,
-        client_auth=settings.ClientAuth.REQUIRE,
+        client_auth=tls_settings.ClientAuth.REQUIRE,
         trust_cert_paths=(pki.bundle,),
         reload_interval_seconds=0.2,
         etcd_ca_path=pki.ca_path,

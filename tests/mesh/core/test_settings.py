@@ -1,4 +1,5 @@
-"""Settings come from ModelMesh's variable names; bad values name the variable."""
+"""Settings come from ModelMesh's variable names, one concern at a time; bad values
+name the variable."""
 
 from __future__ import annotations
 
@@ -56,25 +57,16 @@ def test_reads_modelmesh_variable_names() -> None:
         ({"MESHSERVE_RUNTIME_ENDPOINT": "localhost"}, "MESHSERVE_RUNTIME_ENDPOINT"),
         ({"MESHSERVE_EVICTION": "random"}, "MESHSERVE_EVICTION"),
         ({"MESHSERVE_POPULARITY_HALF_LIFE": "0"}, "MESHSERVE_POPULARITY_HALF_LIFE"),
+        ({"MM_SVC_GRPC_MAX_MSG_SIZE": "0"}, "MM_SVC_GRPC_MAX_MSG_SIZE"),
+        ({"MESHSERVE_LEASE_TTL": "ten"}, "MESHSERVE_LEASE_TTL"),
+        ({"MESHSERVE_METRICS_PORT": "-2"}, "MESHSERVE_METRICS_PORT"),
+        ({"MESHSERVE_SCALE_INTERVAL": "often"}, "MESHSERVE_SCALE_INTERVAL"),
+        ({"MESHSERVE_PAYLOAD_LOG_QUEUE_BYTES": "much"}, "MESHSERVE_PAYLOAD_LOG_QUEUE_BYTES"),
     ],
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(errors.ConfigError, match=named):
         settings.from_env(env)
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("1048576", 2**20),
-        ("512Mi", 512 * 2**20),
-        ("2G", 2 * 10**9),
-        ("1.5Gi", 3 * 2**29),
-        ("10KiB", 10240),
-    ],
-)
-def test_parses_sizes_with_suffixes(text: str, size: int) -> None:
-    assert settings.parse_size(text) == size
 
 
 @pytest.mark.parametrize(
@@ -98,3 +90,40 @@ def test_storage_config_folder_comes_from_meshserve_storage_config() -> None:
     assert settings.from_env({}).node.storage_config_dir is None
     s = settings.from_env({"MESHSERVE_STORAGE_CONFIG": "/etc/storage-config"})
     assert s.node.storage_config_dir == pathlib.Path("/etc/storage-config")
+
+
+def test_each_concern_reads_its_own_variables() -> None:
+    env = {
+        "MESHSERVE_LEASE_TTL": "4",
+        "MESHSERVE_HOST": "127.0.0.1",
+        "MESHSERVE_METRICS_PORT": "-1",
+        "MESHSERVE_PROBE_PORT": "0",
+        "MESHSERVE_METRICS_PER_MODEL": "True",
+        "MESHSERVE_ROUTE_ATTEMPTS": "3",
+        "MESHSERVE_DEFAULT_DEADLINE": "9.5",
+        "MESHSERVE_SCALE_UP_RPM": "60",
+        "MESHSERVE_DRAIN_TIMEOUT": "7",
+        "MESHSERVE_RUNTIME": "triton",
+        "MESHSERVE_RUNTIME_ENDPOINT": "127.0.0.1:8001",
+        "MESHSERVE_RUNTIMES_DIR": "/opt/runtimes",
+    }
+    s = settings.from_env(env)
+    assert s.kv == settings.KVSettings.from_env(env) and s.kv.lease_ttl_seconds == 4
+    assert (s.service.host, s.service.metrics_port, s.service.probe_port) == ("127.0.0.1", -1, 0)
+    assert s.service.metrics_per_model
+    assert (s.routing.max_attempts, s.routing.default_deadline_seconds) == (3, 9.5)
+    assert (s.scaling.scale_up_rpm, s.scaling.drain_timeout_seconds) == (60, 7.0)
+    assert s.runtime == settings.RuntimeSettings(
+        kind="triton", endpoint="127.0.0.1:8001", venv=pathlib.Path("/opt/runtimes")
+    )
+
+
+def test_a_request_gets_at_least_one_routing_attempt() -> None:
+    assert settings.RoutingSettings.from_env({"MESHSERVE_ROUTE_ATTEMPTS": "0"}).max_attempts == 1
+
+
+def test_a_concern_left_unset_keeps_its_defaults() -> None:
+    assert settings.CacheSettings.from_env({}) == settings.CacheSettings()
+    assert settings.ScalingSettings.from_env({}) == settings.ScalingSettings()
+    assert settings.NodeSettings.from_env({}) == settings.NodeSettings()
+    assert settings.ServiceSettings.from_env({}) == settings.ServiceSettings()

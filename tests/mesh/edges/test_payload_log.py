@@ -11,10 +11,8 @@ import pathlib
 from typing import Any
 
 import prometheus_client
-import pytest
 from aiohttp import web
 
-from mesh.core import errors, settings
 from mesh.edges import payload_log, processes
 
 
@@ -50,25 +48,6 @@ def test_an_http_event_is_in_binary_mode() -> None:
     assert headers["ce-type"] == "org.kubeflow.serving.inference.request"
     assert headers["ce-modelid"] == "iris__ksp-1"
     assert "ce-datacontenttype" not in headers
-
-
-@pytest.mark.parametrize(
-    "target", ["ftp://host/x", "file://relative/path", "http://", "/just/a/path"]
-)
-def test_a_payload_log_target_that_cannot_work_is_refused(target: str) -> None:
-    with pytest.raises(errors.ConfigError, match="MESHSERVE_PAYLOAD_LOG"):
-        settings.from_env({"MESHSERVE_PAYLOAD_LOG": target})
-
-
-def test_payload_log_settings_are_read() -> None:
-    s = settings.from_env(
-        {
-            "MESHSERVE_PAYLOAD_LOG": "http://sink:8080/events",
-            "MESHSERVE_PAYLOAD_LOG_QUEUE": "10",
-            "MESHSERVE_PAYLOAD_LOG_QUEUE_BYTES": "1Mi",
-        }
-    ).payload_log
-    assert (s.target, s.queue_size, s.queue_bytes) == ("http://sink:8080/events", 10, 2**20)
 
 
 async def test_events_are_appended_to_a_file(tmp_path: pathlib.Path) -> None:

@@ -1,4 +1,4 @@
-"""TLS settings, the choice of credentials per hop, the checks of the PEM
+"""Plaintext without TLS settings, the choice of credentials per hop, the checks of the PEM
 files, and certificate rotation on real gRPC and HTTPS listeners on
 127.0.0.1 (a throwaway CA made by the test)."""
 
@@ -14,34 +14,11 @@ import grpc
 import pytest
 from aiohttp import web
 
-from mesh.core import errors, settings
+from mesh.core import errors, settings, tls_settings
 from mesh.edges import peers, tls
 from tests.integration import tls_fixtures
 
-# --- settings -------------------------------------------------------------------
-
-
-def test_reads_modelmesh_tls_variables() -> None:
-    s = settings.from_env(
-        {
-            "MM_TLS_KEY_CERT_PATH": "/certs/tls.crt",
-            "MM_TLS_PRIVATE_KEY_PATH": "/certs/tls.key",
-            "MM_TLS_CLIENT_AUTH": "REQUIRE",
-            "MM_TLS_TRUST_CERT_PATH": "/certs/ca.crt, /certs/old-ca.crt",
-            "MESHSERVE_TLS_PEER_SERVER_NAME": "modelmesh-serving.ns",
-            "KV_STORE": "etcd:https://etcd:2379",
-            "MESHSERVE_ETCD_CA_PATH": "/etcd/ca.crt",
-            "MESHSERVE_ETCD_CERT_PATH": "/etcd/client.crt",
-            "MESHSERVE_ETCD_KEY_PATH": "/etcd/client.key",
-        }
-    )
-    t = s.tls
-    assert t.enabled and t.key_cert_path == pathlib.Path("/certs/tls.crt")
-    assert t.client_auth is settings.ClientAuth.REQUIRE
-    assert t.trust_cert_paths == (pathlib.Path("/certs/ca.crt"), pathlib.Path("/certs/old-ca.crt"))
-    assert t.peer_server_name == "modelmesh-serving.ns"
-    assert s.kv.endpoints == ("etcd:2379",)
-    assert t.etcd_ca_path == pathlib.Path("/etcd/ca.crt")
+# --- without TLS settings ----------------------------------------------------------
 
 
 def test_without_tls_variables_everything_is_plaintext() -> None:
@@ -51,42 +28,15 @@ def test_without_tls_variables_everything_is_plaintext() -> None:
     assert all(tls.channel_plan(t, hop) is None for hop in tls.Hop)
 
 
-_PAIR = {"MM_TLS_KEY_CERT_PATH": "/c", "MM_TLS_PRIVATE_KEY_PATH": "/k"}
-_ETCD_PAIR = {"MESHSERVE_ETCD_CERT_PATH": "/c", "MESHSERVE_ETCD_KEY_PATH": "/k"}
-
-
-@pytest.mark.parametrize(
-    ("env", "named"),
-    [
-        ({"MM_TLS_KEY_CERT_PATH": "/c"}, "MM_TLS_PRIVATE_KEY_PATH"),
-        ({"MM_TLS_PRIVATE_KEY_PATH": "/k"}, "MM_TLS_KEY_CERT_PATH"),
-        (_PAIR | {"MM_TLS_CLIENT_AUTH": "sometimes"}, "MM_TLS_CLIENT_AUTH"),
-        (_PAIR | {"MM_TLS_CLIENT_AUTH": "require"}, "MM_TLS_TRUST_CERT_PATH"),
-        ({"MM_TLS_CLIENT_AUTH": "require"}, "MM_TLS_KEY_CERT_PATH"),
-        ({"MM_TLS_PRIVATE_KEY_PASSPHRASE": "secret"}, "MM_TLS_PRIVATE_KEY_PASSPHRASE"),
-        ({"KV_STORE": "etcd:https://etcd:2379"}, "MESHSERVE_ETCD_CA_PATH"),
-        (_ETCD_PAIR, "MESHSERVE_ETCD_CA_PATH"),
-        (
-            {"MESHSERVE_ETCD_CA_PATH": "/a", "MESHSERVE_ETCD_CERT_PATH": "/c"},
-            "MESHSERVE_ETCD_KEY_PATH",
-        ),
-        ({"MESHSERVE_TLS_RELOAD_INTERVAL": "soon"}, "MESHSERVE_TLS_RELOAD_INTERVAL"),
-    ],
-)
-def test_a_tls_setting_that_cannot_work_names_the_variable(env: dict[str, str], named: str) -> None:
-    with pytest.raises(errors.ConfigError, match=named):
-        settings.from_env(env)
-
-
 # --- which credentials for which hop ---------------------------------------------------
 
 
-def _tls(**kw: Any) -> settings.TLSSettings:
+def _tls(**kw: Any) -> tls_settings.TLSSettings:
     base: dict[str, Any] = {
         "key_cert_path": pathlib.Path("/c/tls.crt"),
         "private_key_path": pathlib.Path("/c/tls.key"),
     }
-    return settings.TLSSettings(**(base | kw))
+    return tls_settings.TLSSettings(**(base | kw))
 
 
 def test_peers_get_mutual_tls_with_the_node_certificate_whatever_clients_must_show() -> None:
@@ -113,7 +63,7 @@ def test_the_runtime_link_is_never_tls() -> None:
 def test_etcd_uses_tls_only_with_its_own_ca_and_presents_its_own_client_certificate() -> None:
     assert tls.channel_plan(_tls(), tls.Hop.ETCD) is None
     plan = tls.channel_plan(
-        settings.TLSSettings(
+        tls_settings.TLSSettings(
             etcd_ca_path=pathlib.Path("/e/ca"),
             etcd_cert_path=pathlib.Path("/e/c"),
             etcd_key_path=pathlib.Path("/e/k"),
@@ -129,10 +79,10 @@ def test_etcd_uses_tls_only_with_its_own_ca_and_presents_its_own_client_certific
 
 def test_the_server_plan_asks_clients_as_configured() -> None:
     plan = tls.server_plan(
-        _tls(client_auth=settings.ClientAuth.REQUIRE, trust_cert_paths=(pathlib.Path("/ca"),))
+        _tls(client_auth=tls_settings.ClientAuth.REQUIRE, trust_cert_paths=(pathlib.Path("/ca"),))
     )
     assert plan is not None
-    assert plan.client_auth is settings.ClientAuth.REQUIRE
+    assert plan.client_auth is tls_settings.ClientAuth.REQUIRE
     assert [f.variable for f in plan.files] == [
         "MM_TLS_KEY_CERT_PATH",
         "MM_TLS_PRIVATE_KEY_PATH",
@@ -164,10 +114,10 @@ def _plan(
     cert: pathlib.Path,
     key: pathlib.Path,
     trust: tuple[pathlib.Path, ...] = (),
-    auth: settings.ClientAuth = settings.ClientAuth.NONE,
+    auth: tls_settings.ClientAuth = tls_settings.ClientAuth.NONE,
 ) -> tls.ServerPlan:
     plan = tls.server_plan(
-        settings.TLSSettings(
+        tls_settings.TLSSettings(
             key_cert_path=cert, private_key_path=key, trust_cert_paths=trust, client_auth=auth
         )
     )
@@ -206,7 +156,7 @@ def test_a_trust_file_without_a_certificate_names_its_variable(
 ) -> None:
     empty = tmp_path / "ca.crt"
     empty.write_text("")
-    plan = _plan(pki["server"].cert, pki["server"].key, (empty,), settings.ClientAuth.REQUIRE)
+    plan = _plan(pki["server"].cert, pki["server"].key, (empty,), tls_settings.ClientAuth.REQUIRE)
     with pytest.raises(errors.ConfigError, match="MM_TLS_TRUST_CERT_PATH"):
         tls.load_server(plan)
 
@@ -279,7 +229,7 @@ async def test_the_grpc_port_takes_a_new_certificate_and_ca_without_restarting(
     live = _copy_pair(pki["server"], tmp_path / "live")
     trust = tmp_path / "live" / "ca.crt"
     tls_fixtures.replace_file(trust, pki["ca"].pem)
-    plan = _plan(live.cert, live.key, (trust,), settings.ClientAuth.REQUIRE)
+    plan = _plan(live.cert, live.key, (trust,), tls_settings.ClientAuth.REQUIRE)
     watched = tls.Watched("test", plan.files, lambda: tls.load_server(plan))
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([_Echo()])
@@ -315,7 +265,7 @@ async def test_the_rest_port_takes_a_new_certificate_and_ca_without_restarting(
     live = _copy_pair(pki["server"], tmp_path / "live")
     trust = tmp_path / "live" / "ca.crt"
     tls_fixtures.replace_file(trust, pki["ca"].pem)
-    plan = _plan(live.cert, live.key, (trust,), settings.ClientAuth.REQUIRE)
+    plan = _plan(live.cert, live.key, (trust,), tls_settings.ClientAuth.REQUIRE)
     watched = tls.Watched("test", plan.files, lambda: tls.load_server(plan))
     app = web.Application()
 
