@@ -15,13 +15,13 @@ speak to it with the V2 protos that ``tritonclient`` ships.
 The deciding parts (which file is the model, what ``model-settings.json``
 says, what size to report) are pure functions at the top of the module, tested
 without a server; :class:`MLServerAdapter` wraps them with the process and
-gRPC I/O.
+gRPC I/O, the part it shares with Triton's adapter coming from
+:class:`runtime_adapters.v2_runtime.V2RuntimeAdapter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -30,16 +30,14 @@ import pathlib
 import posixpath
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import grpc
 import psutil
-from tritonclient.grpc import service_pb2
 
 from mesh.core import errors, eviction
 from mesh.edges import processes
-from runtime_adapters import memory, v2conn
+from runtime_adapters import memory, v2_runtime
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +81,6 @@ WELL_KNOWN_FILES: Mapping[str, tuple[str, ...]] = {
 """File names MLServer's own runtimes look for first; they break a tie when a
 folder holds several candidates."""
 
-_LISTED_FILES_IN_ERRORS = 10
-
 
 # --------------------------------------------------------------------------
 # Pure parts
@@ -106,8 +102,7 @@ def implementation_for(model_id: str, model_type: str) -> str:
 def is_runtime_file(relative: str) -> bool:
     """Whether a path in a model folder is the runtime's or a marker, not the
     model: ``model-settings.json`` at the top, and hidden files or folders."""
-    parts = relative.split("/")
-    return relative == MODEL_SETTINGS_FILE or any(p.startswith(".") for p in parts)
+    return v2_runtime.is_runtime_file(relative, MODEL_SETTINGS_FILE)
 
 
 def choose_model_file(model_id: str, model_type: str, files: Iterable[str]) -> str:
@@ -131,22 +126,16 @@ def choose_model_file(model_id: str, model_type: str, files: Iterable[str]) -> s
         raise errors.ModelLoadFailed(
             model_id,
             f"several {model_type} model files in the folder "
-            f"({_some(candidates)}); keep one, or name it in "
+            f"({v2_runtime.some_names(candidates)}); keep one, or name it in "
             f"{MODEL_SETTINGS_FILE} as parameters.uri",
         )
     if len(model_files) == 1:
         return model_files[0]
     wanted = ", ".join(f"*{s}" for s in suffixes) or "a single file"
-    found = _some(model_files) if model_files else "the folder is empty"
+    found = v2_runtime.some_names(model_files) if model_files else "the folder is empty"
     raise errors.ModelLoadFailed(
         model_id, f"no {model_type} model file ({wanted}) in the folder: {found}"
     )
-
-
-def _some(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_LISTED_FILES_IN_ERRORS])
-    more = len(names) - _LISTED_FILES_IN_ERRORS
-    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def resolve_uri(model_id: str, model_path: pathlib.Path, uri: str, files: Iterable[str]) -> str:
@@ -174,10 +163,11 @@ def resolve_uri(model_id: str, model_path: pathlib.Path, uri: str, files: Iterab
     listed = list(files)
     exists = relative == "." or any(f == relative or f.startswith(relative + "/") for f in listed)
     if not exists:
+        found = v2_runtime.some_names(sorted(f for f in listed if not is_runtime_file(f)))
         raise errors.ModelLoadFailed(
             model_id,
             f"{MODEL_SETTINGS_FILE} parameters.uri {uri!r} names nothing in the model folder "
-            f"(found: {_some(sorted(f for f in listed if not is_runtime_file(f)))})",
+            f"(found: {found})",
         )
     return path
 
@@ -247,30 +237,9 @@ def server_settings(
 # I/O helpers
 
 
-def list_folder(folder: pathlib.Path) -> list[str]:
-    """Paths (relative, ``/``-separated) of the files under ``folder``."""
-    found: list[str] = []
-    for dirpath, _dirs, names in os.walk(folder):
-        base = pathlib.Path(dirpath).relative_to(folder)
-        found.extend((base / n).as_posix() for n in names if (pathlib.Path(dirpath, n)).is_file())
-    return sorted(found)
-
-
-def folder_bytes(folder: pathlib.Path, files: Iterable[str]) -> int:
-    """Bytes on disk of the model's files (not the runtime's)."""
-    total = 0
-    for f in files:
-        if not is_runtime_file(f):
-            with contextlib.suppress(OSError):
-                total += (folder / f).stat().st_size
-    return total
-
-
 def _write_json_atomically(path: pathlib.Path, data: Mapping[str, Any]) -> None:
     # MLServer may be reading every model-settings.json for another load.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    v2_runtime.write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def prepare_model_folder(
@@ -281,7 +250,7 @@ def prepare_model_folder(
     implementation_for(model_id, model_type)
     if not model_path.is_dir():
         raise errors.ModelLoadFailed(model_id, f"model folder {model_path} does not exist")
-    files = list_folder(model_path)
+    files = v2_runtime.list_folder(model_path)
     settings_path = model_path / MODEL_SETTINGS_FILE
     user: dict[str, Any] | None = None
     if settings_path.is_file():
@@ -297,7 +266,7 @@ def prepare_model_folder(
         _write_json_atomically(settings_path, settings)
     except OSError as e:
         raise errors.ModelLoadFailed(model_id, f"cannot write {settings_path}: {e}") from e
-    return settings, folder_bytes(model_path, files)
+    return settings, v2_runtime.folder_bytes(model_path, files, MODEL_SETTINGS_FILE)
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +314,7 @@ class MLServerConfig:
     the mesh's)."""
 
 
-class MLServerAdapter:
+class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
     """:class:`mesh.core.interfaces.RuntimeAdapter` for one MLServer process.
 
     Loads are serialised: MLServer (with ``parallel_workers: 0``) loads in its
@@ -354,34 +323,21 @@ class MLServerAdapter:
     """
 
     name = "mlserver"
+    label = "MLServer"
 
     def __init__(self, config: MLServerConfig) -> None:
         self.config = config
-        self._child: processes.ChildProcess | None = None
-        self._grpc_port = config.grpc_port
-        self._v2 = v2conn.V2Connection(lambda: self.grpc_target, _CHANNEL_OPTIONS)
+        super().__init__(
+            config.endpoint,
+            config.host,
+            config.grpc_port,
+            config.log_path or config.model_dir / WORK_DIR_NAME / "mlserver.log",
+            config.start_timeout_seconds,
+            _CHANNEL_OPTIONS,
+        )
         self._loaded_implementations: set[str] = set()
         self._tree: list[psutil.Process] = []
         self._tree_found = 0.0
-
-    # -- addresses ---------------------------------------------------------
-
-    @property
-    def grpc_target(self) -> str:
-        """``host:port`` of the V2 gRPC endpoint (raises
-        :class:`mesh.core.errors.RuntimeUnavailable` before :meth:`start` picked a
-        port)."""
-        return v2conn.target(self.config.endpoint, self.config.host, self._grpc_port, "MLServer")
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the MLServer we started, if it runs."""
-        return self._child.pid if self._child and self._child.running() else None
-
-    @property
-    def log_path(self) -> pathlib.Path:
-        """Where our MLServer's output goes."""
-        return self.config.log_path or self.config.model_dir / WORK_DIR_NAME / "mlserver.log"
 
     @property
     def counts_gpu_memory(self) -> bool:
@@ -397,9 +353,9 @@ class MLServerAdapter:
 
     async def start(self) -> None:
         if self.config.endpoint:
-            await self._wait_ready(time.monotonic() + self.config.start_timeout_seconds)
+            await self._wait_ready()
             return
-        if self._child is not None and self._child.running():
+        if self._started():
             return
         executable = (self.config.venv / "bin" / "mlserver").absolute()
         if not executable.is_file():
@@ -429,25 +385,8 @@ class MLServerAdapter:
         )
         self._loaded_implementations.clear()
         self._tree = []
-        self._child = child
-        took = await self._v2.launch(
-            "MLServer", child, self.log_path, cfg.start_timeout_seconds, self.stop
-        )
+        took = await self._launch(child)
         log.info("MLServer pid %s ready on %s in %.2f s", child.pid, self.grpc_target, took)
-
-    async def stop(self) -> None:
-        child, self._child = self._child, None
-        await self._v2.close()
-        if child is not None:
-            await asyncio.to_thread(child.stop)
-
-    async def ready(self) -> bool:
-        return await self._v2.ready(self._child)
-
-    async def _wait_ready(self, deadline: float) -> None:
-        await self._v2.wait_ready(
-            "MLServer", self._child, self.log_path, self.config.start_timeout_seconds, deadline
-        )
 
     # -- models ------------------------------------------------------------
 
@@ -489,7 +428,7 @@ class MLServerAdapter:
             tree = await self._process_tree(pid) if measuring and pid else []
             before = memory.rss_sum(tree)
             started = time.monotonic()
-            await self._repository_load(model_id)
+            await self._repository_load(model_id, model_path, self.config.load_timeout_seconds)
             elapsed = time.monotonic() - started
             after = memory.rss_sum(tree)
         measured: int | None = None
@@ -511,44 +450,4 @@ class MLServerAdapter:
 
     async def unload(self, model_id: str) -> None:
         async with self._v2.lock():
-            try:
-                await self._v2.stub().RepositoryModelUnload(
-                    service_pb2.RepositoryModelUnloadRequest(model_name=model_id),
-                    timeout=self.config.load_timeout_seconds,
-                )
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.NOT_FOUND:
-                    return
-                raise self._unavailable(f"could not unload {model_id!r}", e) from None
-
-    async def _repository_load(self, model_id: str) -> None:
-        try:
-            await self._v2.stub().RepositoryModelLoad(
-                service_pb2.RepositoryModelLoadRequest(model_name=model_id),
-                timeout=self.config.load_timeout_seconds,
-            )
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) or (
-                self._child is not None and not self._child.running()
-            ):
-                raise self._unavailable(f"could not load {model_id!r}", e) from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise errors.ModelLoadFailed(
-                    model_id,
-                    "MLServer did not finish loading within "
-                    f"{self.config.load_timeout_seconds:g} s",
-                ) from None
-            reason = e.details() or code.name
-            raise errors.ModelLoadFailed(model_id, f"MLServer: {reason} ({code.name})") from None
-
-    def _unavailable(self, what: str, e: Any) -> errors.RuntimeUnavailable:
-        message = f"MLServer at {self.grpc_target} {what}: {e.code().name}: {e.details()}"
-        if self._child is not None and not self._child.running():
-            message += (
-                f"; it exited with {self._child.returncode()}, its log ends:\n"
-                f"{self._child.log_tail()}"
-            )
-        return errors.RuntimeUnavailable(message)
-
-    # -- plumbing ----------------------------------------------------------
+            await self._repository_unload(model_id, self.config.load_timeout_seconds)

@@ -18,7 +18,8 @@ from tritonclient.utils import InferenceServerException
 
 from mesh.core import errors
 from mesh.edges import processes
-from runtime_adapters import memory, triton
+from runtime_adapters import memory
+from runtime_adapters.triton import adapter as triton_adapter
 from tests.integration import mesh_fixtures, triton_fixtures
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ async def states(target: str, model_id: str) -> set[str]:
         await client.close()
 
 
-def stubs(adapter: triton.TritonAdapter) -> set[int]:
+def stubs(adapter: triton_adapter.TritonAdapter) -> set[int]:
     """Pids of the Python-backend stub processes under our Triton."""
     assert adapter.pid is not None
     return {
@@ -83,7 +84,7 @@ def assert_answers(
 
 
 async def test_serves_a_python_model_under_the_model_id_keeping_the_users_config(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -101,7 +102,7 @@ async def test_serves_a_python_model_under_the_model_id_keeping_the_users_config
 
 
 async def test_generates_a_config_for_a_python_model_that_declares_its_own_tensors(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     add_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -117,7 +118,7 @@ async def test_generates_a_config_for_a_python_model_that_declares_its_own_tenso
 
 
 async def test_loading_a_loaded_model_again_reports_the_same_size(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -135,7 +136,7 @@ async def test_loading_a_loaded_model_again_reports_the_same_size(
 
 
 async def test_unload_returns_only_once_the_model_and_its_stub_process_are_gone(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -159,7 +160,7 @@ async def test_unload_returns_only_once_the_model_and_its_stub_process_are_gone(
 
 
 async def test_unloading_a_model_triton_never_had_is_not_an_error(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
 ) -> None:
     await triton_runtime.unload("never-loaded-here")
 
@@ -168,7 +169,7 @@ async def test_unloading_a_model_triton_never_had_is_not_an_error(
 
 
 async def test_broken_model_fails_with_tritons_message_and_triton_keeps_serving(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     broken_sample: triton_fixtures.TritonSample,
     double_sample: triton_fixtures.TritonSample,
@@ -189,7 +190,7 @@ async def test_broken_model_fails_with_tritons_message_and_triton_keeps_serving(
 
 
 async def test_a_config_triton_refuses_fails_with_the_reason_from_tritons_log(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -204,7 +205,7 @@ async def test_a_config_triton_refuses_fails_with_the_reason_from_tritons_log(
 
 
 async def test_model_type_without_a_backend_here_fails_naming_the_supported_types(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -222,7 +223,7 @@ async def test_model_type_without_a_backend_here_fails_naming_the_supported_type
 
 
 async def test_reported_size_covers_the_stub_process_the_model_started(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
 ) -> None:
@@ -239,7 +240,7 @@ async def test_reported_size_covers_the_stub_process_the_model_started(
 
 
 async def test_a_model_holding_200_mib_is_measured_within_20_percent_of_that(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     double_sample: triton_fixtures.TritonSample,
     triton_sample_dir: pathlib.Path,
@@ -260,7 +261,9 @@ async def test_a_model_holding_200_mib_is_measured_within_20_percent_of_that(
 # -- the process ------------------------------------------------------------------
 
 
-async def test_is_ready_on_a_local_grpc_target(triton_runtime: triton.TritonAdapter) -> None:
+async def test_is_ready_on_a_local_grpc_target(
+    triton_runtime: triton_adapter.TritonAdapter,
+) -> None:
     assert await triton_runtime.ready()
     host, _, port = triton_runtime.grpc_target.rpartition(":")
     assert host == "127.0.0.1"
@@ -269,13 +272,13 @@ async def test_is_ready_on_a_local_grpc_target(triton_runtime: triton.TritonAdap
 
 
 async def test_connects_to_a_triton_already_running_and_measures_its_process(
-    triton_runtime: triton.TritonAdapter,
+    triton_runtime: triton_adapter.TritonAdapter,
     place_triton_model: triton_fixtures.TritonPlacer,
     triton_sample_dir: pathlib.Path,
 ) -> None:
     ballast = triton_fixtures.write_ballast_sample(triton_sample_dir / "ballast-64", 64)
-    remote = triton.TritonAdapter(
-        triton.TritonConfig(
+    remote = triton_adapter.TritonAdapter(
+        triton_adapter.TritonConfig(
             model_dir=triton_runtime.config.model_dir,
             endpoint=triton_runtime.grpc_target,
             start_timeout_seconds=5,
@@ -298,13 +301,13 @@ async def test_connects_to_a_triton_already_running_and_measures_its_process(
 async def test_waiting_for_an_endpoint_that_never_answers_is_unavailable(
     tmp_path: pathlib.Path,
 ) -> None:
-    config = triton.TritonConfig(
+    config = triton_adapter.TritonConfig(
         model_dir=tmp_path,
         endpoint=f"127.0.0.1:{processes.free_port()}",
         start_timeout_seconds=0.5,
     )
     with pytest.raises(errors.RuntimeUnavailable, match="not ready within"):
-        await triton.TritonAdapter(config).start()
+        await triton_adapter.TritonAdapter(config).start()
 
 
 async def test_stop_leaves_no_tritonserver_stub_or_shared_memory_behind(
@@ -312,7 +315,9 @@ async def test_stop_leaves_no_tritonserver_stub_or_shared_memory_behind(
 ) -> None:
     shm_before = shared_memory_regions()
     model_dir = tmp_path / "models"
-    adapter = triton.TritonAdapter(triton.TritonConfig(model_dir=model_dir, venv=triton_venv))
+    adapter = triton_adapter.TritonAdapter(
+        triton_adapter.TritonConfig(model_dir=model_dir, venv=triton_venv)
+    )
     await adapter.start()
     model_id, folder = triton_fixtures.TritonPlacer(model_dir)(double_sample)
     await adapter.load(model_id, "python", folder)
@@ -334,7 +339,9 @@ async def test_a_triton_that_died_is_unavailable_and_its_log_says_why(
     triton_venv: pathlib.Path, tmp_path: pathlib.Path, double_sample: triton_fixtures.TritonSample
 ) -> None:
     model_dir = tmp_path / "models"
-    adapter = triton.TritonAdapter(triton.TritonConfig(model_dir=model_dir, venv=triton_venv))
+    adapter = triton_adapter.TritonAdapter(
+        triton_adapter.TritonConfig(model_dir=model_dir, venv=triton_venv)
+    )
     await adapter.start()
     try:
         await mesh_fixtures.kill_runtime(adapter)

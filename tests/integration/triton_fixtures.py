@@ -2,11 +2,12 @@
 
 ``triton_runtime`` starts one ``tritonserver`` per test session (the real
 binary from the ``nvidia-pytriton`` wheel, set up in ``.runtimes/triton`` by
-``make install``) through :class:`runtime_adapters.triton.TritonAdapter`, on a
-free port, with its model repository in a temporary folder, and stops it at
-the end. Triton starts in ~1 s but stops in ~4 s once it has held a model, so
-tests share it. Like the MLServer fixture it is synchronous: the adapter
-opens its gRPC channel in whichever event loop calls it.
+``make install``) through
+:class:`runtime_adapters.triton.adapter.TritonAdapter`, on a free port, with
+its model repository in a temporary folder, and stops it at the end. Triton
+starts in ~1 s but stops in ~4 s once it has held a model, so tests share
+it. Like the MLServer fixture it is synchronous: the adapter opens its gRPC
+channel in whichever event loop calls it.
 
 The sample models are Triton Python-backend models written here (a
 ``model.py``, with or without a ``config.pbtxt``):
@@ -39,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from runtime_adapters import triton
+from runtime_adapters.triton import adapter as triton_adapter
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRITON_VENV = REPO_ROOT / ".runtimes" / "triton"
@@ -202,11 +203,13 @@ def triton_venv() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def triton_runtime(
     triton_venv: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[triton.TritonAdapter]:
+) -> Iterator[triton_adapter.TritonAdapter]:
     """A started :class:`TritonAdapter` running its own Triton, shared by the
     session; its repository is ``adapter.config.model_dir``."""
     model_dir = tmp_path_factory.mktemp("triton") / "models"
-    adapter = triton.TritonAdapter(triton.TritonConfig(model_dir=model_dir, venv=triton_venv))
+    adapter = triton_adapter.TritonAdapter(
+        triton_adapter.TritonConfig(model_dir=model_dir, venv=triton_venv)
+    )
     asyncio.run(adapter.start())
     try:
         yield adapter
@@ -231,7 +234,7 @@ class TritonPlacer:
 
 
 @pytest.fixture
-def place_triton_model(triton_runtime: triton.TritonAdapter) -> TritonPlacer:
+def place_triton_model(triton_runtime: triton_adapter.TritonAdapter) -> TritonPlacer:
     """``place_triton_model(sample, model_id=None) -> (model_id, folder)``
     into the shared runtime's repository."""
     return TritonPlacer(triton_runtime.config.model_dir)
