@@ -8,7 +8,7 @@ nothing, and everything it does *with* etcd has to be counted. The mesh's
 own parts (placement table, record store, cache manager, dispatcher, data
 plane, membership, leader election, janitor, scaler) are used as they are;
 only what sits behind the mesh's seams (:mod:`mesh.core.interfaces`,
-:class:`router.dataplane.Upstream`, :class:`mesh.kv.kv_store.KVStore`) is replaced:
+:class:`router.upstream.Upstream`, :class:`mesh.kv.kv_store.KVStore`) is replaced:
 
 * :class:`SyntheticRuntime` (a :class:`mesh.core.interfaces.RuntimeAdapter`): a
   load sleeps a few milliseconds and reports the model's synthetic size; an
@@ -47,7 +47,7 @@ from typing import Protocol
 from mesh.core import errors
 from mesh.edges import grpc_status
 from mesh.kv import kv_store
-from router import dataplane, wire
+from router import dataplane, upstream, wire
 
 KINDS = (
     "get",
@@ -324,7 +324,7 @@ def answer(model_id: str) -> bytes:
 
 
 class _Unary:
-    """The stream half of :class:`router.dataplane.Upstream` for the
+    """The stream half of :class:`router.upstream.Upstream` for the
     simulation's hops: the simulation carries no streams."""
 
     def stream(
@@ -340,12 +340,12 @@ class _Unary:
 
 
 async def _unimplemented() -> AsyncIterator[bytes]:
-    raise dataplane.UpstreamError("UNIMPLEMENTED", "the simulation carries no streams")
+    raise upstream.UpstreamError("UNIMPLEMENTED", "the simulation carries no streams")
     yield b""  # pragma: no cover - makes this an async generator
 
 
 class RuntimeUpstream(_Unary):
-    """A node's hop to its synthetic runtime (:class:`router.dataplane.Upstream`)."""
+    """A node's hop to its synthetic runtime (:class:`router.upstream.Upstream`)."""
 
     def __init__(self, runtime: SyntheticRuntime) -> None:
         self.runtime = runtime
@@ -363,13 +363,13 @@ class RuntimeUpstream(_Unary):
         model_id = wire.read_name(request)
         if model_id not in self.runtime.held:
             self.missing += 1
-            raise dataplane.UpstreamError("NOT_FOUND", f"model {model_id!r} is not loaded")
+            raise upstream.UpstreamError("NOT_FOUND", f"model {model_id!r} is not loaded")
         self.served += 1
         return answer(model_id)
 
 
 class PeerUpstream(_Unary):
-    """The hop to another simulated node (:class:`router.dataplane.Upstream`):
+    """The hop to another simulated node (:class:`router.upstream.Upstream`):
     its data plane, called in process with the forwarded metadata; its mesh
     errors come back as the gRPC status the real hop would carry."""
 
@@ -386,7 +386,7 @@ class PeerUpstream(_Unary):
         try:
             return await self.plane.call(method, request, list(metadata), timeout)
         except errors.MeshError as e:
-            raise dataplane.UpstreamError(grpc_status.code_for(e).name, e.message) from None
+            raise upstream.UpstreamError(grpc_status.code_for(e).name, e.message) from None
 
 
 class Loader(Protocol):
@@ -420,7 +420,7 @@ class Peers:
         self._planes.pop(endpoint, None)
         self._loaders.pop(endpoint, None)
 
-    def upstream(self, endpoint: str) -> dataplane.Upstream:
+    def upstream(self, endpoint: str) -> upstream.Upstream:
         up = self._planes.get(endpoint)
         if up is None:
             return _Unreachable(endpoint)

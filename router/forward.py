@@ -3,7 +3,7 @@ service, and back.
 
 No protobuf decoding on either side: the channel's serializers are the
 identity, so a request costs one write and one read of its bytes. An error
-status becomes :class:`router.dataplane.UpstreamError`, except a target that
+status becomes :class:`router.upstream.UpstreamError`, except a target that
 cannot be reached, which is :class:`mesh.core.errors.RuntimeUnavailable`. A
 message refused by a gRPC size limit on the hop (this channel's or the
 target's) keeps its ``RESOURCE_EXHAUSTED`` and gets a message naming the hop,
@@ -15,7 +15,7 @@ message the mesh refuses (another model, too large) cancels the call and
 ends the stream with that refusal rather than a bare ``CANCELLED``. grpc.aio
 loses the status of a stream the target ends while a message is being
 written (it reports ``INTERNAL: Internal error from Core``, grpc/grpc#36066);
-that becomes :class:`router.dataplane.StreamCutShort`, and the data plane
+that becomes :class:`router.upstream.StreamCutShort`, and the data plane
 opens the stream again.
 
 The runtime channel is plaintext (127.0.0.1, same pod); peer channels come
@@ -36,7 +36,7 @@ import grpc
 
 from mesh.core import errors
 from mesh.edges import peers
-from router import dataplane
+from router import client_messages, upstream
 
 SERVICE = "inference.GRPCInferenceService"
 _STATUS_LOST = "Internal error from Core"
@@ -53,7 +53,7 @@ def size_refusal(details: str, target: str) -> str | None:
         return None
     return (
         f"a message of {m.group(1)} bytes between this node and {target} is over that hop's "
-        f"gRPC limit of {m.group(2)} bytes (set by {dataplane.LIMIT_VARIABLE} on each node, "
+        f"gRPC limit of {m.group(2)} bytes (set by {client_messages.LIMIT_VARIABLE} on each node, "
         "and by the runtime's own limit)"
     )
 
@@ -101,7 +101,7 @@ class GrpcUpstream:
         details = e.details() or ""
         if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
             details = size_refusal(details, self.target) or details
-        return dataplane.UpstreamError(e.code().name, details)
+        return upstream.UpstreamError(e.code().name, details)
 
     async def stream(
         self,
@@ -120,34 +120,9 @@ class GrpcUpstream:
             stub = self._stream_stubs[method] = self.channel.stream_stream(f"/{SERVICE}/{method}")
         call = stub(timeout=timeout, metadata=tuple(metadata) or None)
         refused: list[Exception] = []
-        ended = (grpc.aio.AioRpcError, asyncio.InvalidStateError)  # the reader says how
-
-        async def write() -> None:
-            if settle > 0:
-                ended_early = asyncio.ensure_future(call.code())
-                done, _ = await asyncio.wait({ended_early}, timeout=settle)
-                if not done:
-                    ended_early.cancel()
-                elif call.done():
-                    return
-            messages = aiter(requests)
-            while True:
-                try:
-                    message = await anext(messages)
-                except StopAsyncIteration:
-                    break
-                except Exception as e:  # refused by the mesh, or the client's stream broke
-                    refused.append(e)
-                    call.cancel()
-                    return
-                try:
-                    await call.write(message)
-                except ended:
-                    return
-            with contextlib.suppress(*ended):
-                await call.done_writing()
-
-        writer = asyncio.create_task(write(), name=f"stream-to-{self.target}")
+        writer = asyncio.create_task(
+            _write_requests(call, requests, settle, refused), name=f"stream-to-{self.target}"
+        )
         try:
             while True:
                 try:
@@ -156,7 +131,7 @@ class GrpcUpstream:
                     if refused:
                         raise refused[0] from None
                     if e.code() == grpc.StatusCode.INTERNAL and e.details() == _STATUS_LOST:
-                        raise dataplane.StreamCutShort(
+                        raise upstream.StreamCutShort(
                             f"the stream to {self.target} ended before its status was read"
                         ) from None
                     raise self._error(e) from None
@@ -176,6 +151,42 @@ class GrpcUpstream:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+_ENDED = (grpc.aio.AioRpcError, asyncio.InvalidStateError)
+"""What a write into a call that has ended raises: the reader says how it ended."""
+
+
+async def _write_requests(
+    call: Any, requests: AsyncIterator[bytes], settle: float, refused: list[Exception]
+) -> None:
+    """The writer of a stream: ``requests`` into ``call``, then the end of
+    writing. A message the mesh refuses (or the client's stream breaking) is
+    kept in ``refused`` and cancels the call; with ``settle``, the first write
+    waits that long for the target to end the call first."""
+    if settle > 0:
+        ended_early = asyncio.ensure_future(call.code())
+        done, _ = await asyncio.wait({ended_early}, timeout=settle)
+        if not done:
+            ended_early.cancel()
+        elif call.done():
+            return
+    messages = aiter(requests)
+    while True:
+        try:
+            message = await anext(messages)
+        except StopAsyncIteration:
+            break
+        except Exception as e:  # refused by the mesh, or the client's stream broke
+            refused.append(e)
+            call.cancel()
+            return
+        try:
+            await call.write(message)
+        except _ENDED:
+            return
+    with contextlib.suppress(*_ENDED):
+        await call.done_writing()
 
 
 class PeerUpstreams:

@@ -12,8 +12,8 @@ back into V2 JSON. Peers and runtimes only ever see gRPC.
 
 Three layers, I/O at the edge only:
 
-- :mod:`router.v2json` (pure): JSON and the binary tensor extension ↔ plain
-  tensors, datatype packing, the gRPC code → HTTP status table;
+- :mod:`router.v2json` and :mod:`router.tensor_packing` (pure): JSON and the
+  binary tensor extension ↔ plain tensors, datatype packing;
 - the functions below (pure): plain tensors ↔ protobuf messages;
 - :class:`RestServer`: aiohttp handlers that read a request, call the data
   plane, write the answer.
@@ -24,15 +24,16 @@ metadata, routed), ``GET /v2/models/{name}[/versions/{v}]/ready`` (answered by
 the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``.
 
 Health answers follow the V2 spec: 200 for true, 400 for false. Errors are
-``{"error": "..."}`` with the status of :data:`router.v2json.HTTP_STATUS`:
-a mesh error goes through :mod:`mesh.edges.grpc_status`'s table first, a runtime's
-error keeps its gRPC code, so one failure has the same meaning on both ports.
+``{"error": "..."}`` with the status of :func:`router.http_status.status_of`,
+this edge's one table: a mesh error goes through :mod:`mesh.edges.grpc_status`'s
+table first, a runtime's error keeps its gRPC code, so one failure has the same
+meaning on both ports.
 A call without a deadline of its own gets the mesh's default deadline
 (``MESHSERVE_DEFAULT_DEADLINE``), as a gRPC call without one does.
 
 Size: a body over ``MM_SVC_GRPC_MAX_MSG_SIZE`` is refused with 413 (aiohttp
 stops reading at the limit), and so is a request or response whose V2 protobuf form is over it
-(the same check as on gRPC, :class:`router.dataplane.MessageTooLarge`); the
+(the same check as on gRPC, :class:`router.client_messages.MessageTooLarge`); the
 message names the limit. JSON bodies count their JSON bytes: large tensors
 belong in the binary extension.
 
@@ -53,8 +54,7 @@ from google.protobuf import message as pb_message
 from tritonclient.grpc import service_pb2
 
 from mesh.core import errors
-from mesh.edges import grpc_status
-from router import dataplane, v2json
+from router import client_messages, dataplane, http_status, tensor_packing, upstream, v2json
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ def infer_response(data: bytes) -> v2json.InferResponse:
         if raws:
             raw = raws[i]
         else:
-            field = v2json.CONTENTS_FIELD.get(out.datatype)
+            field = tensor_packing.CONTENTS_FIELD.get(out.datatype)
             values = list(getattr(out.contents, field)) if field else []
             try:
-                raw = v2json.pack(out.datatype, values, shape)
+                raw = tensor_packing.pack(out.datatype, values, shape)
             except ValueError as e:
                 raise errors.MeshError(
                     f"output {out.name!r} of the runtime's answer: {e}"
@@ -166,17 +166,6 @@ def model_metadata(data: bytes) -> v2json.ModelMetadata:
         inputs=tensors(msg.inputs),
         outputs=tensors(msg.outputs),
     )
-
-
-def status_of(error: Exception) -> tuple[int, str]:
-    """HTTP status and message of a failure of the routing path."""
-    if isinstance(error, dataplane.UpstreamError):
-        return v2json.http_status(error.code), error.details
-    if isinstance(error, dataplane.MessageTooLarge):
-        return 413, error.message
-    if isinstance(error, errors.MeshError):
-        return v2json.http_status(grpc_status.code_for(error).name), error.message
-    raise TypeError(f"not a routing failure: {error!r}")
 
 
 # --- the HTTP edge -------------------------------------------------------------
@@ -287,14 +276,14 @@ class RestServer:
         """Every failure as a V2 JSON error with its status."""
         try:
             return await handler(request)
-        except (dataplane.UpstreamError, errors.MeshError) as e:
-            status, message = status_of(e)
+        except (upstream.UpstreamError, errors.MeshError) as e:
+            status, message = http_status.status_of(e)
             return _error(status, message)
         except web.HTTPRequestEntityTooLarge:
             return _error(
                 413,
                 f"the request body is over the limit of {self._max_body_bytes} bytes "
-                f"({dataplane.LIMIT_VARIABLE})",
+                f"({client_messages.LIMIT_VARIABLE})",
             )
         except web.HTTPNotFound:
             return _error(404, f"no V2 REST route {request.method} {request.path}")

@@ -30,14 +30,14 @@ from tritonclient.grpc import service_pb2
 from mesh.core import errors
 from mesh.edges import grpc_status
 from mesh.node import logs, metrics
-from router import dataplane
+from router import dataplane, streams, upstream
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 _ROUTED = frozenset({"ModelInfer", "ModelMetadata", "ModelConfig"})
 _LOCAL = frozenset({"ServerLive", "ServerReady", "ServerMetadata", "ModelReady"})
-_KNOWN = _ROUTED | _LOCAL | {dataplane.STREAM_METHOD}
+_KNOWN = _ROUTED | _LOCAL | {streams.STREAM_METHOD}
 
 Readiness = Callable[[], Awaitable[bool]]
 
@@ -82,7 +82,7 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         }.get(method)
         if local is not None:
             return grpc.unary_unary_rpc_method_handler(local)
-        if method == dataplane.STREAM_METHOD:
+        if method == streams.STREAM_METHOD:
             return grpc.stream_stream_rpc_method_handler(self._stream)
         return grpc.unary_unary_rpc_method_handler(self._refuse(method))
 
@@ -108,7 +108,7 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         return handle
 
     async def _stream(self, requests: Any, context: Any) -> AsyncIterator[bytes]:
-        method = dataplane.STREAM_METHOD
+        method = streams.STREAM_METHOD
         t0 = time.monotonic()
         code = grpc.StatusCode.OK
         details = ""
@@ -163,7 +163,7 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
 
 def _status(method: str, error: Exception) -> tuple[Any, str]:
     """The status and message of a failed routed call."""
-    if isinstance(error, dataplane.UpstreamError):
+    if isinstance(error, upstream.UpstreamError):
         return getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN), error.details
     if isinstance(error, errors.MeshError):
         return grpc_status.code_for(error), error.message

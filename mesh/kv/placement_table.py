@@ -12,7 +12,11 @@ disappear and nothing is lost; it keeps retrying while the store is down.
 A record that does not parse is logged and left out of the mirror; it never
 stops the mirror. Writers that need to read their own write wait with
 :meth:`PlacementTable.wait_for_revision` for the revision their
-compare-and-set returned.
+compare-and-set returned. A reader that misses a record which may have been
+written a moment ago elsewhere (a model registered through another node)
+asks :meth:`PlacementTable.catch_up`: the table reads that one key from the
+store and waits, briefly, until the mirror has applied it. Only the table
+reads the store; the data plane reads the mirror.
 
 Takes any :class:`mesh.kv.kv_store.KVStore`; imports no etcd or gRPC library.
 """
@@ -23,12 +27,16 @@ import asyncio
 import contextlib
 import logging
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from mesh.core import errors, records
 from mesh.kv import kv_store, records_store
 
 _log = logging.getLogger(__name__)
+
+CATCH_UP_SECONDS = 2.0
+"""How long :meth:`PlacementTable.catch_up` waits for the mirror to apply a
+record the store already holds."""
 
 Listener = Callable[[str, str], None]
 """Called with ``(kind, id)`` — kind one of ``model``, ``vmodel``,
@@ -48,6 +56,8 @@ class PlacementTable:
     ) -> None:
         self.kv = store_
         self.prefix = prefix.strip("/")
+        self._keys = records_store.RecordStore(store_, self.prefix)
+        """The key layout of the records (for :meth:`catch_up`'s one read)."""
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self._models: dict[str, records.ModelRecord] = {}
@@ -168,6 +178,24 @@ class PlacementTable:
         """Wait until the mirror has applied ``revision`` (a revision written
         under the prefix, e.g. one a compare-and-set returned)."""
         return await self.wait_until(lambda: self._revision >= revision, timeout)
+
+    async def catch_up(
+        self,
+        record_id: str,
+        kinds: Sequence[str],
+        timeout: float | None = CATCH_UP_SECONDS,
+    ) -> bool:
+        """Wait (briefly) for the mirror to show a record the store already
+        has: the first of ``kinds`` (``model``, ``vmodel``, ``instance``)
+        stored under ``record_id``. ``False`` at once if the store has none
+        of them, or after ``timeout`` if the mirror has not applied it yet.
+        Raises :class:`mesh.core.errors.StoreUnavailable` if the store cannot
+        be read, :class:`mesh.core.errors.InvalidRequest` for an empty id."""
+        for kind in kinds:
+            item = await self.kv.get(self._keys.key(kind, record_id))
+            if item is not None:
+                return await self.wait_for_revision(item.mod_revision, timeout)
+        return False
 
     # --- applying changes -------------------------------------------------
 

@@ -16,13 +16,19 @@ A peer that refuses the load (:class:`mesh.core.errors.Reroute`), fails it
 request, and an unreachable peer for a few seconds by every request. A copy
 loading elsewhere is waited for through the mirror. All of it within the
 caller's deadline and ``routing.max_attempts`` rounds.
+
+The requests this node has in flight to each peer steer the choice between
+ready copies; a caller sending to a peer holds :meth:`Dispatcher.sending`
+for as long as the request (or stream) is out, and the count follows it on
+every exit, errors and cancellation included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from mesh.core import errors, placement, records, settings
@@ -54,9 +60,24 @@ class Dispatcher:
         self._manager = manager
         self._suspect: dict[str, float] = {}
         self.in_flight: dict[str, int] = {}
-        """Requests this node has in flight to each peer."""
+        """Requests this node has in flight to each peer (:meth:`sending`)."""
         self.last_sent: dict[str, float] = {}
         """When this node last sent a request to each peer."""
+        self.forwarded = 0
+        """Requests (and streams) this node has sent to a peer, ever."""
+
+    @contextlib.contextmanager
+    def sending(self, instance_id: str) -> Iterator[None]:
+        """One request in flight to the peer ``instance_id`` while the block
+        runs: counted on entry (with the time it was sent), and no longer
+        counted on any exit, an error or a cancellation included."""
+        self.in_flight[instance_id] = self.in_flight.get(instance_id, 0) + 1
+        self.last_sent[instance_id] = time.monotonic()
+        self.forwarded += 1
+        try:
+            yield
+        finally:
+            self.in_flight[instance_id] -= 1
 
     def suspect(self, instance_id: str) -> None:
         """Avoid this peer for a few seconds: it could not be reached."""

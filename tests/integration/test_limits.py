@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2
 
 from mesh.edges import etcd_process
 from meshserve import samples
-from router import dataplane
+from router import client_messages
 from tests.integration import mesh_fixtures
 
 LIMIT = 64 * 1024 * 1024
@@ -131,11 +131,11 @@ def test_a_request_far_over_the_limit_is_refused_by_grpc_itself(
     placed: tuple[mesh_fixtures.NodeThread, mesh_fixtures.NodeThread],
 ) -> None:
     entry, _ = placed
-    too_big = dataplane.transport_limit(LIMIT) + 1
+    too_big = client_messages.transport_limit(LIMIT) + 1
     with pytest.raises(grpc.RpcError) as e:
         _call(entry.endpoint, b"\x0a\x08big-iris" + b"\x00" * (too_big - 10))
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert str(dataplane.transport_limit(LIMIT)) in (e.value.details() or "")
+    assert str(client_messages.transport_limit(LIMIT)) in (e.value.details() or "")
 
 
 def test_a_rest_body_over_the_limit_is_413_naming_the_limit(

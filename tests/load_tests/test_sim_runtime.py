@@ -11,7 +11,7 @@ import pytest
 from load_tests import sim_runtime
 from mesh.core import errors
 from mesh.kv import kv_store, memory_kv
-from router import dataplane, wire
+from router import dataplane, upstream, wire
 
 
 async def test_counting_kv_counts_every_call_by_kind_and_folder() -> None:
@@ -137,7 +137,7 @@ async def test_runtime_upstream_answers_only_for_a_held_model() -> None:
     rt = sim_runtime.SyntheticRuntime("n1", sim_runtime.Ledger(), {}, load_seconds=0.0)
     up = sim_runtime.RuntimeUpstream(rt)
     body = wire.rewrite_name(b"", "m1")
-    with pytest.raises(dataplane.UpstreamError) as e:
+    with pytest.raises(upstream.UpstreamError) as e:
         await up.call("ModelInfer", body, 1.0)
     assert e.value.code == "NOT_FOUND" and up.missing == 1
     await rt.load("m1", "sklearn", pathlib.Path("/nowhere"))
@@ -190,7 +190,7 @@ async def test_a_peer_s_mesh_error_comes_back_as_its_grpc_status(
     plane = _Plane(error)
     peers.add("sim:b", cast(dataplane.DataPlane, plane), _Loader())
     meta = [("mm-balanced", "true"), ("mm-model-id", "m1")]
-    with pytest.raises(dataplane.UpstreamError) as e:
+    with pytest.raises(upstream.UpstreamError) as e:
         await peers.upstream("sim:b").call("ModelInfer", wire.rewrite_name(b"", "m1"), 1.0, meta)
     assert e.value.code == code and e.value.details == error.message
     assert plane.calls == [("ModelInfer", meta)]

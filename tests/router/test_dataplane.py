@@ -10,7 +10,7 @@ import pytest
 
 from mesh.core import errors, settings
 from mesh.node import dispatch
-from router import dataplane
+from router import dataplane, request_parsing
 from tests.mesh import scripted_runtime as scripted
 
 MiB = 1024 * 1024
@@ -52,7 +52,6 @@ async def test_a_forwarded_request_finding_no_room_here_is_sent_back_to_try_anot
         plane = dataplane.DataPlane(
             n.config,
             mirror,
-            rs,
             manager,
             dispatch.Dispatcher(n.config, mirror, manager),
             Runtime(),
@@ -61,7 +60,10 @@ async def test_a_forwarded_request_finding_no_room_here_is_sent_back_to_try_anot
         n.runtime.gate("a").set()
         n.runtime.gate("b").set()
         async with manager.serving("a", timeout=5):  # a holds the only room, busy
-            headers = [(dataplane.BALANCED_HEADER, "true"), (dataplane.MODEL_HEADER, "b")]
+            headers = [
+                (request_parsing.BALANCED_HEADER, "true"),
+                (request_parsing.MODEL_HEADER, "b"),
+            ]
             with pytest.raises(errors.Reroute, match="models in use or loading hold"):
                 await plane.call("ModelInfer", b"", headers, 5.0)
         entry = await rs.get_model("b")

@@ -94,6 +94,7 @@ def test_malformed_bytes_are_invalid_requests(data: bytes) -> None:
     version=st.text(max_size=20),
     tensor=st.binary(max_size=2000),
 )
+@hypothesis.settings(deadline=None)  # no wall-clock limit per example: a busy machine is slow
 def test_rewrite_agrees_with_protobuf(name: str, new: str, version: str, tensor: bytes) -> None:
     req = service_pb2.ModelInferRequest(model_name=name, model_version=version)
     req.raw_input_contents.append(tensor)
@@ -105,6 +106,7 @@ def test_rewrite_agrees_with_protobuf(name: str, new: str, version: str, tensor:
 
 
 @hypothesis.given(st.binary(max_size=64))
+@hypothesis.settings(deadline=None)
 def test_arbitrary_bytes_never_crash_the_reader(data: bytes) -> None:
     with contextlib.suppress(errors.InvalidRequest):
         wire.read_name(data)
