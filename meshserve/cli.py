@@ -269,13 +269,13 @@ async def _up(options: local_mesh.LocalMeshOptions) -> None:
 
 async def _controller(args: argparse.Namespace) -> None:
     # kopf and the Kubernetes client take about a second to import; only this command needs them.
-    from kube import controller  # noqa: PLC0415
+    from kube import api_client, controller, controller_settings  # noqa: PLC0415
 
     env = dict(os.environ)
     if args.namespace:
         env["MESHSERVE_NAMESPACE"] = args.namespace
-    config = controller.settings_from_env(env)  # a ConfigError ends here, as one line
-    kube = controller.kube_configuration(args.kubeconfig)
+    config = controller_settings.settings_from_env(env)  # a ConfigError ends here, as one line
+    kube = api_client.kube_configuration(args.kubeconfig)
     await controller.Controller(config, kube).run(_stop_event())
 
 

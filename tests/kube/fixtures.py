@@ -13,11 +13,12 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.kube import crds, fake_apiserver
+from tests.kube import crds
+from tests.kube.apiserver import FakeApiServer
 
 
 def client_configuration(
-    server: fake_apiserver.FakeApiServer, folder: pathlib.Path
+    server: FakeApiServer, folder: pathlib.Path
 ) -> kubernetes.client.Configuration:
     """A client configuration loaded from a kubeconfig file for ``server``."""
     path = folder / "kubeconfig"
@@ -30,12 +31,10 @@ def client_configuration(
 
 
 @pytest.fixture(scope="module")
-def apiserver() -> Iterator[fake_apiserver.FakeApiServer]:
+def apiserver() -> Iterator[FakeApiServer]:
     """A stand-in API server with the project's CRDs and namespaces
     ``default`` and ``meshserve``, shared by a test module."""
-    server = fake_apiserver.FakeApiServer(
-        crds.load(), namespaces=("default", "meshserve"), bookmark_interval=0.5
-    )
+    server = FakeApiServer(crds.load(), namespaces=("default", "meshserve"), bookmark_interval=0.5)
     server.start()
     try:
         yield server
@@ -45,7 +44,7 @@ def apiserver() -> Iterator[fake_apiserver.FakeApiServer]:
 
 @pytest.fixture(scope="module")
 def kube_config(
-    apiserver: fake_apiserver.FakeApiServer, tmp_path_factory: pytest.TempPathFactory
+    apiserver: FakeApiServer, tmp_path_factory: pytest.TempPathFactory
 ) -> kubernetes.client.Configuration:
     return client_configuration(apiserver, tmp_path_factory.mktemp("kube"))
 

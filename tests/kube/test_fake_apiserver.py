@@ -9,14 +9,13 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 
-from tests.kube import fake_apiserver
+from tests.kube.apiserver import FakeApiServer
 
 GROUP, VERSION = "serving.kserve.io", "v1alpha1"
 NS = "default"
@@ -91,7 +90,7 @@ def test_discovery_serves_the_crds_and_builtins(api: kubernetes.client.ApiClient
 
 
 def test_create_assigns_uid_version_generation_and_time(
-    objects: Objects, apiserver: fake_apiserver.FakeApiServer
+    objects: Objects, apiserver: FakeApiServer
 ) -> None:
     before = apiserver.resource_version
     created = _create(objects, _predictor(_name()))
@@ -266,7 +265,7 @@ def _watch(objects: Objects, timeout: int = 1, **kwargs: Any) -> Iterator[dict[s
 
 
 def test_watch_resumes_from_a_resource_version_and_410_when_compacted(
-    objects: Objects, apiserver: fake_apiserver.FakeApiServer
+    objects: Objects, apiserver: FakeApiServer
 ) -> None:
     name = _name()
     p = _create(objects, _predictor(name, metadata={"labels": {"w": name}}))
@@ -304,8 +303,7 @@ def test_watch_streams_live_changes_and_selector_transitions(
                 return
 
     t = threading.Thread(target=watch)
-    t.start()
-    time.sleep(0.2)
+    t.start()  # it watches from ``rv``: whatever happens after is replayed, however late it starts
     _create(objects, _predictor(name, metadata={"labels": {"sel": "no"}}))
     patch = {"metadata": {"labels": {"sel": "yes"}}}
     objects.patch_namespaced_custom_object(GROUP, VERSION, NS, "predictors", name, patch)
@@ -382,9 +380,13 @@ def test_deployments_are_checked_like_the_real_server(
     assert got.spec.template.spec.containers[0].image == "busybox"
 
 
-def test_dependents_are_garbage_collected_with_their_owner(
-    objects: Objects, apiserver: fake_apiserver.FakeApiServer
+def test_an_owned_object_outlives_its_owner_as_no_garbage_collector_runs(
+    objects: Objects, apiserver: FakeApiServer
 ) -> None:
+    """Garbage collection is kube-controller-manager's, not the API server's:
+    the stand-in must not do it, or it would hide whether a controller
+    deleted what it owns. A delete asking for orphaning or foreground
+    deletion leaves the collector's finalizer, so the object stays, marked."""
     rt_name = _name("rt")
     runtime = objects.create_namespaced_custom_object(
         GROUP,
@@ -413,7 +415,17 @@ def test_dependents_are_garbage_collected_with_their_owner(
         "apps", "v1", NS, "deployments", _deployment(dep, {"app": dep}, ownerReferences=[owner])
     )
     objects.delete_namespaced_custom_object(GROUP, VERSION, NS, "servingruntimes", rt_name)
-    assert apiserver.get("apps", "deployments", dep, NS) is None
+    assert apiserver.get(GROUP, "servingruntimes", rt_name, NS) is None
+    left = apiserver.get("apps", "deployments", dep, NS)
+    assert left is not None and left["metadata"]["ownerReferences"] == [owner]
+    assert "deletionTimestamp" not in left["metadata"]
+
+    objects.delete_namespaced_custom_object(
+        "apps", "v1", NS, "deployments", dep, propagation_policy="Orphan"
+    )
+    held = apiserver.get("apps", "deployments", dep, NS)
+    assert held is not None and held["metadata"]["deletionTimestamp"]
+    assert held["metadata"]["finalizers"] == ["orphan"]
 
 
 def test_missing_namespace_generate_name_and_events(api: kubernetes.client.ApiClient) -> None:
@@ -443,7 +455,7 @@ def test_missing_namespace_generate_name_and_events(api: kubernetes.client.ApiCl
 def test_a_token_is_required_when_set(tmp_path_factory: pytest.TempPathFactory) -> None:
     from tests.kube import fixtures  # noqa: PLC0415 - the helper, not the fixtures
 
-    server = fake_apiserver.FakeApiServer(token="s3cret")
+    server = FakeApiServer(token="s3cret")
     server.start()
     try:
         config = fixtures.client_configuration(server, tmp_path_factory.mktemp("tok"))
