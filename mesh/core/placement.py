@@ -148,6 +148,18 @@ def live_copies(
     )
 
 
+def is_extra_copy(
+    model: records.ModelRecord,
+    instances: Mapping[str, records.InstanceRecord],
+    instance_id: str,
+) -> bool:
+    """Whether the copy on ``instance_id`` is beyond what the model needs:
+    other live nodes hold ready copies, at least its minimum (and at least
+    one). Extra copies are evicted first (:mod:`mesh.core.eviction`)."""
+    ready = live_copies(model, instances, records.CopyState.LOADED)
+    return len([i for i in ready if i != instance_id]) >= max(1, model.min_copies)
+
+
 class Action(enum.Enum):
     SERVE_HERE = "serve here"
     """Use this node's copy: it is ready, loading, or should be loaded here."""
@@ -209,10 +221,7 @@ def route(
         return Route(Action.WAIT)
     failures = records.recent_failures(model, now_ms, failure_expiry_ms)
     labels = tuple(labels)
-    able = eligible(instances, labels)
-    if failures and len(failures) >= min(MAX_FAILURES, max(1, len(able))):
-        latest = max(failures.values(), key=lambda f: f.time_ms)
-        raise errors.ModelLoadFailed(model_id, latest.message)
+    _fail_fast(model_id, failures, len(eligible(instances, labels)))
     avoid_load = set(avoid) | set(failures) | (set(model.copies) - {self_id})
     target = choose_node(
         instances,
@@ -226,6 +235,14 @@ def route(
     if target is None:
         raise why_no_node(instances, model_id, model_size, labels, avoid_load)
     return Route(Action.SERVE_HERE) if target == self_id else Route(Action.LOAD_THERE, target)
+
+
+def _fail_fast(model_id: str, failures: Mapping[str, records.FailureInfo], able_nodes: int) -> None:
+    """Raise the latest failure when the model failed on enough nodes: on
+    :data:`MAX_FAILURES` of them, or on every node able to load it."""
+    if failures and len(failures) >= min(MAX_FAILURES, max(1, able_nodes)):
+        latest = max(failures.values(), key=lambda f: f.time_ms)
+        raise errors.ModelLoadFailed(model_id, latest.message)
 
 
 def wants_extra_copy(

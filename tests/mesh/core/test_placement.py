@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mesh.core import errors, placement, records
@@ -227,3 +229,27 @@ def test_loading_copies_count_towards_the_minimum() -> None:
         },
     )
     assert placement.missing_copies(rec, {"a": node(50), "b": node(50)}) == 2
+
+
+def _copies(**states: records.CopyState) -> dict[str, records.CopyInfo]:
+    return {i: records.CopyInfo(state, 1) for i, state in states.items()}
+
+
+def test_a_copy_is_extra_when_another_live_node_holds_a_ready_one() -> None:
+    instances = {"a": node(50), "b": node(50)}
+    loaded, loading = records.CopyState.LOADED, records.CopyState.LOADING
+    rec = records.ModelRecord("sklearn", "m", copies=_copies(a=loaded, b=loaded))
+    assert placement.is_extra_copy(rec, instances, "a")
+    rec = records.ModelRecord("sklearn", "m", copies=_copies(a=loaded, b=loading))
+    assert not placement.is_extra_copy(rec, instances, "a")  # b is only loading
+    rec = records.ModelRecord("sklearn", "m", copies=_copies(a=loaded, gone=loaded))
+    assert not placement.is_extra_copy(rec, instances, "a")  # "gone" is dead
+
+
+def test_a_copy_a_models_minimum_needs_is_not_extra() -> None:
+    instances = {"a": node(50), "b": node(50), "c": node(50)}
+    loaded = records.CopyState.LOADED
+    rec = records.ModelRecord("sklearn", "m", copies=_copies(a=loaded, b=loaded), min_copies=2)
+    assert not placement.is_extra_copy(rec, instances, "a")
+    rec = dataclasses.replace(rec, copies=_copies(a=loaded, b=loaded, c=loaded))
+    assert placement.is_extra_copy(rec, instances, "a")

@@ -1,0 +1,93 @@
+"""How a vmodel's record changes: the transition rule of ``setVModel``.
+
+A vmodel is a stable name (a Predictor's) for a concrete model. Pointing it
+at a new target keeps the active model serving until the target is loaded,
+unless the caller forces the move, the active model is not loaded anywhere,
+or the target is the active model already. These are pure functions from the
+record as read (or ``None``) and the request to the next record; the node's
+management (:mod:`mesh.node.management`) applies them with a compare-and-set
+and loads the target in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mesh.core import errors, records
+
+
+@dataclasses.dataclass(frozen=True)
+class VModelRequest:
+    """A ``setVModel`` call, as far as the record's next state depends on it."""
+
+    vmodel_id: str
+    target_model_id: str
+    owner: str = ""
+    """Who asks; a vmodel owned by someone else is refused."""
+    update_only: bool = False
+    """Refuse to create the vmodel (it must exist)."""
+    force: bool = False
+    """Move the alias at once, without waiting for the target to load."""
+    expected_target_model_id: str = ""
+    """Refuse unless the current target is this one (empty: any)."""
+
+
+def check_owner(vmodel_id: str, current: records.VModelRecord | None, owner: str) -> None:
+    """Raise :class:`mesh.core.errors.AlreadyExists` when ``owner`` is given and
+    the vmodel is owned by someone else."""
+    if current is not None and owner and current.owner and current.owner != owner:
+        raise errors.AlreadyExists(
+            f"vmodel {vmodel_id!r} is owned by {current.owner!r}, not {owner!r}"
+        )
+
+
+def requested(
+    current: records.VModelRecord | None, request: VModelRequest, *, active_loaded: bool
+) -> records.VModelRecord:
+    """The vmodel's record after ``request``, given the record now (``None``:
+    no such vmodel) and whether its active model is loaded. Raises
+    :class:`mesh.core.errors.Conflict` (not the expected target),
+    :class:`mesh.core.errors.ModelNotFound` (``update_only`` of no vmodel) or
+    :class:`mesh.core.errors.AlreadyExists` (owned by someone else)."""
+    target, expected = request.target_model_id, request.expected_target_model_id
+    if expected and (
+        (current is None and expected != target)
+        or (current is not None and current.target_model != expected)
+    ):
+        raise errors.Conflict(
+            f"vmodel {request.vmodel_id!r}: target is "
+            f"{current.target_model if current else 'unset'!r}, "
+            f"not the expected {expected!r}"
+        )
+    if current is None:
+        if request.update_only:
+            raise errors.ModelNotFound(request.vmodel_id, "vmodel")
+        return records.VModelRecord(target, target, owner=request.owner)
+    check_owner(request.vmodel_id, current, request.owner)
+    if current.target_model == target and not current.failed:
+        return current
+    switch = request.force or not active_loaded or current.active_model == target
+    return dataclasses.replace(
+        current,
+        target_model=target,
+        active_model=target if switch else current.active_model,
+        failed=False,
+    )
+
+
+def completed(
+    current: records.VModelRecord | None, target_model_id: str, *, target_failed: bool
+) -> records.VModelRecord | None:
+    """The vmodel's record once the load of ``target_model_id`` ended: the
+    alias moved to it, or the transition marked failed. A vmodel deleted or
+    pointed elsewhere meanwhile is left as it is."""
+    if current is None or current.target_model != target_model_id:
+        return current
+    if target_failed:
+        return dataclasses.replace(current, failed=True)
+    return dataclasses.replace(current, active_model=target_model_id, failed=False)
+
+
+def models_of(vmodel: records.VModelRecord | None) -> set[str]:
+    """The concrete models a vmodel refers to (active and target)."""
+    return set() if vmodel is None else {vmodel.active_model, vmodel.target_model}

@@ -1,0 +1,101 @@
+"""The vmodel transition rule: a new target waits for its load unless forced
+or nothing is served meanwhile; owners, expected targets and update-only are
+honoured."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.core import errors, records
+from mesh.core import vmodel_transitions as vt
+
+SETTLED = records.VModelRecord("m1", "m1", owner="predictor")
+
+
+def ask(
+    current: records.VModelRecord | None,
+    active_loaded: bool = True,
+    *,
+    target: str = "m2",
+    owner: str = "",
+    update_only: bool = False,
+    force: bool = False,
+    expected: str = "",
+) -> records.VModelRecord:
+    request = vt.VModelRequest("v", target, owner, update_only, force, expected)
+    return vt.requested(current, request, active_loaded=active_loaded)
+
+
+def test_a_new_vmodel_points_at_its_target_at_once() -> None:
+    assert ask(None, owner="predictor") == records.VModelRecord("m2", "m2", owner="predictor")
+
+
+def test_a_new_target_transitions_while_the_active_model_is_loaded() -> None:
+    assert ask(SETTLED) == records.VModelRecord("m1", "m2", owner="predictor")
+
+
+@pytest.mark.parametrize(
+    ("active_loaded", "force"), [(False, False), (True, True)], ids=["not-loaded", "forced"]
+)
+def test_the_alias_moves_at_once_when_forced_or_the_active_model_is_not_loaded(
+    active_loaded: bool, force: bool
+) -> None:
+    assert ask(SETTLED, active_loaded, force=force) == records.VModelRecord(
+        "m2", "m2", owner="predictor"
+    )
+
+
+def test_pointing_back_at_the_active_model_ends_a_transition() -> None:
+    moving = records.VModelRecord("m1", "m2")
+    assert ask(moving, target="m1") == records.VModelRecord("m1", "m1")
+
+
+def test_the_same_target_again_changes_nothing_unless_it_failed() -> None:
+    assert ask(SETTLED, target="m1") is SETTLED
+    stuck = records.VModelRecord("m1", "m2", failed=True)
+    assert ask(stuck) == records.VModelRecord("m1", "m2", failed=False)
+
+
+def test_update_only_of_no_vmodel_is_not_found() -> None:
+    with pytest.raises(errors.ModelNotFound):
+        ask(None, update_only=True)
+
+
+def test_a_vmodel_owned_by_someone_else_is_refused() -> None:
+    with pytest.raises(errors.AlreadyExists, match="owned by 'predictor'"):
+        ask(SETTLED, owner="someone")
+    assert ask(SETTLED, owner="").target_model == "m2"  # no owner given: anyone
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"), [(SETTLED, "m9"), (None, "m9")], ids=["other-target", "unset"]
+)
+def test_an_unexpected_current_target_is_a_conflict(
+    current: records.VModelRecord | None, expected: str
+) -> None:
+    with pytest.raises(errors.Conflict, match="not the expected 'm9'"):
+        ask(current, expected=expected)
+
+
+def test_the_expected_target_lets_the_change_through() -> None:
+    assert ask(SETTLED, expected="m1").target_model == "m2"
+    assert ask(None, expected="m2") == records.VModelRecord("m2", "m2")
+
+
+def test_a_loaded_target_becomes_active_and_a_failed_one_marks_the_transition() -> None:
+    moving = records.VModelRecord("m1", "m2")
+    assert vt.completed(moving, "m2", target_failed=False) == records.VModelRecord("m2", "m2")
+    assert vt.completed(moving, "m2", target_failed=True) == records.VModelRecord(
+        "m1", "m2", failed=True
+    )
+
+
+def test_a_vmodel_deleted_or_retargeted_meanwhile_is_left_alone() -> None:
+    assert vt.completed(None, "m2", target_failed=False) is None
+    retargeted = records.VModelRecord("m1", "m3")
+    assert vt.completed(retargeted, "m2", target_failed=False) is retargeted
+
+
+def test_a_vmodel_refers_to_its_active_and_target_models() -> None:
+    assert vt.models_of(records.VModelRecord("m1", "m2")) == {"m1", "m2"}
+    assert vt.models_of(None) == set()
