@@ -18,11 +18,20 @@ import asyncio
 import dataclasses
 import enum
 import logging
-import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from mesh.core import errors, ids, interfaces, model_key, placement, records, settings
+from mesh.core import (
+    clock,
+    errors,
+    ids,
+    interfaces,
+    model_key,
+    placement,
+    records,
+    settings,
+    vmodel_transitions,
+)
 from mesh.kv import placement_table, records_store
 from mesh.node import cache_manager, dispatch
 
@@ -74,10 +83,6 @@ class VModelStatusView:
     active: ModelStatusView = ModelStatusView(records.ModelStatus.NOT_FOUND)
     target: ModelStatusView | None = None
     owner: str = ""
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def vmodel_status(v: records.VModelRecord | None) -> VModelStatus:
@@ -146,9 +151,9 @@ class Management:
             storage_params=key.storage_params,
             schema_path=key.schema_path,
             runtime=key.runtime,
-            last_used_ms=last_used_ms or _now_ms(),
+            last_used_ms=last_used_ms or clock.now_ms(),
             auto_delete=auto_delete,
-            registered_ms=_now_ms(),
+            registered_ms=clock.now_ms(),
             min_copies=min_copies,
             max_copies=max_copies,
         )
@@ -184,11 +189,11 @@ class Management:
 
     def model_status(self, model_id: str) -> ModelStatusView:
         rec = self._table.model(model_id)
-        status = records.model_status(rec, _now_ms(), self._failure_expiry_ms)
+        status = records.model_status(rec, clock.now_ms(), self._failure_expiry_ms)
         if rec is None:
             return ModelStatusView(status)
         copies = sorted(rec.copies.items(), key=lambda kv: kv[1].since_ms, reverse=True)
-        failures = records.recent_failures(rec, _now_ms(), self._failure_expiry_ms)
+        failures = records.recent_failures(rec, clock.now_ms(), self._failure_expiry_ms)
         return ModelStatusView(
             status=status,
             errors=tuple(f"{inst}: {f.message}" for inst, f in failures.items()),
@@ -275,52 +280,24 @@ class Management:
             )
         elif self._table.model(target_model_id) is None:
             raise errors.ModelNotFound(target_model_id)
-        active_loaded = False
+        request = vmodel_transitions.VModelRequest(
+            vmodel_id, target_model_id, owner, update_only, force, expected_target_model_id
+        )
+        active_loaded = self._active_loaded(vmodel_id)
         before: list[records.VModelRecord | None] = [None]
 
         def change(cur: records.VModelRecord | None) -> records.VModelRecord | None:
             before[0] = cur
-            if expected_target_model_id and (
-                (cur is None and expected_target_model_id != target_model_id)
-                or (cur is not None and cur.target_model != expected_target_model_id)
-            ):
-                raise errors.Conflict(
-                    f"vmodel {vmodel_id!r}: target is "
-                    f"{cur.target_model if cur else 'unset'!r}, "
-                    f"not the expected {expected_target_model_id!r}"
-                )
-            if cur is None:
-                if update_only:
-                    raise errors.ModelNotFound(vmodel_id, "vmodel")
-                return records.VModelRecord(target_model_id, target_model_id, owner=owner)
-            if owner and cur.owner and cur.owner != owner:
-                raise errors.AlreadyExists(
-                    f"vmodel {vmodel_id!r} is owned by {cur.owner!r}, not {owner!r}"
-                )
-            if cur.target_model == target_model_id and not cur.failed:
-                return cur
-            switch = force or not active_loaded or cur.active_model == target_model_id
-            return dataclasses.replace(
-                cur,
-                target_model=target_model_id,
-                active_model=target_model_id if switch else cur.active_model,
-                failed=False,
-            )
+            return vmodel_transitions.requested(cur, request, active_loaded=active_loaded)
 
-        cur_entry = self._table.vmodel(vmodel_id)
-        if cur_entry is not None:
-            active_loaded = (
-                records.model_status(
-                    self._table.model(cur_entry.active_model), _now_ms(), self._failure_expiry_ms
-                )
-                is records.ModelStatus.LOADED
-            )
         new = await self._store.update_vmodel(vmodel_id, change)
         await self._table.wait_until(
             lambda: self._table.vmodel(vmodel_id) == new, _MIRROR_WAIT_SECONDS
         )
         assert new is not None
-        await self._delete_unreferenced(_models_of(before[0]) - _models_of(new))
+        await self._delete_unreferenced(
+            vmodel_transitions.models_of(before[0]) - vmodel_transitions.models_of(new)
+        )
         if new.transitioning:
             task = self._spawn(self._complete_transition(vmodel_id, target_model_id))
             if sync:
@@ -328,6 +305,16 @@ class Management:
         elif load_now:
             await self._load(target_model_id, sync)
         return self.vmodel_status(vmodel_id)
+
+    def _active_loaded(self, vmodel_id: str) -> bool:
+        """Whether the vmodel's active model is loaded somewhere now."""
+        current = self._table.vmodel(vmodel_id)
+        if current is None:
+            return False
+        status = records.model_status(
+            self._table.model(current.active_model), clock.now_ms(), self._failure_expiry_ms
+        )
+        return status is records.ModelStatus.LOADED
 
     async def _complete_transition(self, vmodel_id: str, target: str) -> None:
         """Load the target, then move the alias to it."""
@@ -341,11 +328,7 @@ class Management:
 
         def change(cur: records.VModelRecord | None) -> records.VModelRecord | None:
             before[0] = cur
-            if cur is None or cur.target_model != target:
-                return cur  # deleted or retargeted meanwhile
-            if failed:
-                return dataclasses.replace(cur, failed=True)
-            return dataclasses.replace(cur, active_model=target, failed=False)
+            return vmodel_transitions.completed(cur, target, target_failed=failed)
 
         new = await self._store.update_vmodel(vmodel_id, change)
         if new is not None:
@@ -354,7 +337,9 @@ class Management:
             await self._table.wait_until(
                 lambda: self._table.vmodel(vmodel_id) == new, _MIRROR_WAIT_SECONDS
             )
-            await self._delete_unreferenced(_models_of(before[0]) - _models_of(new))
+            await self._delete_unreferenced(
+                vmodel_transitions.models_of(before[0]) - vmodel_transitions.models_of(new)
+            )
 
     async def delete_vmodel(self, vmodel_id: str, owner: str = "") -> None:
         """Delete a vmodel (and its auto-delete models nothing else uses)."""
@@ -363,17 +348,14 @@ class Management:
 
         def change(cur: records.VModelRecord | None) -> records.VModelRecord | None:
             before[0] = cur
-            if cur is not None and owner and cur.owner and cur.owner != owner:
-                raise errors.AlreadyExists(
-                    f"vmodel {vmodel_id!r} is owned by {cur.owner!r}, not {owner!r}"
-                )
+            vmodel_transitions.check_owner(vmodel_id, cur, owner)
             return None
 
         await self._store.update_vmodel(vmodel_id, change)
         await self._table.wait_until(
             lambda: self._table.vmodel(vmodel_id) is None, _MIRROR_WAIT_SECONDS
         )
-        await self._delete_unreferenced(_models_of(before[0]))
+        await self._delete_unreferenced(vmodel_transitions.models_of(before[0]))
 
     def vmodel_status(self, vmodel_id: str, owner: str = "") -> VModelStatusView:
         v = self._table.vmodel(vmodel_id)
@@ -405,12 +387,14 @@ class Management:
 
     def references(self, model_id: str) -> int:
         """How many vmodels point at the model (derived, never stored)."""
-        return sum(1 for v in self._table.vmodels().values() if model_id in _models_of(v))
+        return sum(
+            1 for v in self._table.vmodels().values() if model_id in vmodel_transitions.models_of(v)
+        )
 
     async def _delete_unreferenced(self, model_ids: set[str]) -> None:
         referenced = set()
         for v in self._table.vmodels().values():
-            referenced |= _models_of(v)
+            referenced |= vmodel_transitions.models_of(v)
         for model_id in model_ids - referenced:
             rec = self._table.model(model_id)
             if rec is not None and rec.auto_delete:
@@ -422,7 +406,3 @@ class Management:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t
-
-
-def _models_of(v: records.VModelRecord | None) -> set[str]:
-    return set() if v is None else {v.active_model, v.target_model}

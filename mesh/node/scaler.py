@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from mesh.core import errors, interfaces, placement, records, settings
+from mesh.core import clock, errors, interfaces, placement, records, settings
 from mesh.kv import placement_table
 from mesh.node import cache_manager
 
@@ -104,7 +104,7 @@ class Scaler:
         """Ask the node placement picks (not one in ``avoid``) for a copy;
         the node asked, or ``None``."""
         instances = self._table.instances()
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         failed = records.recent_failures(
             rec, now_ms, int(self._cache.failure_expiry_seconds * 1000)
         )

@@ -30,6 +30,7 @@ class ScriptedRuntime:
         self.loads: list[str] = []
         self.unloads: list[str] = []
         self.gates: dict[str, asyncio.Event] = {}
+        self.starts: dict[str, asyncio.Event] = {}
         self.fail: dict[str, str] = {}
 
     def supported_model_types(self) -> tuple[str, ...]:
@@ -47,8 +48,13 @@ class ScriptedRuntime:
     def gate(self, model_id: str) -> asyncio.Event:
         return self.gates.setdefault(model_id, asyncio.Event())
 
+    def started(self, model_id: str) -> asyncio.Event:
+        """Set once a load of the model has begun (the test may open its gate)."""
+        return self.starts.setdefault(model_id, asyncio.Event())
+
     async def load(self, model_id: str, model_type: str, model_path: pathlib.Path) -> int:
         self.loads.append(model_id)
+        self.started(model_id).set()
         await self.gate(model_id).wait()
         if model_id in self.fail:
             raise errors.ModelLoadFailed(model_id, self.fail[model_id])

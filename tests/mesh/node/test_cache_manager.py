@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,27 @@ from tests.mesh import scripted_runtime as scripted
 
 MiB = 1024 * 1024
 Parts = tuple[cache_manager.CacheManager, scripted.ScriptedRuntime, records_store.RecordStore]
+
+
+@contextlib.contextmanager
+def logged(text: str) -> Iterator[asyncio.Event]:
+    """An event set when the cache manager logs a line containing ``text``."""
+    event = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                event.set()
+
+    logger = logging.getLogger(cache_manager.__name__)
+    handler, level = Watch(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield event
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @contextlib.asynccontextmanager
@@ -54,12 +77,27 @@ async def _serve(manager: cache_manager.CacheManager, model_id: str) -> None:
         pass
 
 
+async def _begun(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """``work`` in a task, once the task has run up to its first wait: a
+    task's first step runs without pause until then, and the event it sets
+    at the start wakes this caller only after that step."""
+    begun = asyncio.Event()
+
+    async def run() -> None:
+        begun.set()
+        await work
+
+    task = asyncio.create_task(run())
+    await begun.wait()
+    return task
+
+
 async def test_many_requests_for_a_cold_model_cause_one_load(
     parts: Parts,
 ) -> None:
     manager, runtime, rs = parts
     waiters = [asyncio.create_task(_serve(manager, "a")) for _ in range(20)]
-    await asyncio.sleep(0.05)
+    await runtime.started("a").wait()
     assert runtime.loads == ["a"]
     entry = await rs.get_model("a")
     assert entry is not None and entry[0].copies["n1"].state is records.CopyState.LOADING
@@ -123,9 +161,11 @@ async def test_a_load_waits_for_room_held_by_loading_models_and_is_not_marked_fa
     manager, runtime, rs = parts
     runtime.gate("c").set()
     pinned = [asyncio.create_task(_serve(manager, m)) for m in "ab"]
-    await asyncio.sleep(0.05)
-    waiting = asyncio.create_task(_serve(manager, "c"))  # a and b hold the room
-    await asyncio.sleep(0.1)
+    await runtime.started("a").wait()
+    await runtime.started("b").wait()
+    with logged("model c waits for room") as waits:
+        waiting = asyncio.create_task(_serve(manager, "c"))  # a and b hold the room
+        await waits.wait()
     assert not waiting.done() and runtime.loads == ["a", "b"]
     runtime.gate("a").set()  # a loads, serves its request, and may be evicted
     await asyncio.wait_for(waiting, 5)
@@ -159,29 +199,31 @@ async def test_with_a_churn_threshold_room_held_by_recent_models_is_refused_at_o
             runtime.gate(m).set()
         await _serve(manager, "a")
         await _serve(manager, "b")  # both used just now: within the threshold
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        # Refused at once: a load waiting for room would outlast the
+        # request's deadline (DeadlineExceeded), and end after the 120 s
+        # load timeout in a NoRoomNow that blames models in use.
         with pytest.raises(errors.NoRoomNow, match="MESHSERVE_CHURN_THRESHOLD"):
             await _serve(manager, "c")
-        assert loop.time() - t0 < 5  # not the 120 s load timeout
         entry = await rs.get_model("c")
         assert entry is not None and entry[0].failures == {}
         assert manager.holds("a") and manager.holds("b")  # nothing evicted
 
 
 async def test_a_model_larger_than_the_node_is_recorded_as_failed(
-    parts: Parts,
+    tmp_path: pathlib.Path,
 ) -> None:
-    manager, _, rs = parts
-    await rs.create_model(
-        "huge", records.ModelRecord(model_type="sklearn", path="huge", size_bytes=300 * MiB)
-    )
-    await asyncio.sleep(0.05)
-    with pytest.raises(errors.InsufficientCapacity) as info:
-        await _serve(manager, "huge")
-    assert not isinstance(info.value, errors.NoRoomNow)
-    entry = await rs.get_model("huge")
-    assert entry is not None and "n1" in entry[0].failures
+    cache = settings.CacheSettings(capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB)
+    async with scripted.node(tmp_path, cache, []) as n:
+        manager, rs = n.manager, n.store
+        await rs.create_model(
+            "huge", records.ModelRecord(model_type="sklearn", path="huge", size_bytes=300 * MiB)
+        )
+        await n.mirror.wait_until(lambda: n.mirror.model("huge") is not None, 5)
+        with pytest.raises(errors.InsufficientCapacity) as info:
+            await _serve(manager, "huge")
+        assert not isinstance(info.value, errors.NoRoomNow)
+        entry = await rs.get_model("huge")
+        assert entry is not None and "n1" in entry[0].failures
 
 
 async def test_requests_waiting_for_an_unload_start_one_load_not_several(
@@ -191,10 +233,9 @@ async def test_requests_waiting_for_an_unload_start_one_load_not_several(
     runtime.gate("a").set()
     await _serve(manager, "a")
     async with manager.serving("a", timeout=5):  # in flight: the unload waits for it
-        unloading = asyncio.create_task(manager.unload("a", "test"))
-        await asyncio.sleep(0.05)
-        waiters = [asyncio.create_task(_serve(manager, "a")) for _ in range(3)]
-        await asyncio.sleep(0.05)
+        unloading = await _begun(manager.unload("a", "test"))
+        assert not manager.has_copy("a")  # unloading
+        waiters = [await _begun(_serve(manager, "a")) for _ in range(3)]
     await unloading
     await asyncio.wait_for(asyncio.gather(*waiters), 5)
     assert runtime.loads == ["a", "a"]
