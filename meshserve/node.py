@@ -13,7 +13,7 @@ It also applies the production edges consistently, in one place:
 - Message size: clients get ``MM_SVC_GRPC_MAX_MSG_SIZE`` (checked by the data
   plane and the REST body limit); every gRPC hop (the :8033 server, peer
   channels, the runtime channel, MLServer's own limit) is configured with
-  :func:`router.dataplane.transport_limit` of it.
+  :func:`router.client_messages.transport_limit` of it.
 - Payload log (:mod:`mesh.edges.payload_log`) and structured log lines
   (:class:`router.servicer.ModelLogContext`).
 """
@@ -31,23 +31,26 @@ from typing import Any
 
 import grpc
 
-from mesh.core import errors, interfaces, placement, records, settings
+from mesh.core import clock, errors, interfaces, records, settings, tls_settings
 from mesh.edges import management_grpc, ops_http, payload_log, peers, tls
 from mesh.kv import etcd_kv, placement_table, records_store
 from mesh.kv import kv_store as kv_api
 from mesh.node import (
     cache_manager,
     dispatch,
+    handover,
     janitor,
     leader,
     management,
     membership,
     metrics,
+    node_reports,
     scaler,
 )
 from puller import factory
-from router import dataplane, forward, rest, servicer
-from runtime_adapters import memory, mlserver, triton
+from router import client_messages, dataplane, forward, rest, servicer
+from runtime_adapters import memory, mlserver
+from runtime_adapters.triton import adapter as triton_adapter
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +73,14 @@ def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
             size_multiplier=config.cache.size_multiplier,
             min_model_size_bytes=config.cache.min_model_size_bytes,
             load_timeout_seconds=config.cache.load_timeout_seconds,
-            max_message_bytes=dataplane.transport_limit(config.service.max_message_bytes),
+            max_message_bytes=client_messages.transport_limit(config.service.max_message_bytes),
         )
     )
 
 
 def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:
-    return triton.TritonAdapter(
-        triton.TritonConfig(
+    return triton_adapter.TritonAdapter(
+        triton_adapter.TritonConfig(
             model_dir=config.node.model_dir,
             venv=config.runtime.venv / "triton",
             endpoint=config.runtime.endpoint,
@@ -113,7 +116,7 @@ class NodeTLS:
         return [w for w in (self.server, self.peers) if w is not None]
 
 
-def load_tls(config: settings.TLSSettings) -> NodeTLS:
+def load_tls(config: tls_settings.TLSSettings) -> NodeTLS:
     """Read and check every TLS file the settings name; raises
     :class:`mesh.core.errors.ConfigError` naming the variable and the file."""
     server_plan = tls.server_plan(config)
@@ -133,7 +136,7 @@ def load_tls(config: settings.TLSSettings) -> NodeTLS:
     return NodeTLS(server, peer, etcd)
 
 
-def describe_tls(config: settings.TLSSettings) -> str:
+def describe_tls(config: tls_settings.TLSSettings) -> str:
     """One phrase for the start-up line: what is encrypted, what is asked."""
     if not config.enabled:
         parts = ["plaintext"]
@@ -180,18 +183,54 @@ class Node:
             raise
 
     async def _start(self) -> None:
-        cfg = self.config
         t0 = time.monotonic()
-        self.tls = load_tls(cfg.tls)
-        limit = cfg.service.max_message_bytes
-        hop_limit = dataplane.transport_limit(limit)
+        self.tls = load_tls(self.config.tls)
+        limit = self.config.service.max_message_bytes
+        hop_limit = client_messages.transport_limit(limit)
+        kv = await self._start_store()
+        dispatcher = await self._start_cache(hop_limit)
+        await self._start_data_plane(dispatcher, hop_limit)
+        await self._start_grpc(hop_limit)
+        await self._start_http(limit)
+        cfg = self.config
+        self.started_ms = clock.now_ms()
+        duties = await start_duties(
+            self._stack,
+            cfg,
+            kv,
+            self.store,
+            self.table,
+            self.manager,
+            self.peers,
+            self.instance_record,
+        )
+        self.membership, self.leader, self.scaler = duties.membership, duties.leader, duties.scaler
+        self._started = True
+        log.info(
+            "node %s ready on %s in %.0f ms (runtime %s at %s; %s)",
+            cfg.node.instance_id,
+            self.endpoint,
+            (time.monotonic() - t0) * 1000,
+            self.runtime.name,
+            self.runtime.grpc_target,
+            describe_tls(cfg.tls),
+        )
+
+    async def _start_store(self) -> kv_api.KVStore:
+        """The etcd client, the record store and the placement-table mirror."""
+        cfg = self.config
         kv = await etcd_kv.EtcdKV.connect(cfg.kv.endpoints, tls=self.tls.etcd)
         self._stack.push_async_callback(kv.close)
         self.store = records_store.RecordStore(kv, cfg.kv.prefix)
         self.table = placement_table.PlacementTable(kv, cfg.kv.prefix)
         await self.table.start()
         self._stack.push_async_callback(self.table.stop)
+        return kv
 
+    async def _start_cache(self, hop_limit: int) -> dispatch.Dispatcher:
+        """The runtime, the cache manager over it, the peers and management
+        (capacity measured first when the settings say 0)."""
+        cfg = self.config
         cfg.node.model_dir.mkdir(parents=True, exist_ok=True)
         # Creates the model folder and sweeps what an earlier run left there.
         self.metrics = metrics.Metrics(per_model=cfg.service.metrics_per_model)
@@ -220,7 +259,11 @@ class Node:
             cfg, self.store, self.table, self.manager, dispatcher, self.peers
         )
         self._stack.push_async_callback(self.management.stop)
+        return dispatcher
 
+    async def _start_data_plane(self, dispatcher: dispatch.Dispatcher, hop_limit: int) -> None:
+        """The V2 data plane, its upstreams and the payload log."""
+        cfg = self.config
         upstream = forward.GrpcUpstream.open(self.runtime.grpc_target, hop_limit)
         self._stack.push_async_callback(upstream.close)
         peer_upstreams = forward.PeerUpstreams(self.peers)
@@ -237,7 +280,6 @@ class Node:
         self.plane = dataplane.DataPlane(
             cfg,
             self.table,
-            self.store,
             self.manager,
             dispatcher,
             upstream,
@@ -245,6 +287,10 @@ class Node:
             runtime_name=self.runtime.name,
             payloads=self.payload_log,
         )
+
+    async def _start_grpc(self, hop_limit: int) -> None:
+        """The gRPC server on :8033: inference and management."""
+        cfg = self.config
         server = grpc.aio.server(
             interceptors=[servicer.ModelLogContext()],
             options=[
@@ -270,6 +316,10 @@ class Node:
         await server.start()
         self._server = server
         self._stack.push_async_callback(self._stop_server)
+
+    async def _start_http(self, limit: int) -> None:
+        """REST, the ops server (metrics, probes, drain) and TLS reloading."""
+        cfg = self.config
         if cfg.service.rest_port >= 0:
             self.rest = rest.RestServer(
                 self.plane,
@@ -296,29 +346,6 @@ class Node:
         reloader = tls.Reloader(self.tls.watched(), cfg.tls.reload_interval_seconds)
         await reloader.start()
         self._stack.push_async_callback(reloader.stop)
-
-        self.started_ms = int(time.time() * 1000)
-        duties = await start_duties(
-            self._stack,
-            cfg,
-            kv,
-            self.store,
-            self.table,
-            self.manager,
-            self.peers,
-            self.instance_record,
-        )
-        self.membership, self.leader, self.scaler = duties.membership, duties.leader, duties.scaler
-        self._started = True
-        log.info(
-            "node %s ready on %s in %.0f ms (runtime %s at %s; %s)",
-            cfg.node.instance_id,
-            self.endpoint,
-            (time.monotonic() - t0) * 1000,
-            self.runtime.name,
-            self.runtime.grpc_target,
-            describe_tls(cfg.tls),
-        )
 
     def _peers(self, hop_limit: int) -> peers.Peers:
         """Channels to peers: mutual TLS when configured, following rotations."""
@@ -365,43 +392,8 @@ class Node:
         cfg = self.config
         self.manager.draining = True
         await self.membership.publish_now()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.scaling.drain_timeout_seconds
-        moved = 0
-        for model_id in self.manager.recently_used(cfg.scaling.handover_window_seconds):
-            remaining = deadline - loop.time()
-            rec = self.table.model(model_id)
-            if remaining <= 0 or rec is None:
-                break
-            instances = self.table.instances()
-            others = [
-                i
-                for i in placement.live_copies(rec, instances, records.CopyState.LOADED)
-                if i != cfg.node.instance_id and not instances[i].shutting_down
-            ]
-            if others:
-                continue
-            target = placement.choose_node(
-                instances,
-                max(rec.size_bytes, cfg.cache.min_model_size_bytes),
-                model_id=model_id,
-                labels=placement.required_labels(rec.model_type, rec.runtime),
-                avoid={cfg.node.instance_id},
-                now_ms=int(time.time() * 1000),
-            )
-            if target is None:
-                log.info("no node can take over model %s", model_id)
-                continue
-            try:
-                await self.peers.ensure_local(
-                    instances[target].endpoint,
-                    model_id,
-                    extra_copy=True,
-                    timeout=remaining,
-                )
-                moved += 1
-            except errors.MeshError as e:
-                log.warning("handing %s over to %s failed: %s", model_id, target, e.message)
+        recent = self.manager.recently_used(cfg.scaling.handover_window_seconds)
+        moved = await handover.hand_over(cfg, recent, self.table, self.peers)
         log.info("node %s drained: %d models handed over", cfg.node.instance_id, moved)
 
     async def ready(self) -> bool:
@@ -419,23 +411,12 @@ class Node:
         return True, ""
 
     def metrics_state(self) -> metrics.NodeState:
-        now_ms = int(time.time() * 1000)
-        expiry_ms = int(self.config.cache.failure_expiry_seconds * 1000)
-        models = self.table.models()
-        statuses = [records.model_status(r, now_ms, expiry_ms) for r in models.values()]
-        lru_ms = self.manager.lru_time_ms()
-        return metrics.NodeState(
-            capacity_bytes=self.manager.capacity_bytes,
-            used_bytes=self.manager.used_bytes(),
-            lru_age_seconds=(now_ms - lru_ms) / 1000 if lru_ms else 0.0,
-            models_here=self.manager.model_count(),
-            models_loaded_cluster=statuses.count(records.ModelStatus.LOADED),
-            models_managed=len(models),
-            models_with_failure=statuses.count(records.ModelStatus.LOADING_FAILED),
+        return node_reports.metrics_state(
+            self.manager, self.table, self.config.cache.failure_expiry_seconds
         )
 
     def instance_record(self) -> records.InstanceRecord:
-        return instance_record(
+        return node_reports.instance_record(
             self.manager,
             self.endpoint,
             self.runtime,
@@ -494,34 +475,6 @@ async def start_duties(
     await scaling.start()
     stack.push_async_callback(scaling.stop)
     return Duties(member, elected, scaling)
-
-
-def instance_record(
-    manager: cache_manager.CacheManager,
-    endpoint: str,
-    runtime: interfaces.RuntimeAdapter,
-    labels: tuple[str, ...],
-    node_version: str,
-    started_ms: int,
-) -> records.InstanceRecord:
-    """A node's instance record, as of now."""
-    return records.InstanceRecord(
-        endpoint=endpoint,
-        capacity_bytes=manager.capacity_bytes,
-        used_bytes=manager.used_bytes(),
-        lru_time_ms=manager.lru_time_ms(),
-        model_count=manager.model_count(),
-        in_flight_loads=manager.loading_count(),
-        rpm=manager.requests_per_minute(),
-        labels=(
-            f"rt:{runtime.name}",
-            *(f"mt:{t}" for t in runtime.supported_model_types()),
-            *labels,
-        ),
-        version=node_version,
-        start_ms=started_ms,
-        shutting_down=manager.draining,
-    )
 
 
 async def run_until_signalled(node: Node, stop: asyncio.Event) -> None:
