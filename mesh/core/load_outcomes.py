@@ -12,7 +12,6 @@ cache manager (:mod:`mesh.node.cache_manager`) writes the verdict.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 from mesh.core import errors
@@ -40,13 +39,14 @@ class FailedLoad:
 def failed_load(
     e: BaseException, model_id: str, instance_id: str, load_timeout_seconds: float
 ) -> FailedLoad:
-    """The outcome of a load of ``model_id`` on ``instance_id`` that raised ``e``."""
+    """The outcome of a load of ``model_id`` on ``instance_id`` that raised
+    ``e`` (an exception, or the cancellation of the load's task)."""
     unexpected = False
     if isinstance(e, errors.MeshError):
         err = e
     elif isinstance(e, TimeoutError):
         err = errors.ModelLoadFailed(model_id, f"load took longer than {load_timeout_seconds:g} s")
-    elif isinstance(e, asyncio.CancelledError):
+    elif not isinstance(e, Exception):  # cancelled: the node stopped the load
         err = errors.RuntimeUnavailable(f"node {instance_id} stopped loading {model_id!r}")
     else:
         err = errors.ModelLoadFailed(model_id, f"{type(e).__name__}: {e}")
