@@ -14,8 +14,13 @@ import pytest
 
 from mesh.core import errors, records
 from meshserve import samples
+from puller import model_puller
 from runtime_adapters import mlserver
 from tests.integration import storage_fixtures as sf
+
+WAIT = 30.0
+"""Seconds to wait for what must happen: generous, as a busy machine is
+slow, not wrong."""
 
 
 @pytest.fixture
@@ -125,13 +130,18 @@ async def test_a_pull_cancelled_half_way_leaves_nothing_and_a_retry_succeeds(
     puller = sf.runtime_puller(mlserver_runtime, config_dir, tmp_path)
     name = sf.model_id("http-cancel")
     task = asyncio.create_task(puller.pull(name, web("stall/wine-stall.joblib")))
-    assert await asyncio.to_thread(http_server.halfway.wait, 10)
-    await asyncio.sleep(0.1)  # the first half is on disk, in staging
+    assert await asyncio.to_thread(http_server.halfway.wait, WAIT)
+    # The puller opened its staging file before it asked for the file, so
+    # the pull is now half way, in staging (the half it was sent waits in
+    # its read: a 100 KB model is less than one chunk).
+    staging = f"{model_puller.STAGING_PREFIX}{name}-"
+    model_dir = mlserver_runtime.config.model_dir
+    assert any(p.name.startswith(staging) for p in model_dir.iterdir())
     task.cancel()
     http_server.release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert sf.nothing_loadable(mlserver_runtime.config.model_dir, name)
+    assert sf.nothing_loadable(model_dir, name)
     folder = await puller.pull(name, web("wine-stall.joblib"))
     await sf.assert_serves(mlserver_runtime, folder, wine_sample)
 

@@ -76,7 +76,7 @@ def script(
 
 
 async def next_batch(it: AsyncIterator[list[kv_store.WatchEvent]]) -> list[kv_store.WatchEvent]:
-    return await asyncio.wait_for(anext(it), 1.0)
+    return await asyncio.wait_for(anext(it), 10.0)
 
 
 async def test_a_reconnect_past_undelivered_events_reopens_from_the_first_missing_revision(
