@@ -35,14 +35,28 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 ANY_FREE_OPS_PORTS = ("--rest-port", "0", "--metrics-port", "0", "--probe-port", "0")
 """``meshserve up`` options that keep test meshes off 8008, 2112 and 8089."""
+WAIT = 30.0
+"""Seconds to wait for what must happen: generous, as a busy machine is
+slow, not wrong."""
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+def wait_for(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds. For
+    what sends no event (another process, two event loops at once): prefer
+    :func:`mirror_until` where a node's mirror is what changes."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"not met in {timeout:.0f} s: {what or predicate}"
         time.sleep(0.05)
+
+
+def mirror_until(
+    node: NodeThread, predicate: Callable[[], bool], what: str, timeout: float = WAIT
+) -> None:
+    """Wait until ``predicate`` holds, checked on ``node``'s own loop after
+    each change its mirror of the records applies (it may read that mirror)."""
+    met = node.run(node.node.table.wait_until(predicate, timeout), timeout + WAIT)
+    assert met, f"not met in {timeout:.0f} s: {what}"
 
 
 async def kill_runtime(adapter: interfaces.RuntimeAdapter) -> None:
@@ -51,7 +65,7 @@ async def kill_runtime(adapter: interfaces.RuntimeAdapter) -> None:
     pid = adapter.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + WAIT
     while adapter.pid is not None:  # the adapter reaps its killed child
         assert time.monotonic() < deadline, "the killed runtime was not reaped"
         await asyncio.sleep(0.01)

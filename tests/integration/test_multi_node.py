@@ -9,11 +9,12 @@ serving while etcd is down.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import pathlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
@@ -81,6 +82,72 @@ def _copies(node: mesh_fixtures.NodeThread, model_id: str) -> dict[str, records.
     return dict(rec.copies) if rec else {}
 
 
+@dataclasses.dataclass(frozen=True)
+class View:
+    """A node as a record shows it: its instance record and the models it
+    holds (LOADED copies)."""
+
+    record: records.InstanceRecord | None
+    holds: frozenset[str]
+
+
+def _own_view(node: mesh_fixtures.NodeThread, model_ids: list[str]) -> View:
+    """The node as it is, read on its own loop."""
+
+    async def read() -> View:
+        manager = node.node.manager
+        held = frozenset(m for m in model_ids if manager.holds(m))
+        return View(node.node.instance_record(), held)
+
+    return node.run(read())
+
+
+def _seen_view(observer: mesh_fixtures.NodeThread, instance_id: str, model_ids: list[str]) -> View:
+    """``instance_id`` as ``observer``'s mirror of the records shows it."""
+
+    async def read() -> View:
+        held = frozenset(
+            m
+            for m in model_ids
+            if (c := _copies(observer, m).get(instance_id)) and c.state is records.CopyState.LOADED
+        )
+        return View(observer.node.table.instance(instance_id), held)
+
+    return observer.run(read())
+
+
+def _at_rest(cluster: list[mesh_fixtures.NodeThread], model_ids: list[str]) -> dict[str, View]:
+    """Each node as it is, once no node loads anything and ``cluster[0]``'s
+    mirror shows every node as it is.
+
+    A node's record is republished a moment after each change, and until
+    then shows an earlier state; and while loads wait for room its
+    ``used_bytes`` counts them too (placement must see that room as
+    spoken for), so a record read mid-flight may exceed the capacity
+    although the node never held more. Polled: the two sides live on
+    different event loops, and no single event covers both."""
+    views: dict[str, View] = {}
+
+    def settled() -> bool:
+        for node in cluster:
+            node_id = node.config.node.instance_id
+            own = _own_view(node, model_ids)
+            seen = _seen_view(cluster[0], node_id, model_ids)
+            assert own.record is not None
+            if own.record.in_flight_loads or seen.record is None or seen.holds != own.holds:
+                return False
+            if (seen.record.used_bytes, seen.record.model_count) != (
+                own.record.used_bytes,
+                own.record.model_count,
+            ):
+                return False
+            views[node_id] = own
+        return True
+
+    mesh_fixtures.wait_for(settled, mesh_fixtures.WAIT, "the records show every node at rest")
+    return views
+
+
 def test_every_model_answers_from_every_node_with_more_models_than_fit(
     cluster: list[mesh_fixtures.NodeThread],
     trained: dict[str, samples.Sample],
@@ -100,18 +167,11 @@ def test_every_model_answers_from_every_node_with_more_models_than_fit(
                 np.testing.assert_allclose(
                     got.astype(np.float64), trained[kind].expected.astype(np.float64)
                 )
-    loaded = [
-        (m, i)
-        for _, m in models.values()
-        for i, c in _copies(cluster[0], m).items()
-        if c.state is records.CopyState.LOADED
-    ]
-    assert len(loaded) <= 6  # nothing over capacity
-    for node in cluster:
-        inst = cluster[0].node.table.instance(node.config.node.instance_id)
-        assert inst is not None and inst.used_bytes <= inst.capacity_bytes
-        held = [m for m, i in loaded if i == node.config.node.instance_id]
-        assert len(held) == node.node.manager.model_count() <= 2
+    views = _at_rest(cluster, [m for _, m in models.values()])
+    for view in views.values():  # nothing over capacity, as it is and as published
+        assert view.record is not None
+        assert view.record.used_bytes <= view.record.capacity_bytes
+        assert len(view.holds) == view.record.model_count <= 2
     assert sum(n.node.plane.forwarded for n in cluster) > 0
 
 
@@ -130,6 +190,13 @@ def test_a_storm_of_first_requests_over_all_nodes_loads_the_model_once(
     for got in answers:
         np.testing.assert_array_equal(got, trained["wine"].expected)
     assert sum(n.node.manager.loads_claimed for n in cluster) - before == 1
+
+    def loaded_somewhere() -> bool:
+        return any(
+            c.state is records.CopyState.LOADED for c in _copies(cluster[0], model_id).values()
+        )
+
+    mesh_fixtures.mirror_until(cluster[0], loaded_somewhere, "the copy is recorded LOADED")
     assert len(_copies(cluster[0], model_id)) == 1
 
 
@@ -145,8 +212,19 @@ def test_a_model_that_never_loads_is_tried_on_three_nodes_then_fails_fast(
         mesh_fixtures.infer(cluster[0].endpoint, name, np.zeros((1, 4)))
     assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
     assert "pop from empty list" in info.value.message()  # the runtime's own words
-    rec = cluster[0].node.table.model(model_id)
-    assert rec is not None and len(rec.failures) == 3
+
+    def failures(node: mesh_fixtures.NodeThread) -> int:
+        rec = node.node.table.model(model_id)
+        return len(rec.failures) if rec else 0
+
+    def three_failures(node: mesh_fixtures.NodeThread) -> Callable[[], bool]:
+        return lambda: failures(node) >= 3
+
+    # Each node records its failure before it answers; the others' mirrors
+    # follow a moment later.
+    for node in cluster:
+        mesh_fixtures.mirror_until(node, three_failures(node), "three failures recorded")
+    assert failures(cluster[0]) == 3
     for node in cluster:  # now every node fails fast, without loading again
         with pytest.raises(InferenceServerException, match="failed to load"):
             mesh_fixtures.infer(node.endpoint, name, np.zeros((1, 4)))
@@ -169,7 +247,7 @@ def test_a_model_with_min_copies_is_loaded_on_two_nodes_without_traffic(
         states = _copies(cluster[0], model_id).values()
         return sum(c.state is records.CopyState.LOADED for c in states) == 2
 
-    mesh_fixtures.wait_for(two_loaded, 30)
+    mesh_fixtures.mirror_until(cluster[0], two_loaded, "two copies LOADED")
 
 
 def test_loaded_models_keep_serving_from_every_node_while_etcd_is_down(
@@ -198,10 +276,11 @@ def test_loaded_models_keep_serving_from_every_node_while_etcd_is_down(
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         module_etcd.start()
-    # Once etcd is back, registrations work again within a few seconds (the
-    # nodes' etcd connections reconnect with a back-off of at most 1 s).
+    # Once etcd is back, registrations work again (the nodes' etcd
+    # connections reconnect with a back-off of at most 1 s; the deadline is
+    # generous, as a busy machine is slow, not wrong).
     late = f"after-outage-{next(_names)}"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + mesh_fixtures.WAIT
     while True:
         try:
             _register(cluster[1], late, trained["iris"].folder)
@@ -210,7 +289,7 @@ def test_loaded_models_keep_serving_from_every_node_while_etcd_is_down(
             assert e.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() < deadline, "registrations did not recover"
             time.sleep(0.2)
-    # Every node serves it within the same few seconds (each node's own etcd
+    # Every node serves it within the same deadline (each node's own etcd
     # connection comes back on its own back-off).
     while True:
         try:
@@ -237,8 +316,14 @@ def test_a_node_that_leaves_hands_its_only_copies_over_first(
         leaving = next(n for n in nodes if n.config.node.instance_id == holder)
         staying = next(n for n in nodes if n is not leaving)
         leaving.stop()
+        # The hand-over is recorded before the leaving node withdraws its
+        # copy; the staying node's mirror applies both a moment later.
+        mesh_fixtures.mirror_until(
+            staying,
+            lambda: list(_copies(staying, model_id)) == [staying.config.node.instance_id],
+            "only the staying node's copy is left",
+        )
         states = _copies(staying, model_id)
-        assert list(states) == [staying.config.node.instance_id]
         assert states[staying.config.node.instance_id].state is records.CopyState.LOADED
         np.testing.assert_array_equal(
             mesh_fixtures.infer(staying.endpoint, name, trained["iris"].inputs),

@@ -14,7 +14,7 @@ import pathlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import psutil
@@ -28,6 +28,10 @@ from meshserve import samples
 from tests.integration import mesh_fixtures
 
 DEADLINE = 10.0
+"""Each request's deadline, in seconds."""
+WAIT = 60.0
+"""Seconds to wait for what must happen: generous, as a busy machine is
+slow, not wrong (a dead node's lease alone takes 3 s to expire)."""
 
 
 @dataclasses.dataclass
@@ -70,10 +74,14 @@ class Outcome:
 
 
 def _stream(
-    endpoint: str, name: str, sample: samples.Sample, stop: threading.Event
-) -> list[Outcome]:
-    """Send one request every 10 ms until ``stop``; each with a deadline."""
-    out: list[Outcome] = []
+    endpoint: str,
+    name: str,
+    sample: samples.Sample,
+    stop: threading.Event,
+    out: list[Outcome],
+) -> None:
+    """Send one request every 10 ms until ``stop``, each with a deadline,
+    appending each outcome to ``out`` as it comes."""
     with triton.InferenceServerClient(endpoint) as c:
         inp = triton.InferInput("predict", list(sample.inputs.shape), "FP64")
         inp.set_data_from_numpy(sample.inputs)
@@ -85,8 +93,12 @@ def _stream(
                 out.append(Outcome(t0, time.monotonic()))
             except (InferenceServerException, AssertionError) as e:
                 out.append(Outcome(t0, time.monotonic(), str(e)))
-            time.sleep(0.01)
-    return out
+            time.sleep(0.01)  # the stream's pace, not a wait for anything
+
+
+def _answered(outcomes: list[Outcome], since: float, count: int) -> bool:
+    """Whether ``count`` requests sent after ``since`` were answered."""
+    return sum(1 for o in list(outcomes) if o.start > since and not o.error) >= count
 
 
 def _holders(c: mesh_client.MeshClient, model_id: str, state: str = "LOADED") -> list[str]:
@@ -97,19 +109,29 @@ def _holders(c: mesh_client.MeshClient, model_id: str, state: str = "LOADED") ->
 
 
 def _run_stream_and_kill(
-    mesh: Mesh, entry: str, name: str, sample: samples.Sample, victim: str
+    mesh: Mesh,
+    entry: str,
+    name: str,
+    sample: samples.Sample,
+    victim: str,
+    recovered: Callable[[list[Outcome], float], bool],
 ) -> tuple[list[Outcome], float]:
+    """Stream requests through ``entry``; once 50 are answered, SIGKILL the
+    ``victim`` node, and stop the stream when ``recovered(outcomes,
+    killed_at)`` holds."""
     stop = threading.Event()
-    result: list[list[Outcome]] = []
-    t = threading.Thread(target=lambda: result.append(_stream(entry, name, sample, stop)))
+    outcomes: list[Outcome] = []
+    t = threading.Thread(target=_stream, args=(entry, name, sample, stop, outcomes))
     t.start()
-    time.sleep(1.5)
-    killed_at = time.monotonic()
-    os.kill(mesh.pids[victim], signal.SIGKILL)
-    time.sleep(6)
-    stop.set()
-    t.join(DEADLINE + 5)
-    return result[0], killed_at
+    try:
+        mesh_fixtures.wait_for(lambda: _answered(outcomes, 0.0, 50), WAIT, "the stream is served")
+        killed_at = time.monotonic()
+        os.kill(mesh.pids[victim], signal.SIGKILL)
+        mesh_fixtures.wait_for(lambda: recovered(outcomes, killed_at), WAIT, "recovery")
+    finally:
+        stop.set()
+        t.join(DEADLINE + WAIT)
+    return list(outcomes), killed_at
 
 
 def test_killing_a_node_with_one_of_two_copies_fails_no_request(
@@ -126,7 +148,19 @@ def test_killing_a_node_with_one_of_two_copies_fails_no_request(
         mesh_fixtures.wait_for(lambda: len(_holders(c, "twice")) == 2, 30, "two copies")
         holders = _holders(c, "twice")
     entry = next(mesh.endpoint_of[i] for i in mesh.pids if i not in holders)
-    outcomes, _ = _run_stream_and_kill(mesh, entry, "twice", sample, holders[0])
+    dead_copy_gone_at: list[float] = []
+
+    def recovered(outcomes: list[Outcome], _: float) -> bool:
+        # The mesh has noticed the death (its copy is gone from the
+        # records), and requests sent since are still answered.
+        if not dead_copy_gone_at:
+            with mesh_client.MeshClient(entry) as c:
+                if holders[0] in _holders(c, "twice"):
+                    return False
+            dead_copy_gone_at.append(time.monotonic())
+        return _answered(outcomes, dead_copy_gone_at[0], 50)
+
+    outcomes, _ = _run_stream_and_kill(mesh, entry, "twice", sample, holders[0], recovered)
     failed = [o for o in outcomes if o.error]
     assert len(outcomes) > 100
     assert not failed, failed[:3]
@@ -147,12 +181,19 @@ def test_killing_the_node_with_the_only_copy_recovers_within_the_deadline(
         )  # fmt: skip
         (holder,) = _holders(c, "once")
     entry = mesh.endpoint_of[next(i for i in live if i != holder)]
-    outcomes, killed_at = _run_stream_and_kill(mesh, entry, "once", sample, holder)
-    assert all(o.end - o.start <= DEADLINE + 1 for o in outcomes)  # none hangs
+    outcomes, killed_at = _run_stream_and_kill(
+        mesh, entry, "once", sample, holder, lambda out, t: _answered(out, t, 20)
+    )
+    # None hangs: each ends at its deadline at the latest (the client raises
+    # DEADLINE_EXCEEDED then; a few seconds allow for a busy machine).
+    assert all(o.end - o.start <= DEADLINE + 5 for o in outcomes)
     after = [o for o in outcomes if o.start > killed_at and not o.error]
-    assert after, "the model was never served again after its node was killed"
     back_in = after[0].end - killed_at
     print(f"served again {back_in:.2f} s after the only copy's node was killed")
+    # What the mesh promises: a caller with one request's deadline, sent at
+    # the moment of the kill, is answered (it takes a reload, about a second
+    # here; the deadline leaves room for a busy machine).
     assert back_in < DEADLINE
     with mesh_client.MeshClient(entry) as c:
-        assert holder not in _holders(c, "once")
+        # The dead node's copy goes once its lease expires (3 s here).
+        mesh_fixtures.wait_for(lambda: holder not in _holders(c, "once"), WAIT, "pruned")
