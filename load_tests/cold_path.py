@@ -8,17 +8,8 @@ runtime themselves. Issue 7's target: the mesh's cold path at most 1.1 × the
 sum of the hand-made steps, measured in the same run, same machine, same
 runtime, same object in the same store.
 
-One run starts, under a temporary folder:
-
-* a real S3-protocol server, moto's ``moto_server``, as its own process
-  (credentials are accepted as given), with a ``models`` bucket holding each
-  model's folder (``cold/<model>/model.joblib``);
-* an etcd (``mesh.edges.etcd_process``);
-* one mesh node as its own process (``load_tests.local_node``, as
-  ``meshserve up`` starts one), which starts its own MLServer; its puller
-  reads a storage-config folder with one ``s3`` entry for that bucket
-  (``MESHSERVE_STORAGE_CONFIG``), its Prometheus metrics are on (a free
-  port) and it logs at INFO as JSON.
+One run starts an S3 server (moto) holding the models, an etcd and one
+mesh node with its own MLServer (:mod:`load_tests.cold_path_bench`).
 
 Models: iris logistic regression (``meshserve.samples``, ~1 KB) and,
 unless ``--big-mb 0``, a k-nearest-neighbours classifier (a k-d tree over
@@ -86,9 +77,9 @@ each run's phases do add up to its total.
 starting MLServer); the default 20 (about 30 s). ``--runs N``,
 ``--big-mb X`` and ``--smoke`` (iris only, 2 runs: for tests) change that.
 
-This module starts the servers and times the runs; the phases' names and
-arithmetic, and the table, notes and plots, are
-:mod:`load_tests.cold_path_report`.
+This module times the runs; the servers are started by
+:mod:`load_tests.cold_path_bench`, and the phases' names and arithmetic,
+and the table, notes and plots, are :mod:`load_tests.cold_path_report`.
 """
 
 from __future__ import annotations
@@ -96,44 +87,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import pathlib
-import re
 import shutil
-import sys
 import time
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-import boto3
-import botocore.config
 import grpc
-import joblib
 import numpy as np
 import psutil
 from prometheus_client import parser as prometheus_parser
-from sklearn import neighbors
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from kube import mesh_client, predictor
-from load_tests import cold_path_report, latency, loadgen, local_node, report
-from mesh.edges import etcd_process, processes
+from kube import mesh_client
+from load_tests import cold_path_bench, cold_path_report, latency, loadgen, local_node, report
 from meshserve import samples
 from runtime_adapters import mlserver
 
-PREFIX = "cold-bench"
 INPUT = "predict"
-BUCKET = "models"
-STORAGE_KEY = "bench-s3"
-REGION = "us-east-1"
-ACCESS_KEY = "cold-bench-key"
-SECRET_KEY = "cold-bench-secret"  # moto accepts any credentials
 TARGET = 1.1
 """The mesh's cold path at most this × the hand-made sum (p50)."""
 CALL_TIMEOUT_S = 120.0
 UNLOAD_TIMEOUT_S = 60.0
-MOTO_SERVER = pathlib.Path(sys.executable).parent / "moto_server"
 
 # Histogram sums read from the node's metrics (name, required labels).
 METRICS = {
@@ -143,7 +119,6 @@ METRICS = {
     "invoke": ("modelmesh_invoke_model_milliseconds", {"method": "ModelInfer"}),
     "api": ("modelmesh_api_request_milliseconds", {"method": "ModelInfer"}),
 }
-_LOADED_LINE = re.compile(r"^loaded (\S+) \(\S+\) in ([0-9.]+) s:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,99 +134,6 @@ class Config:
 QUICK = Config(runs=5)
 SMOKE = Config(runs=2, big_mb=0.0)
 """A few seconds of cold starts: for a test that the scenario still runs."""
-
-
-def train_knn(folder: pathlib.Path, megabytes: float) -> samples.Sample:
-    """A k-nearest-neighbours classifier (a k-d tree over random 4-feature
-    points) whose ``model.joblib`` is about ``megabytes`` MB: the points, and
-    the tree's own copy and index, ~84 bytes a point.
-
-    A k-d tree, not brute force: a brute-force KNN predicts through
-    scikit-learn's OpenMP kernels, which on a busy 2-core machine took 3 ms or
-    60-90 ms by turns (threads spinning against other processes), on either
-    side, and drowned the cold path in that noise; a k-d tree query is one
-    thread and under a millisecond."""
-    features = 4
-    rows = max(64, int(megabytes * 1e6 / 84))
-    rng = np.random.default_rng(samples.SEED)
-    x = rng.normal(size=(rows, features))
-    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
-    model = neighbors.KNeighborsClassifier(n_neighbors=5, algorithm="kd_tree").fit(x, y)
-    folder.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, folder / "model.joblib")
-    inputs = np.ascontiguousarray(rng.normal(size=(samples.BATCH_ROWS, features)))
-    return samples.Sample(
-        folder=folder,
-        model_type="sklearn",
-        inputs=inputs,
-        expected=np.asarray(model.predict(inputs)),
-    )
-
-
-class S3Process:
-    """moto's S3 server as its own process, with a ``models`` bucket."""
-
-    def __init__(self, work: pathlib.Path) -> None:
-        self.port = processes.free_port()
-        self.process = processes.ChildProcess(
-            "moto S3",
-            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
-            work / "logs" / "moto.log",
-        )
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process.start()
-        self.process.wait_for_port("127.0.0.1", self.port, 60)
-        self.client().create_bucket(Bucket=BUCKET)
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def client(self) -> Any:
-        """A plain boto3 S3 client, as a user makes one."""
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=botocore.config.Config(s3={"addressing_style": "path"}),
-        )
-
-    def storage_config(self) -> dict[str, str]:
-        """The node's storage-config entry, in ModelMesh Serving's format."""
-        return {
-            "type": "s3",
-            "access_key_id": ACCESS_KEY,
-            "secret_access_key": SECRET_KEY,
-            "endpoint_url": self.endpoint,
-            "region": REGION,
-            "default_bucket": BUCKET,
-        }
-
-
-def upload(s3: Any, folder: pathlib.Path, prefix: str) -> None:
-    for f in sorted(folder.iterdir()):
-        s3.upload_file(str(f), BUCKET, f"{prefix}/{f.name}")
-
-
-def s3_predictor(name: str, path: str) -> predictor.PredictorSpec:
-    """A Predictor as a user writes it for a model in S3."""
-    return predictor.parse(
-        {
-            "apiVersion": predictor.API_VERSION,
-            "kind": predictor.KIND,
-            "metadata": {"name": name},
-            "spec": {
-                "modelType": {"name": "sklearn"},
-                "storage": {"key": STORAGE_KEY, "path": path},
-            },
-        }
-    )
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -281,63 +163,19 @@ def histogram_sums(text: str) -> dict[str, float]:
     return out
 
 
-class NodeLog:
-    """The node's JSON log, read from where the last read stopped."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def skip(self) -> None:
-        self.offset = self.path.stat().st_size if self.path.exists() else 0
-
-    def repository_load_ms(self, model_id: str) -> float:
-        """The adapter's ``RepositoryModelLoad`` time of ``model_id`` (ms),
-        from the lines written since the last read."""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        self.offset += len(chunk)
-        for line in chunk.decode(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            try:
-                message = str(json.loads(line).get("message", ""))
-            except ValueError:
-                continue
-            m = _LOADED_LINE.match(message)
-            if m and m.group(1) == model_id:
-                return float(m.group(2)) * 1000
-        raise RuntimeError(f"the node's log has no 'loaded {model_id}' line ({self.path})")
-
-
-@dataclasses.dataclass
-class Bench:
-    """What both sides use."""
-
-    node: local_node.NodeProcess
-    metrics_port: int
-    log: NodeLog
-    s3: Any
-    mesh: loadgen.Target
-    runtime: loadgen.Target
-    repository: Any
-    """A V2 stub on MLServer, for RepositoryModelLoad/Unload and RepositoryIndex."""
-
-    @property
-    def model_dir(self) -> pathlib.Path:
-        return self.node.data_dir / "models"
-
-
 def _ms(ns: int) -> float:
     return ns / 1e6
 
 
 async def mesh_run(
-    b: Bench, mc: mesh_client.MeshClient, name: str, path: str, sample: samples.Sample
+    b: cold_path_bench.Bench,
+    mc: mesh_client.MeshClient,
+    name: str,
+    path: str,
+    sample: samples.Sample,
 ) -> dict[str, float]:
     """One cold start through the mesh; its phases in ms (see the module)."""
-    spec = s3_predictor(name, path)
+    spec = cold_path_bench.s3_predictor(name, path)
     await asyncio.to_thread(mc.apply, spec)
     await _wait_visible(b.node.endpoint, name)
     body = loadgen.infer_request(name, {INPUT: sample.inputs.astype(np.float64)}, [INPUT])
@@ -370,7 +208,9 @@ async def mesh_run(
     return phases
 
 
-async def hand_run(b: Bench, name: str, path: str, sample: samples.Sample) -> dict[str, float]:
+async def hand_run(
+    b: cold_path_bench.Bench, name: str, path: str, sample: samples.Sample
+) -> dict[str, float]:
     """The same cold start done by hand against the same MLServer; ms."""
     folder = b.model_dir / name
     body = loadgen.infer_request(name, {INPUT: sample.inputs.astype(np.float64)}, [INPUT])
@@ -404,19 +244,20 @@ async def hand_run(b: Bench, name: str, path: str, sample: samples.Sample) -> di
 def download(s3: Any, path: str, folder: pathlib.Path) -> int:
     """Every object under ``path/`` into ``folder`` (plain boto3: list, then
     one streaming GET each); bytes written."""
+    bucket = cold_path_bench.BUCKET
     prefix = path.rstrip("/") + "/"
     written = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             dest = folder / str(item["Key"])[len(prefix) :]
             dest.parent.mkdir(parents=True, exist_ok=True)
-            stream = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"]
+            stream = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"]
             with open(dest, "wb") as f:
                 while chunk := stream.read(1 << 20):
                     written += f.write(chunk)
             stream.close()
     if not written:
-        raise RuntimeError(f"nothing under s3://{BUCKET}/{prefix}")
+        raise RuntimeError(f"nothing under s3://{bucket}/{prefix}")
     return written
 
 
@@ -436,7 +277,7 @@ async def _wait_visible(endpoint: str, name: str, timeout_s: float = 30.0) -> No
             await asyncio.sleep(0.01)
 
 
-async def _wait_unloaded(b: Bench, model_id: str) -> None:
+async def _wait_unloaded(b: cold_path_bench.Bench, model_id: str) -> None:
     """Until MLServer no longer holds ``model_id`` (its repository index says
     so) and the model's folder is gone."""
     deadline = time.monotonic() + UNLOAD_TIMEOUT_S
@@ -477,7 +318,7 @@ def summarise(
     return {
         "type": sample.model_type,
         "file_bytes": sum(f.stat().st_size for f in sample.folder.iterdir() if f.is_file()),
-        "s3_path": f"s3://{BUCKET}/{path}",
+        "s3_path": f"s3://{cold_path_bench.BUCKET}/{path}",
         "runs": cfg.runs,
         "mesh_ms": m,
         "hand_ms": h,
@@ -487,83 +328,41 @@ def summarise(
     }
 
 
+async def measure_model(
+    cfg: Config,
+    b: cold_path_bench.Bench,
+    mc: mesh_client.MeshClient,
+    kind: str,
+    sample: samples.Sample,
+) -> dict[str, Any]:
+    """The warm-up, then ``runs`` cold starts of ``sample`` on each side, the
+    sides taking turns to go first; the model's figures."""
+    path = f"cold/{kind}"
+    for i in range(cfg.warmup):
+        await mesh_run(b, mc, f"cold-{kind}-warm-m{i}", path, sample)
+        await hand_run(b, f"cold-{kind}-warm-h{i}", path, sample)
+    mesh: list[dict[str, float]] = []
+    hand: list[dict[str, float]] = []
+    for i in range(cfg.runs):
+        mesh_first = i % 2 == 0
+        if mesh_first:
+            mesh.append(await mesh_run(b, mc, f"cold-{kind}-m{i}", path, sample))
+        hand.append(await hand_run(b, f"cold-{kind}-h{i}", path, sample))
+        if not mesh_first:
+            mesh.append(await mesh_run(b, mc, f"cold-{kind}-m{i}", path, sample))
+    return summarise(cfg, sample, path, mesh, hand)
+
+
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     models = {"iris": samples.train_iris_logistic(work / "samples" / "iris")}
     if cfg.big_mb > 0:
-        models["knn"] = train_knn(work / "samples" / "knn", cfg.big_mb)
-    config_dir = work / "storage-config"
-    config_dir.mkdir(parents=True)
-    s3 = S3Process(work)
-    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
-    metrics_port = processes.free_port()
-    node = local_node.NodeProcess(
-        work,
-        etcd.endpoint,
-        PREFIX,
-        "cold-node",
-        work / "store",
-        extra_env={
-            "MESHSERVE_METRICS_PORT": str(metrics_port),
-            "MESHSERVE_STORAGE_CONFIG": str(config_dir),
-            "MESHSERVE_LOG_LEVEL": "INFO",
-            "MESHSERVE_LOG_FORMAT": "json",
-        },
-    )
+        models["knn"] = cold_path_bench.train_knn(work / "samples" / "knn", cfg.big_mb)
     started: list[psutil.Process] = []
     results: dict[str, Any] = {}
-    runs: dict[str, dict[str, list[float]]] = {}
-    try:
-        s3.start()
-        assert s3.process.pid is not None
-        started.append(psutil.Process(s3.process.pid))
-        (config_dir / STORAGE_KEY).write_text(json.dumps(s3.storage_config()))
-        s3_client = s3.client()
-        for kind, sample in models.items():
-            upload(s3_client, sample.folder, f"cold/{kind}")
-        etcd.start()
-        assert etcd.pid is not None
-        started.append(psutil.Process(etcd.pid))
-        await node.start()
-        started += node.tree()
-        runtime_channel = grpc.aio.insecure_channel(node.runtime_endpoint)
-        b = Bench(
-            node=node,
-            metrics_port=metrics_port,
-            log=NodeLog(node.process.log_path),
-            s3=s3_client,
-            mesh=loadgen.Target(node.endpoint),
-            runtime=loadgen.Target(node.runtime_endpoint),
-            repository=service_pb2_grpc.GRPCInferenceServiceStub(runtime_channel),
-        )
-        try:
-            with mesh_client.MeshClient(node.endpoint) as mc:
-                for kind, sample in models.items():
-                    path = f"cold/{kind}"
-                    for i in range(cfg.warmup):
-                        await mesh_run(b, mc, f"cold-{kind}-warm-m{i}", path, sample)
-                        await hand_run(b, f"cold-{kind}-warm-h{i}", path, sample)
-                    mesh: list[dict[str, float]] = []
-                    hand: list[dict[str, float]] = []
-                    for i in range(cfg.runs):
-                        mesh_first = i % 2 == 0
-                        if mesh_first:
-                            mesh.append(await mesh_run(b, mc, f"cold-{kind}-m{i}", path, sample))
-                        hand.append(await hand_run(b, f"cold-{kind}-h{i}", path, sample))
-                        if not mesh_first:
-                            mesh.append(await mesh_run(b, mc, f"cold-{kind}-m{i}", path, sample))
-                    results[kind] = summarise(cfg, sample, path, mesh, hand)
-                    runs[kind] = {
-                        "mesh": [r["total"] for r in mesh],
-                        "hand": [r["sum"] for r in hand],
-                    }
-        finally:
-            await b.mesh.close()
-            await b.runtime.close()
-            await runtime_channel.close()
-    finally:
-        await asyncio.to_thread(node.stop)
-        etcd.stop()
-        s3.stop()
+    async with cold_path_bench.running(work, models, started) as b:
+        with mesh_client.MeshClient(b.node.endpoint) as mc:
+            for kind, sample in models.items():
+                results[kind] = await measure_model(cfg, b, mc, kind, sample)
     return {
         "machine": report.machine(),
         "config": dataclasses.asdict(cfg),

@@ -11,21 +11,12 @@ also what explains it: loads, evictions, requests that waited for a load
 (the hit rate) and requests forwarded to a peer, read from the nodes' own
 Prometheus metrics (``modelmesh_*``, :mod:`mesh.node.metrics`).
 
-Set-up, under a temporary folder: one real etcd (:mod:`mesh.edges.etcd_process`)
-for the whole run; then for each node count k, **fresh** nodes under a
-**fresh** key prefix (so no run inherits another's loaded models): k mesh
-nodes as separate processes (``load_tests.local_node.NodeProcess``, each
-starting its own MLServer), configured only through the environment, with
-a fixed capacity (``MESHSERVE_CAPACITY`` = ``slots`` × ``model_bytes``) and
-every model counted as ``model_bytes`` (``MESHSERVE_MIN_MODEL_SIZE``: the
-floor of the mesh's size prediction and of its measured size,
-:mod:`mesh.core.sizes`; an iris model's own footprint is far below it, so each
-model weighs exactly that and one node holds exactly ``slots`` models).
-``models`` copies of the iris logistic regression sample
-(:mod:`meshserve.samples`), each in its own folder, are registered as
-Predictors through the management API. With the defaults (20 models, 8 per
-node) the models in use need 2.5 × one node's room, 1.25 × two nodes' and
-fit in three (24 slots).
+Set-up (:mod:`load_tests.nodes_cluster`): one real etcd for the whole
+run; for each node count k, k fresh node processes (each with its own
+MLServer) under a fresh key prefix, a fixed room of ``slots`` models of
+``model_bytes`` each, and ``models`` copies of the iris sample registered as
+Predictors. With the defaults (20 models, 8 per node) the models in use need
+2.5 × one node's room, 1.25 × two nodes' and fit in three (24 slots).
 
 Extra copies for load (``MESHSERVE_SCALE_UP_RPM=0``) and the hand-over at
 shutdown (``MESHSERVE_HANDOVER_WINDOW=0``) are off: on one machine an extra
@@ -63,20 +54,18 @@ so that this can be read off the figures.
 ``--quick`` (about 70 s on 2 CPUs) and the default (about 3 min) differ in
 the length of each phase; ``--smoke`` is 1 and 2 nodes with 8 models, for a test.
 
-This module starts the nodes and measures them; the table, notes and plots
-are :mod:`load_tests.nodes_report`.
+This module runs the load phases and reads the nodes' figures; the nodes
+are started by :mod:`load_tests.nodes_cluster`, and the table, notes and
+plots are :mod:`load_tests.nodes_report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import pathlib
-import shutil
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,23 +73,20 @@ import numpy as np
 import psutil
 from prometheus_client import parser as prometheus_parser
 
-from kube import mesh_client
 from load_tests import (
     latencies,
     latency,
     loadgen,
-    local_node,
+    nodes_cluster,
     nodes_report,
     report,
     workload,
 )
 from mesh.core import settings
-from mesh.edges import etcd_process, processes
+from mesh.edges import etcd_process
 from meshserve import samples
 
-INPUT = "predict"
 PREFIX = "nodes-bench"
-MODEL_PREFIX = "zipf-"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,65 +209,6 @@ def mesh_delta(
     }
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text: str = r.read().decode()
-    return read_metrics(text)
-
-
-class Cluster:
-    """k node processes sharing one etcd prefix, and the client's view of them."""
-
-    def __init__(
-        self, cfg: Config, k: int, work: pathlib.Path, etcd: str, store: pathlib.Path
-    ) -> None:
-        self.k = k
-        self.prefix = f"{PREFIX}-{k}"
-        self.metrics_ports = [processes.free_port() for _ in range(k)]
-        self.nodes = [
-            local_node.NodeProcess(
-                work / f"k{k}",
-                etcd,
-                self.prefix,
-                f"nodes{k}-n{j}",
-                store,
-                {
-                    "MESHSERVE_CAPACITY": str(cfg.slots * cfg.model_bytes),
-                    "MESHSERVE_MIN_MODEL_SIZE": str(cfg.model_bytes),
-                    "MESHSERVE_METRICS_PORT": str(port),
-                    "MESHSERVE_SCALE_UP_RPM": "0",
-                    "MESHSERVE_HANDOVER_WINDOW": "0",
-                    **({"MESHSERVE_EVICTION": cfg.eviction} if cfg.eviction else {}),
-                },
-            )
-            for j, port in enumerate(self.metrics_ports)
-        ]
-        self.targets = [loadgen.Target(n.endpoint) for n in self.nodes]
-
-    async def start(self) -> None:
-        """Start every node at once; :meth:`stop` stops whatever started,
-        even if another failed."""
-        await asyncio.gather(*(n.start() for n in self.nodes))
-
-    def tree(self) -> list[psutil.Process]:
-        out: list[psutil.Process] = []
-        for n in self.nodes:
-            if n.process.pid is not None:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    out += n.tree()
-        return out
-
-    async def metrics(self) -> list[dict[str, float]]:
-        return list(
-            await asyncio.gather(*(asyncio.to_thread(scrape, p) for p in self.metrics_ports))
-        )
-
-    async def stop(self) -> None:
-        for t in self.targets:
-            await t.close()
-        await asyncio.gather(*(asyncio.to_thread(n.stop) for n in self.nodes))
-
-
 def merge(results: Sequence[loadgen.RunResult]) -> loadgen.RunResult:
     """One result from the per-node parts of a run that ran at once."""
     errors: dict[str, int] = {}
@@ -362,73 +289,76 @@ def cpu_busy(before: Any, after: Any) -> float:
     return round(1.0 - idle / total, 3) if total > 0 else 0.0
 
 
+def node_env(cfg: Config) -> dict[str, str]:
+    """What every node's environment adds for this scenario: its fixed room,
+    every model's weight, no extra copies for load, no hand-over at shutdown."""
+    return {
+        "MESHSERVE_CAPACITY": str(cfg.slots * cfg.model_bytes),
+        "MESHSERVE_MIN_MODEL_SIZE": str(cfg.model_bytes),
+        "MESHSERVE_SCALE_UP_RPM": "0",
+        "MESHSERVE_HANDOVER_WINDOW": "0",
+        **({"MESHSERVE_EVICTION": cfg.eviction} if cfg.eviction else {}),
+    }
+
+
+async def metrics(cluster: nodes_cluster.Cluster) -> list[dict[str, float]]:
+    """What this scenario reads of every node's metrics, now."""
+    return [read_metrics(page) for page in await cluster.metrics_pages()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+    """What the load phases of one node count measured."""
+
+    open: loadgen.RunResult
+    saturation: loadgen.RunResult
+    metrics: tuple[list[dict[str, float]], list[dict[str, float]], list[dict[str, float]]]
+    """The nodes' metrics before the open loop, after it, and after the
+    saturation."""
+    cpu: tuple[Any, Any, Any]
+    """``psutil.cpu_times()`` at the same three moments."""
+
+
+async def load_phases(
+    cfg: Config, cluster: nodes_cluster.Cluster, bodies: Sequence[bytes]
+) -> Phases:
+    """The untimed warm-up, then the open loop and the saturation, with the
+    nodes' metrics and the machine's CPU times read around each."""
+    targets = cluster.targets
+    popularity = workload.Zipf(cfg.models, cfg.zipf_alpha)
+    arrivals = workload.Arrivals(cfg.rate_per_s)
+    warm_offsets = workload.schedule_for(arrivals, cfg.warmup_seconds, cfg.seed + 100)
+    warm_picks = workload.zipf_models(popularity, len(warm_offsets), cfg.seed + 101)
+    await open_spread(targets, bodies, warm_picks, warm_offsets, cfg.timeout_s)
+
+    offsets = workload.schedule_for(arrivals, cfg.open_seconds, cfg.seed)
+    picks = workload.zipf_models(popularity, len(offsets), cfg.seed + 1)
+    m0, c0 = await metrics(cluster), psutil.cpu_times()
+    open_r = await open_spread(targets, bodies, picks, offsets, cfg.timeout_s)
+    m1, c1 = await metrics(cluster), psutil.cpu_times()
+    sat_r = await closed_spread(
+        targets,
+        bodies,
+        popularity,
+        cfg.saturation_concurrency,
+        cfg.saturation_seconds,
+        cfg.timeout_s,
+        cfg.seed + 2,
+    )
+    m2, c2 = await metrics(cluster), psutil.cpu_times()
+    return Phases(open_r, sat_r, (m0, m1, m2), (c0, c1, c2))
+
+
 def phase_figures(r: loadgen.RunResult, mesh: dict[str, Any], busy: float) -> dict[str, Any]:
     return {**r.as_dict(), "mesh": mesh, "cpu_busy": busy}
 
 
-async def measure_k(
-    cfg: Config,
-    k: int,
-    work: pathlib.Path,
-    etcd: str,
-    sample: samples.Sample,
-    started: list[psutil.Process],
-) -> tuple[dict[str, Any], tuple[tuple[float, float], ...]]:
-    """Figures of k fresh nodes, and the open loop's latency CDF."""
-    store = work / "store"
-    cluster = Cluster(cfg, k, work, etcd, store)
-    t0 = time.monotonic()
-    try:
-        try:
-            await cluster.start()
-        finally:
-            started += cluster.tree()
-        startup_s = time.monotonic() - t0
-        names = [f"{MODEL_PREFIX}{i:03d}" for i in range(cfg.models)]
-        specs = [
-            latency.predictor_spec(
-                n, samples.Sample(store / n, sample.model_type, sample.inputs, sample.expected)
-            )
-            for n in names
-        ]
-
-        def register() -> None:
-            with mesh_client.MeshClient(cluster.nodes[0].endpoint) as mc:
-                for s in specs:
-                    mc.apply(s)
-
-        await asyncio.to_thread(register)
-        x = {INPUT: sample.inputs.astype(np.float64)}
-        bodies = [loadgen.infer_request(n, x, [INPUT]) for n in names]
-        targets = cluster.targets
-        for i, body in enumerate(bodies):
-            where = f"{names[i]} through node {i % k}"
-            local_node.check_answer(await targets[i % k].call(body, 120.0), sample, where)
-
-        popularity = workload.Zipf(cfg.models, cfg.zipf_alpha)
-        arrivals = workload.Arrivals(cfg.rate_per_s)
-        warm_offsets = workload.schedule_for(arrivals, cfg.warmup_seconds, cfg.seed + 100)
-        warm_picks = workload.zipf_models(popularity, len(warm_offsets), cfg.seed + 101)
-        await open_spread(targets, bodies, warm_picks, warm_offsets, cfg.timeout_s)
-
-        offsets = workload.schedule_for(arrivals, cfg.open_seconds, cfg.seed)
-        picks = workload.zipf_models(popularity, len(offsets), cfg.seed + 1)
-        m0, c0 = await cluster.metrics(), psutil.cpu_times()
-        open_r = await open_spread(targets, bodies, picks, offsets, cfg.timeout_s)
-        m1, c1 = await cluster.metrics(), psutil.cpu_times()
-        sat_r = await closed_spread(
-            targets,
-            bodies,
-            popularity,
-            cfg.saturation_concurrency,
-            cfg.saturation_seconds,
-            cfg.timeout_s,
-            cfg.seed + 2,
-        )
-        m2, c2 = await cluster.metrics(), psutil.cpu_times()
-    finally:
-        await cluster.stop()
-    figures = {
+def k_figures(k: int, startup_s: float, took_s: float, p: Phases) -> dict[str, Any]:
+    """The figures of one node count from what its phases measured (pure)."""
+    m0, m1, m2 = p.metrics
+    c0, c1, c2 = p.cpu
+    open_r, sat_r = p.open, p.saturation
+    return {
         "nodes": k,
         "startup_s": round(startup_s, 2),
         "open": phase_figures(open_r, mesh_delta(m0, m1, open_r.sent), cpu_busy(c0, c1)),
@@ -444,15 +374,38 @@ async def measure_k(
         ],
         "models_loaded_cluster": int(max(m["models_loaded_cluster"] for m in m2)),
         "models_with_failure": int(max(m["models_with_failure"] for m in m2)),
-        "took_s": round(time.monotonic() - t0, 1),
+        "took_s": round(took_s, 1),
     }
-    return figures, open_r.latency.cdf(120)
+
+
+async def measure_k(
+    cfg: Config,
+    k: int,
+    work: pathlib.Path,
+    etcd: str,
+    sample: samples.Sample,
+    started: list[psutil.Process],
+) -> tuple[dict[str, Any], tuple[tuple[float, float], ...]]:
+    """Figures of k fresh nodes, and the open loop's latency CDF."""
+    cluster = nodes_cluster.Cluster(k, work, etcd, f"{PREFIX}-{k}", work / "store", node_env(cfg))
+    t0 = time.monotonic()
+    try:
+        try:
+            await cluster.start()
+        finally:
+            started += cluster.tree()
+        startup_s = time.monotonic() - t0
+        bodies = await cluster.serve_models(cfg.models, sample)
+        phases = await load_phases(cfg, cluster, bodies)
+    finally:
+        await cluster.stop()
+    figures = k_figures(k, startup_s, time.monotonic() - t0, phases)
+    return figures, phases.open.latency.cdf(120)
 
 
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "iris")
-    for i in range(cfg.models):
-        shutil.copytree(sample.folder, work / "store" / f"{MODEL_PREFIX}{i:03d}")
+    nodes_cluster.fill_store(work / "store", sample, cfg.models)
     etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     etcd.start()
     started: list[psutil.Process] = []

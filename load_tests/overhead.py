@@ -49,6 +49,9 @@ distort the figures.
 
 ``--quick`` is a small run (about 40 s); the default is longer and steadier
 (about 2 min).
+
+This module starts the processes and measures the three paths; the table,
+notes and plots are :mod:`load_tests.overhead_report`.
 """
 
 from __future__ import annotations
@@ -67,11 +70,11 @@ import numpy as np
 import psutil
 
 from kube import mesh_client
-from load_tests import latencies, latency, loadgen, local_node, report, workload
+from load_tests import latencies, latency, loadgen, local_node, overhead_report, report, workload
 from mesh.edges import etcd_process, processes
 from meshserve import samples
 
-PATHS = ("direct", "bare", "mesh")
+PATHS = overhead_report.PATHS
 INPUT = "predict"
 PREFIX = "overhead-bench"
 
@@ -263,6 +266,72 @@ def summarize(phase: PhaseResults) -> dict[str, Any]:
     }
 
 
+def bare_proxy(work: pathlib.Path, runtime_ep: str) -> tuple[processes.ChildProcess, int]:
+    """The bare proxy's process (not started), pointed at MLServer, and its port."""
+    port = processes.free_port()
+    proxy = processes.ChildProcess(
+        "bare proxy",
+        [
+            sys.executable,
+            "-m",
+            "load_tests.bare_proxy",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--target",
+            runtime_ep,
+        ],
+        work / "logs" / "bare_proxy.log",
+        cwd=local_node.REPO_ROOT,
+    )
+    return proxy, port
+
+
+async def register(mesh_ep: str, sample: samples.Sample) -> dict[str, list[bytes]]:
+    """Register the model as a Predictor; each path's request bytes (the
+    concrete model id for MLServer and the bare proxy, the Predictor's name
+    through the mesh)."""
+    name = "overhead-iris"
+    spec = latency.predictor_spec(name, sample)
+
+    def apply() -> None:
+        with mesh_client.MeshClient(mesh_ep) as mc:
+            mc.apply(spec)
+
+    await asyncio.to_thread(apply)
+    x = {INPUT: sample.inputs.astype(np.float64)}
+    by_id = loadgen.infer_request(spec.model_id, x, [INPUT])
+    return {
+        "direct": [by_id],
+        "bare": [by_id],
+        "mesh": [loadgen.infer_request(name, x, [INPUT])],
+    }
+
+
+async def measure_paths(
+    cfg: Config,
+    endpoints: dict[str, str],
+    bodies: dict[str, list[bytes]],
+    sample: samples.Sample,
+    meter: Meter,
+) -> tuple[float, tuple[PhaseResults, PhaseResults, PhaseResults], float]:
+    """The first call through the mesh (it loads the model; ms), every path's
+    answer checked, then the three phases and the half rate they used."""
+    targets = {p: loadgen.Target(endpoints[p]) for p in PATHS}
+    try:
+        t1 = time.monotonic()
+        local_node.check_answer(
+            await targets["mesh"].call(bodies["mesh"][0], 120.0), sample, "mesh"
+        )
+        first_call_ms = (time.monotonic() - t1) * 1000
+        for p in ("direct", "bare"):
+            local_node.check_answer(await targets[p].call(bodies[p][0]), sample, p)
+        seq, sat, half, rate = await phases(cfg, targets, bodies, meter)
+    finally:
+        for t in targets.values():
+            await t.close()
+    return first_call_ms, (seq, sat, half), rate
+
+
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris")
     etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
@@ -273,68 +342,29 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     etcd.start()
     try:
         await node.start()
-        mesh_ep = node.endpoint
         startup_s = time.monotonic() - t0
-        runtime_ep = node.runtime_endpoint
         mlserver_proc = node.runtime_process()
         assert etcd.pid is not None
-        proxy_port = processes.free_port()
-        proxy = processes.ChildProcess(
-            "bare proxy",
-            [
-                sys.executable,
-                "-m",
-                "load_tests.bare_proxy",
-                "--listen",
-                f"127.0.0.1:{proxy_port}",
-                "--target",
-                runtime_ep,
-            ],
-            work / "logs" / "bare_proxy.log",
-            cwd=local_node.REPO_ROOT,
-        )
+        proxy, proxy_port = bare_proxy(work, node.runtime_endpoint)
         proxy.start()
         await asyncio.to_thread(proxy.wait_for_port, "127.0.0.1", proxy_port, 30.0)
         assert proxy.pid is not None
         started = [psutil.Process(etcd.pid), *node.tree(), psutil.Process(proxy.pid)]
-
-        name = "overhead-iris"
-        spec = latency.predictor_spec(name, sample)
-
-        def register() -> None:
-            with mesh_client.MeshClient(mesh_ep) as mc:
-                mc.apply(spec)
-
-        await asyncio.to_thread(register)
-        x = {INPUT: sample.inputs.astype(np.float64)}
-        by_id = loadgen.infer_request(spec.model_id, x, [INPUT])
-        bodies = {
-            "direct": [by_id],
-            "bare": [by_id],
-            "mesh": [loadgen.infer_request(name, x, [INPUT])],
+        bodies = await register(node.endpoint, sample)
+        endpoints = {
+            "direct": node.runtime_endpoint,
+            "bare": f"127.0.0.1:{proxy_port}",
+            "mesh": node.endpoint,
         }
-        endpoints = {"direct": runtime_ep, "bare": f"127.0.0.1:{proxy_port}", "mesh": mesh_ep}
-        targets = {p: loadgen.Target(endpoints[p]) for p in PATHS}
-        try:
-            t1 = time.monotonic()
-            local_node.check_answer(
-                await targets["mesh"].call(bodies["mesh"][0], 120.0), sample, "mesh"
-            )
-            first_call_ms = (time.monotonic() - t1) * 1000
-            for p in ("direct", "bare"):
-                local_node.check_answer(await targets[p].call(bodies[p][0]), sample, p)
-            meter = Meter(
-                {
-                    "bare_proxy": proxy.pid,
-                    "mesh_node": node.pid,
-                    "mlserver": mlserver_proc.pid,
-                    "client": os.getpid(),
-                }
-            )
-            seq, sat, half, rate = await phases(cfg, targets, bodies, meter)
-        finally:
-            for t in targets.values():
-                await t.close()
+        meter = Meter(
+            {
+                "bare_proxy": proxy.pid,
+                "mesh_node": node.pid,
+                "mlserver": mlserver_proc.pid,
+                "client": os.getpid(),
+            }
+        )
+        first_call_ms, results, rate = await measure_paths(cfg, endpoints, bodies, sample, meter)
     finally:
         if proxy is not None:
             await asyncio.to_thread(proxy.stop)
@@ -348,7 +378,21 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
         "batch": list(sample.inputs.shape),
         "request_bytes": {p: len(bodies[p][0]) for p in PATHS},
     }
-    return assemble(cfg, model, startup_s, first_call_ms, (seq, sat, half), rate, meter, left)
+    return assemble(cfg, model, startup_s, first_call_ms, results, rate, meter, left)
+
+
+def cpu_figures(meter: Meter, phase: str) -> dict[str, Any]:
+    """CPU-µs per request of each process in ``phase``, and the hops' idle rate."""
+    return {
+        "bare_proxy": meter.per_request_us(phase, "bare", "bare_proxy"),
+        "mesh_node": meter.per_request_us(phase, "mesh", "mesh_node"),
+        "mlserver": {p: meter.per_request_us(phase, p, "mlserver") for p in PATHS},
+        "client": {p: meter.per_request_us(phase, p, "client") for p in PATHS},
+        "idle_ms_per_s": {
+            "bare_proxy": meter.idle_ms_per_s(phase, "bare_proxy", "bare"),
+            "mesh_node": meter.idle_ms_per_s(phase, "mesh_node", "mesh"),
+        },
+    }
 
 
 def assemble(
@@ -363,19 +407,6 @@ def assemble(
 ) -> dict[str, Any]:
     """The scenario's figures from what was measured (pure)."""
     seq, sat, half = results
-
-    def cpu(phase: str) -> dict[str, Any]:
-        return {
-            "bare_proxy": meter.per_request_us(phase, "bare", "bare_proxy"),
-            "mesh_node": meter.per_request_us(phase, "mesh", "mesh_node"),
-            "mlserver": {p: meter.per_request_us(phase, p, "mlserver") for p in PATHS},
-            "client": {p: meter.per_request_us(phase, p, "client") for p in PATHS},
-            "idle_ms_per_s": {
-                "bare_proxy": meter.idle_ms_per_s(phase, "bare_proxy", "bare"),
-                "mesh_node": meter.idle_ms_per_s(phase, "mesh_node", "mesh"),
-            },
-        }
-
     throughput = {p: round(sat.throughput(p), 1) for p in PATHS}
     seq_f, half_f = summarize(seq), summarize(half)
     sat_f = summarize(sat)
@@ -408,9 +439,9 @@ def assemble(
             },
         },
         "cpu_us_per_request": {
-            "sequential": cpu("sequential"),
-            "saturation": cpu("saturation"),
-            "half_rate": cpu("half_rate"),
+            "sequential": cpu_figures(meter, "sequential"),
+            "saturation": cpu_figures(meter, "saturation"),
+            "half_rate": cpu_figures(meter, "half_rate"),
         },
         "leftover_processes": left,
     }
@@ -443,177 +474,6 @@ def targets_met(f: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------
-# Report
-
-
-def table(f: dict[str, Any]) -> str:
-    m = f["model"]
-    lines = [
-        f"the same model and MLServer: direct, through a bare grpc.aio proxy, through the mesh "
-        f"({f['machine']['cpus']} CPUs; {m['name']}, batch {m['batch'][0]}x{m['batch'][1]} FP64)",
-        f"start (etcd + node + its MLServer, to ready): {f['startup_s']:.1f} s; "
-        f"first call through the mesh (load): {f['first_call_ms']:.0f} ms",
-        "",
-    ]
-    for key, title in (
-        ("sequential", f"concurrency 1: {f['sequential']['calls_per_path']} calls per path"),
-        (
-            "half_rate",
-            f"open loop, Poisson at half the direct saturation rate "
-            f"({f['half_rate']['rate_per_s']:.0f}/s), {f['half_rate']['seconds_per_path']:g} s "
-            "per path",
-        ),
-        (
-            "saturation",
-            f"saturation: closed loop, {f['saturation']['concurrency']} callers, "
-            f"{f['saturation']['seconds_per_path']:g} s per path",
-        ),
-    ):
-        s = f[key]
-        lines.append(title + " (µs)")
-        rows = [
-            [
-                p,
-                *(f"{s['latency_us'][p][k]:.0f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
-                str(sum(s["errors"][p].values())),
-            ]
-            for p in PATHS
-        ]
-        for label, k in (
-            ("bare - direct", "bare_over_direct"),
-            ("mesh - direct", "mesh_over_direct"),
-            ("mesh - bare", "mesh_over_bare"),
-        ):
-            a = s["added_us"][k]
-            rows.append([label, f"{a['p50']:+d}", f"{a['p90']:+d}", f"{a['p99']:+d}", "", "", ""])
-        lines += [
-            report.fmt_table(["path", "p50", "p90", "p99", "p99.9", "max", "errors"], rows),
-            "",
-        ]
-    sat = f["saturation"]
-    t, r = sat["throughput_per_s"], sat["throughput_ratio"]
-    rate = f["half_rate"]["rate_per_s"]
-    lines.append(
-        "the half-rate load is "
-        + ", ".join(f"{rate / t[p]:.0%} of {p}'s saturation" for p in PATHS if t[p])
-    )
-    lines.append(
-        f"throughput at saturation: direct {t['direct']:.0f}/s, bare {t['bare']:.0f}/s "
-        f"(x{r['bare_vs_direct']:.2f}), mesh {t['mesh']:.0f}/s (x{r['mesh_vs_direct']:.2f} of "
-        f"direct, x{r['mesh_vs_bare']:.2f} of bare)"
-    )
-    lines.append("")
-    lines.append("CPU-µs per request (process CPU time / requests answered)")
-    rows = []
-    for phase in ("sequential", "half_rate", "saturation"):
-        c = f["cpu_us_per_request"][phase]
-        rows.append(
-            [
-                phase,
-                f"{c['bare_proxy']:.0f}",
-                f"{c['mesh_node']:.0f}",
-                f"{c['mlserver']['direct']:.0f}",
-                f"{c['client']['direct']:.0f}/{c['client']['bare']:.0f}/{c['client']['mesh']:.0f}",
-                f"{c['idle_ms_per_s']['bare_proxy']:.1f}/{c['idle_ms_per_s']['mesh_node']:.1f}",
-            ]
-        )
-    lines.append(
-        report.fmt_table(
-            [
-                "phase",
-                "bare proxy",
-                "mesh node",
-                "MLServer",
-                "client d/b/m",
-                "idle ms/s bare/mesh",
-            ],
-            rows,
-        )
-    )
-    lines.append("leftover processes: " + (", ".join(f["leftover_processes"]) or "none"))
-    return "\n".join(lines)
-
-
-def notes(f: dict[str, Any]) -> tuple[str, ...]:
-    t = f["targets"]
-    a = t["mesh_added_p50_le_1.1x_bare"]
-    out = [
-        (
-            f"Target mesh added p50 ≤ 1.1 × bare hop's: {'met' if a['met'] else 'MISSED'} "
-            f"(mesh +{a['mesh_added_p50_us']} µs, bare +{a['bare_added_p50_us']} µs, "
-            f"ratio {a['ratio']:.2f}"
-            + ("" if a["met"] else f", {a['ratio'] - 1.1:.2f} over the target")
-            + ")."
-        ),
-    ]
-    b = t["mesh_throughput_ge_0.95x_bare"]
-    out.append(
-        f"Target mesh throughput ≥ 0.95 × bare: {'met' if b['met'] else 'MISSED'} "
-        f"(x{b['ratio']:.2f})."
-    )
-    c = t["stretch_mesh_added_p50_le_250us"]
-    out.append(
-        f"Stretch mesh added p50 ≤ 250 µs: {'met' if c['met'] else 'missed'} "
-        f"(+{c['mesh_added_p50_us']} µs)."
-    )
-    sat = f["saturation"]["throughput_per_s"]
-    over = [p for p in PATHS if sat[p] and f["half_rate"]["rate_per_s"] >= 0.9 * sat[p]]
-    if over:
-        out.append(
-            f"At half the direct saturation rate, {' and '.join(over)} ran at 90 % or more of "
-            "its own saturation throughput (see the line above the throughput): those "
-            "half-rate latencies are mostly queueing."
-        )
-    cpu = f["cpu_us_per_request"]["saturation"]
-    if not (a["met"] and b["met"]):
-        out.append(
-            f"Why: at saturation the mesh node spends {cpu['mesh_node']:.0f} CPU-µs per request "
-            f"against the bare proxy's {cpu['bare_proxy']:.0f}; on 2 cores that CPU is taken "
-            "from the client and MLServer, so it shows as latency and throughput. The "
-            "difference is the mesh's own Python work per call (header and name parsing, "
-            "table look-ups, the cache manager's bookkeeping, metrics); profile the node "
-            "with py-spy under this load to see which."
-        )
-    return tuple(out)
-
-
-def _percentile_axis(cdf: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """CDF points on a 'nines' axis: y = -log10(1 - fraction)."""
-    xs, ys = [], []
-    for value, frac in cdf:
-        xs.append(value)
-        ys.append(-float(np.log10(1.0 - min(frac, 0.9999))))
-    return tuple(xs), tuple(ys)
-
-
-NINES = ((0.0, "0"), (0.30103, "50"), (1.0, "90"), (2.0, "99"), (3.0, "99.9"), (4.0, "99.99"))
-
-
-def plots(f: dict[str, Any]) -> tuple[report.Plot, ...]:
-    out = []
-    for key, title in (
-        ("sequential", "Latency CDF, concurrency 1"),
-        ("half_rate", f"Latency CDF, Poisson at {f['half_rate']['rate_per_s']:.0f}/s"),
-    ):
-        series = []
-        for p in PATHS:
-            xs, ys = _percentile_axis(f["cdf"][key][p])
-            series.append(report.Series(p, xs, ys))
-        out.append(
-            report.Plot(
-                filename=f"overhead_cdf_{key}.png",
-                title=title,
-                xlabel="latency, µs",
-                ylabel="percentile",
-                series=tuple(series),
-                xlog=True,
-                yticks=NINES,
-            )
-        )
-    return tuple(out)
-
-
 def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
     """The scenario; ``argv`` may hold ``--concurrency N`` (callers at
     saturation) and ``--smoke`` (a few seconds of load, for tests)."""
@@ -630,7 +490,7 @@ def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
         title="Overhead: direct vs a bare Python hop vs the mesh",
         quick=quick,
         figures={k: v for k, v in f.items() if k != "cdf"},
-        table=table(f),
-        notes=notes(f),
-        plots=plots(f),
+        table=overhead_report.table(f),
+        notes=overhead_report.notes(f),
+        plots=overhead_report.plots(f),
     )

@@ -1,12 +1,13 @@
 """The overhead scenario's arithmetic (added µs, throughput ratios, CPU per
-request, targets) on made-up measurements, and a few seconds of the real
-scenario (etcd, a node, MLServer, the bare proxy)."""
+request, targets) and its report (:mod:`load_tests.overhead_report`) on
+made-up measurements, and a few seconds of the real scenario (etcd, a node,
+MLServer, the bare proxy)."""
 
 from __future__ import annotations
 
 import pytest
 
-from load_tests import latencies, loadgen, overhead
+from load_tests import latencies, loadgen, overhead, overhead_report
 
 
 def run(
@@ -29,18 +30,22 @@ def run(
 
 def phase(us: dict[str, int], ok: dict[str, int], secs: float = 1.0) -> overhead.PhaseResults:
     out = overhead.PhaseResults.empty()
-    for p in overhead.PATHS:
+    for p in overhead_report.PATHS:
         out.add(p, run("closed", ok[p], secs, us[p]))
     return out
 
 
 def figures(mesh_us: int, mesh_rate: int) -> dict[str, object]:
-    seq = phase({"direct": 500, "bare": 900, "mesh": mesh_us}, dict.fromkeys(overhead.PATHS, 100))
+    seq = phase(
+        {"direct": 500, "bare": 900, "mesh": mesh_us}, dict.fromkeys(overhead_report.PATHS, 100)
+    )
     sat = phase(
         {"direct": 5000, "bare": 8000, "mesh": 9000},
         {"direct": 2000, "bare": 1000, "mesh": mesh_rate},
     )
-    half = phase({"direct": 700, "bare": 1100, "mesh": 1300}, dict.fromkeys(overhead.PATHS, 1000))
+    half = phase(
+        {"direct": 700, "bare": 1100, "mesh": 1300}, dict.fromkeys(overhead_report.PATHS, 1000)
+    )
     meter = overhead.Meter({"bare_proxy": 1, "mesh_node": 2, "mlserver": 3, "client": 4})
     zero = dict.fromkeys(meter.pids, 0.0)
     meter.add("saturation", "bare", zero, {**zero, "bare_proxy": 0.4, "mesh_node": 0.01}, 1.0, 1000)
@@ -90,11 +95,11 @@ def test_targets_met_and_missed() -> None:
 
 def test_table_notes_and_plots() -> None:
     f = figures(mesh_us=1400, mesh_rate=800)
-    text = overhead.table(f)
+    text = overhead_report.table(f)
     assert "mesh - bare" in text and "CPU-µs per request" in text
-    notes = overhead.notes(f)
+    notes = overhead_report.notes(f)
     assert any("MISSED" in n for n in notes) and any(n.startswith("Why:") for n in notes)
-    plots = overhead.plots(f)
+    plots = overhead_report.plots(f)
     assert [p.filename for p in plots] == [
         "overhead_cdf_sequential.png",
         "overhead_cdf_half_rate.png",
@@ -109,4 +114,4 @@ def test_smoke_run_of_the_real_scenario() -> None:
     assert f["leftover_processes"] == []
     for key in ("sequential", "saturation", "half_rate"):
         assert all(not e for e in f[key]["errors"].values()), key
-        assert all(f[key]["latency_us"][p]["count"] > 0 for p in overhead.PATHS)
+        assert all(f[key]["latency_us"][p]["count"] > 0 for p in overhead_report.PATHS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Callable
 
-from load_tests import sim_agent, sim_meters, sim_runtime, simulate
+from load_tests import sim_agent, sim_config, sim_meters, sim_runtime, sim_step
 from mesh.core import records
 from mesh.kv import memory_kv, records_store
 from mesh.kv import placement_table as mesh_table
@@ -20,19 +20,19 @@ def shows_nodes(mirror: mesh_table.PlacementTable, n: int) -> Callable[[], bool]
 async def test_two_agents_route_load_and_forward_over_the_memory_store(
     tmp_path: pathlib.Path,
 ) -> None:
-    cfg = simulate.Config(load_ms=1.0)
+    cfg = sim_config.Config(load_ms=1.0)
     shared = memory_kv.MemoryKV()
     prefix = "simtest"
-    ids = simulate.model_ids(4)
-    sizes = simulate.model_sizes(cfg, 4)
+    ids = sim_config.model_ids(4)
+    sizes = sim_config.model_sizes(cfg, 4)
     registrar = records_store.RecordStore(shared, prefix)
-    await simulate.register(cfg, registrar, ids, sizes)
+    await sim_step.register(cfg, registrar, ids, sizes)
     ledger = sim_runtime.Ledger()
     peers = sim_runtime.Peers()
     agents = []
     for i in range(2):
         node_id = f"sim-{i:03d}"
-        conf = simulate.node_settings(cfg, "memory", prefix, node_id, tmp_path)
+        conf = sim_config.node_settings(cfg, "memory", prefix, node_id, tmp_path)
         runtime = sim_runtime.SyntheticRuntime(
             node_id, ledger, dict(zip(ids, sizes, strict=True)), load_seconds=0.001
         )

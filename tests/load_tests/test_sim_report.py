@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from load_tests import sim_report, simulate
+from load_tests import sim_figures, sim_report
 
 
 def step(
@@ -48,10 +48,10 @@ def step(
         },
         "placement": {
             "loads": loads,
-            "loads_per_node": simulate.spread(per_node),
+            "loads_per_node": sim_figures.spread(per_node),
             "nodes_with_loads": sum(1 for x in per_node if x),
             "evictions": 3,
-            "models_per_node": simulate.spread(per_node),
+            "models_per_node": sim_figures.spread(per_node),
             "models_per_node_sorted": sorted(per_node, reverse=True),
             "used_fraction": {"min": used_min, "max": 0.9, "mean": 0.5, "stddev": 0.1},
             "copies_now": {"1": loads - 4, "2": 2},
