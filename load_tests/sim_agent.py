@@ -9,8 +9,8 @@ puller and the hop to a peer replaced (:mod:`load_tests.sim_runtime`).
 composes the store, mirror, cache manager and data plane as ``Node`` does,
 and starts the node's duties (membership, leader, janitor, scaler) and
 builds its instance record with the very functions ``Node`` uses
-(:func:`meshserve.node.start_duties`, :func:`meshserve.node.instance_record`).
-Its settings come from :func:`load_tests.simulate.node_settings`,
+(:func:`meshserve.node.start_duties`, :func:`mesh.node.node_reports.instance_record`).
+Its settings come from :func:`load_tests.sim_config.node_settings`,
 which reads the scenario's configuration.
 """
 
@@ -23,7 +23,7 @@ from load_tests import sim_runtime
 from mesh.core import records, settings
 from mesh.kv import placement_table as mesh_table
 from mesh.kv import records_store
-from mesh.node import cache_manager, dispatch, metrics
+from mesh.node import cache_manager, dispatch, metrics, node_reports
 from meshserve import node
 from router import dataplane
 
@@ -85,7 +85,6 @@ class Agent:
         self.plane = dataplane.DataPlane(
             cfg,
             self.table,
-            self.store,
             self.manager,
             self.dispatcher,
             self.upstream,
@@ -111,7 +110,7 @@ class Agent:
         await self._stack.aclose()
 
     def instance_record(self) -> records.InstanceRecord:
-        return node.instance_record(
+        return node_reports.instance_record(
             self.manager,
             self.endpoint,
             self.runtime,
