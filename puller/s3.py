@@ -142,6 +142,9 @@ def describe_error(e: Exception, what: str, endpoint: str) -> store.StoreError:
         e, botocore.exceptions.ResponseStreamingError | botocore.exceptions.IncompleteReadError
     ):
         return store.Corrupt(f"the transfer of {what} broke off")
+    if isinstance(e, botocore.exceptions.FlexibleChecksumError):
+        # The store's own CRC/SHA of the object, checked by botocore before ours.
+        return store.Corrupt(f"{what}: checksum mismatch ({e})")
     if isinstance(e, botocore.exceptions.SSLError):
         return store.Unreachable(f"TLS with the S3 endpoint {endpoint} failed")
     return store.StoreError(f"reading {what} failed: {type(e).__name__}")

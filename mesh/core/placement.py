@@ -124,7 +124,8 @@ def why_no_node(
             f"model {model_id!r} needs {model_size} bytes, more than any node's capacity"
         )
     return errors.InsufficientCapacity(
-        f"no room for model {model_id!r}: every node's models were used within the churn threshold"
+        f"no room for model {model_id!r}: every node's models were used within the churn "
+        "threshold (MESHSERVE_CHURN_THRESHOLD)"
     )
 
 

@@ -122,13 +122,6 @@ def test_room_held_by_a_recently_used_model_is_refused_and_the_model_not_marked_
         np.testing.assert_array_equal(got, [2.0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: when the node's record already counts the recent model, "
-    "placement (mesh.core.placement.why_no_node) refuses with 'every node's models "
-    "were used within the churn threshold', which does not name "
-    "MESHSERVE_CHURN_THRESHOLD; only the cache manager's refusal names it",
-)
 def test_the_refusal_names_the_variable_that_sets_the_threshold(
     guarded_node: mesh_fixtures.NodeThread, pair: Pair
 ) -> None:

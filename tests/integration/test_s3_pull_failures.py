@@ -156,13 +156,6 @@ def test_an_object_failing_its_stored_crc_fails_the_load_and_leaves_nothing(
     assert sf.nothing_loadable(small_disk_node.visible_model_dir, model_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: botocore checks the CRC the store returns before the puller's MD5 "
-    "check, and puller.s3.describe_error does not know botocore's FlexibleChecksumError: "
-    "the user reads 'reading s3://... failed: FlexibleChecksumError' instead of a checksum "
-    "mismatch of a corrupt object",
-)
 def test_an_object_failing_its_stored_crc_is_named_a_checksum_mismatch(
     small_disk_node: node_processes.NodeProcess,
     s3_server: sf.S3Server,

@@ -60,6 +60,9 @@ def test_s3_errors_are_named_from_the_code_not_the_request() -> None:
     assert isinstance(s3.describe_error(missing, "s3://b/m", ""), store.NotFound)
     down = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
     assert isinstance(s3.describe_error(down, "s3://b/m", "http://127.0.0.1:1"), store.Unreachable)
+    rotten = botocore.exceptions.FlexibleChecksumError(error_msg="CRC32 mismatch")
+    e = s3.describe_error(rotten, "s3://b/m/model.joblib", "")
+    assert isinstance(e, store.Corrupt) and "checksum mismatch" in e.message
 
 
 def test_s3_md5_comes_only_from_single_part_etags() -> None:
