@@ -168,6 +168,7 @@ class Node:
         self._stack = contextlib.AsyncExitStack()
         self._server: grpc.aio.Server | None = None
         self._started = False
+        self._drain_deadline: float | None = None
         self.port = 0
 
     @property
@@ -373,8 +374,13 @@ class Node:
         return measured
 
     async def _stop_server(self) -> None:
+        """Refuse new calls; calls in flight get until the drain timeout
+        (counted from the start of the drain), and at least 2 s."""
         if self._server is not None:
-            await self._server.stop(grace=2.0)
+            grace = 2.0
+            if self._drain_deadline is not None:
+                grace = max(grace, self._drain_deadline - asyncio.get_running_loop().time())
+            await self._server.stop(grace=grace)
 
     async def stop(self) -> None:
         """Leave the mesh: drain (if it had started), then stop every part."""
@@ -390,6 +396,8 @@ class Node:
         """Stop taking loads, tell the mesh, and have another node load the
         recently used models whose only copy is here."""
         cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._drain_deadline = loop.time() + cfg.scaling.drain_timeout_seconds
         self.manager.draining = True
         await self.membership.publish_now()
         recent = self.manager.recently_used(cfg.scaling.handover_window_seconds)

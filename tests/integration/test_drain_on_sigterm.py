@@ -20,9 +20,12 @@ import asyncio
 import concurrent.futures
 import os
 import pathlib
+import time
 from collections.abc import Iterator
 
 import pytest
+from tritonclient import grpc as triton
+from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
 from mesh.core import records
@@ -156,3 +159,41 @@ def test_sigterm_finishes_requests_in_flight_hands_over_and_exits_0(
         again = mesh_fixtures.infer(survivor.endpoint, "steady", gated_models.free_input())
         assert list(again) == [2.0]
         assert {i.instance_id for i in mesh.instances()} == {stays}
+
+
+def _refuses_calls(endpoint: str) -> bool:
+    """The node's gRPC server no longer takes calls (it is stopping)."""
+    with triton.InferenceServerClient(endpoint) as c:
+        try:
+            c.is_server_live(client_timeout=2)
+        except InferenceServerException:
+            return True
+    return False
+
+
+def test_requests_outlasting_the_hand_over_still_finish_within_the_drain_timeout(
+    module_etcd: etcd_process.EtcdServer,
+    survivor: mesh_fixtures.NodeThread,
+    leaving: node_processes.NodeProcess,
+    tmp_path: pathlib.Path,
+) -> None:
+    model = gated_models.write_gated_model(tmp_path, "slow-drain")
+    spec = mesh_fixtures.predictor_spec("slow-drain", model.folder)
+    with survivor.client() as mesh, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        mesh.apply(spec)
+        mesh_fixtures.infer(survivor.endpoint, "slow-drain", gated_models.free_input())
+        assert _loaded_on(mesh, spec.model_id) == {leaving.instance_id}
+        held = pool.submit(
+            mesh_fixtures.infer, leaving.endpoint, "slow-drain", gated_models.held_input()
+        )
+        model.wait_marks("held")
+        leaving.terminate()
+        # The hand-over is done and the server stops taking calls...
+        mesh_fixtures.wait_for(lambda: _refuses_calls(leaving.endpoint), 30, "server stopping")
+        # ...while the call in flight goes on past the 2 s a stop used to give
+        # it. The wait is the behaviour under test, not a synchronisation.
+        time.sleep(3)
+        assert not held.done()
+        model.open_predict()
+        assert list(held.result(30)) == [3.0]
+        assert leaving.wait_exit(60) == 0, leaving.log()
