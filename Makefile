@@ -57,7 +57,7 @@ $(RUNTIMES)/mlserver/.installed: runtime_adapters/requirements-mlserver.txt
 # Triton: the real tritonserver shipped inside the nvidia-pytriton wheel, copied
 # out of site-packages with the Python-backend stub beside it. It runs with
 # LD_LIBRARY_PATH=<site-packages>/nvidia_pytriton.libs and this venv's bin first
-# on PATH; runtime_adapters/triton.py builds that environment itself.
+# on PATH; runtime_adapters/triton/launch.py builds that environment itself.
 TRITON := $(RUNTIMES)/triton
 $(TRITON)/.installed: runtime_adapters/requirements-triton.txt
 	@test -x $(TRITON)/bin/python || $(PYTHON) -m venv $(TRITON)
