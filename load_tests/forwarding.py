@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import pathlib
-import platform
 import sys
 import threading
 import time
@@ -220,6 +218,79 @@ def holders(mesh: TwoNodes, model_id: str) -> dict[str, bool]:
     }
 
 
+def load_on_a(
+    mesh: TwoNodes,
+    call: latency.Call,
+    via_a: triton.InferenceServerClient,
+    name: str,
+    model_id: str,
+) -> tuple[int, dict[str, bool]]:
+    """ns of the first call through A (which loads the model on A), and
+    where the model is then; waits until B's mirror shows A's copy."""
+    t1 = time.perf_counter_ns()
+    call.check(call(via_a, name), "first call through A")
+    first_call_ns = time.perf_counter_ns() - t1
+    placed = holders(mesh, model_id)
+    if placed != {NODE_A: True, NODE_B: False}:
+        raise RuntimeError(f"expected the model on A only, got {placed}")
+    wait_for_copy(mesh.b, model_id, NODE_A)
+    return first_call_ns, placed
+
+
+def time_paths(
+    mesh: TwoNodes,
+    call: latency.Call,
+    rt: triton.InferenceServerClient,
+    via_a: triton.InferenceServerClient,
+    via_b: triton.InferenceServerClient,
+    model_id: str,
+    name: str,
+    args: argparse.Namespace,
+) -> tuple[dict[str, latency.Ns], dict[str, int]]:
+    """ns of the calls on each of the three paths, and how many calls each
+    node forwarded meanwhile (with the number B should have)."""
+    fwd_a0, fwd_b0 = mesh.a.node.plane.forwarded, mesh.b.node.plane.forwarded
+    call.check(call(rt, model_id), "direct call")
+    call.check(call(via_a, name), "call through A")
+    call.check(call(via_b, name), "call through B")
+    times = latency.warm(
+        {
+            "direct": lambda: call(rt, model_id),
+            "via_a": lambda: call(via_a, name),
+            "via_b": lambda: call(via_b, name),
+        },
+        args.requests,
+        args.warmup,
+    )
+    b_calls = 1 + args.warmup + args.requests
+    forwarded = {
+        "a": mesh.a.node.plane.forwarded - fwd_a0,
+        "b": mesh.b.node.plane.forwarded - fwd_b0,
+        "b_expected": b_calls,
+    }
+    return times, forwarded
+
+
+def check_forwarding(
+    forwarded: dict[str, int], placed: dict[str, bool], placed_after: dict[str, bool]
+) -> None:
+    """Raise unless B forwarded every call it got, A none, and the model
+    stayed where it was."""
+    b_calls = forwarded["b_expected"]
+    if forwarded["b"] != b_calls or forwarded["a"] != 0:
+        raise RuntimeError(
+            f"B forwarded {forwarded['b']} of {b_calls} calls, A forwarded {forwarded['a']} "
+            "(expected all and none)"
+        )
+    if placed_after != placed:
+        raise RuntimeError(f"the model moved while measuring: {placed} -> {placed_after}")
+
+
+def added_us(us: dict[str, dict[str, float]], hi: str, lo: str) -> dict[str, float]:
+    """Path ``hi``'s µs minus path ``lo``'s, at each percentile (and mean)."""
+    return {k: round(us[hi][k] - us[lo][k], 1) for k in us[lo]}
+
+
 def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris-logistic")
     call = latency.Call(sample)
@@ -237,58 +308,18 @@ def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
             triton.InferenceServerClient(mesh.b.endpoint) as via_b,
         ):
             model_id = latency.register(mc, name, sample)
-            t1 = time.perf_counter_ns()
-            call.check(call(via_a, name), "first call through A")
-            first_call_ns = time.perf_counter_ns() - t1
-            placed = holders(mesh, model_id)
-            if placed != {NODE_A: True, NODE_B: False}:
-                raise RuntimeError(f"expected the model on A only, got {placed}")
-            wait_for_copy(mesh.b, model_id, NODE_A)
-
-            fwd_a0, fwd_b0 = mesh.a.node.plane.forwarded, mesh.b.node.plane.forwarded
-            call.check(call(rt, model_id), "direct call")
-            call.check(call(via_a, name), "call through A")
-            call.check(call(via_b, name), "call through B")
-            times = latency.warm(
-                {
-                    "direct": lambda: call(rt, model_id),
-                    "via_a": lambda: call(via_a, name),
-                    "via_b": lambda: call(via_b, name),
-                },
-                args.requests,
-                args.warmup,
-            )
-            b_calls = 1 + args.warmup + args.requests
-            forwarded = {
-                "a": mesh.a.node.plane.forwarded - fwd_a0,
-                "b": mesh.b.node.plane.forwarded - fwd_b0,
-                "b_expected": b_calls,
-            }
+            first_call_ns, placed = load_on_a(mesh, call, via_a, name, model_id)
+            times, forwarded = time_paths(mesh, call, rt, via_a, via_b, model_id, name, args)
             placed_after = holders(mesh, model_id)
     finally:
         mesh.stop()
     left = latency.alive(started)
-
-    if forwarded["b"] != b_calls or forwarded["a"] != 0:
-        raise RuntimeError(
-            f"B forwarded {forwarded['b']} of {b_calls} calls, A forwarded {forwarded['a']} "
-            "(expected all and none)"
-        )
-    if placed_after != placed:
-        raise RuntimeError(f"the model moved while measuring: {placed} -> {placed_after}")
+    check_forwarding(forwarded, placed, placed_after)
 
     us = {p: latency.percentiles_us(times[p]) for p in PATHS}
-
-    def added(hi: str, lo: str) -> dict[str, float]:
-        return {k: round(us[hi][k] - us[lo][k], 1) for k in us[lo]}
-
     return {
         "benchmark": "load_tests.forwarding",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": latency.machine(),
         "model": {
             "name": "iris logistic regression",
             "type": sample.model_type,
@@ -306,8 +337,8 @@ def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
         "concurrency": 1,
         "latency_us": us,
         "added_us": {
-            "a_over_direct": added("via_a", "direct"),
-            "b_over_a": added("via_b", "via_a"),
+            "a_over_direct": added_us(us, "via_a", "direct"),
+            "b_over_a": added_us(us, "via_b", "via_a"),
         },
         "forwarded": forwarded,
         "started_pids": sorted(p.pid for p in started),

@@ -11,12 +11,12 @@ One run starts a local mesh of its own: an etcd (``mesh.edges.etcd_process``) an
 one mesh node (``meshserve.node.Node``) on an event loop in a thread of this
 process, which starts its own MLServer. (The node runs in-process, unlike
 the node processes of ``meshserve up``, so that its runtime's endpoint is at
-hand for the direct side.) It trains one small scikit-learn model (logistic
-regression on iris, a ~1 KB file) and measures three things, each
-time the same model in the same MLServer process, once through the mesh's
-endpoint and once straight to MLServer's own V2 gRPC endpoint, with the same
-client (``tritonclient.grpc``, one 5×4 FP64 batch, input and output
-``predict``):
+hand for the direct side: :mod:`load_tests.in_process_mesh`.) It trains
+one small scikit-learn model (logistic regression on iris, a ~1 KB file)
+and measures three things, each time the same model in the same MLServer
+process, once through the mesh's endpoint and once straight to MLServer's
+own V2 gRPC endpoint, with the same client (``tritonclient.grpc``, one 5×4
+FP64 batch, input and output ``predict``):
 
 1. **start**: etcd started, then ``Node.start()`` until it returns, i.e. etcd,
    the node and MLServer all answer (about what ``meshserve up`` costs before
@@ -54,7 +54,6 @@ fails if an etcd or MLServer it started is still alive afterwards.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -63,10 +62,9 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,9 +72,8 @@ import psutil
 from tritonclient import grpc as triton
 
 from kube import mesh_client, predictor
-from mesh.core import settings
-from mesh.edges import etcd_process
-from meshserve import node, samples
+from load_tests.in_process_mesh import MeshThread
+from meshserve import samples
 from runtime_adapters import mlserver
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -88,79 +85,7 @@ CALL_TIMEOUT_S = 120.0
 """Deadline of every call (a cold call includes a model load)."""
 PERCENTILES = (50, 90, 99)
 
-_T = TypeVar("_T")
 Ns = npt.NDArray[np.int64]
-
-
-class MeshThread:
-    """An etcd and a :class:`meshserve.node.Node` serving from an event loop
-    in a background thread, so that the synchronous clients of the main
-    thread never block it (as the integration tests run a node).
-
-    etcd is started from the main thread and the node (which starts MLServer)
-    from the loop's thread: each child dies with the thread that started it
-    (``mesh.edges.processes``), and both threads outlive what they started."""
-
-    def __init__(
-        self, data_dir: pathlib.Path, models_root: pathlib.Path, runtimes_dir: pathlib.Path
-    ) -> None:
-        self.etcd = etcd_process.EtcdServer(
-            data_dir / "etcd", log_path=data_dir / "logs" / "etcd.log"
-        )
-        self.config = settings.Settings(
-            kv=settings.KVSettings(endpoints=(self.etcd.endpoint,)),
-            service=settings.ServiceSettings(
-                host="127.0.0.1", grpc_port=0, rest_port=-1, metrics_port=-1, probe_port=-1
-            ),
-            node=settings.NodeSettings(
-                instance_id="bench-node", data_dir=data_dir, models_root=models_root
-            ),
-            runtime=settings.RuntimeSettings(venv=runtimes_dir),
-        )
-        self.node = node.Node(self.config)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 120) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self) -> None:
-        """Start etcd, then the node (on failure, stop what had started)."""
-        self.etcd.start()
-        self._thread.start()
-        try:
-            self.run(self.node.start())
-        except BaseException:
-            self._end_loop()
-            self.etcd.stop()
-            raise
-
-    def stop(self) -> None:
-        try:
-            self.run(self.node.stop(), timeout=60)
-        finally:
-            self._end_loop()
-            self.etcd.stop()
-
-    def _end_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-    @property
-    def endpoint(self) -> str:
-        """The mesh's gRPC endpoint (``host:port``)."""
-        return f"127.0.0.1:{self.node.port}"
-
-    @property
-    def runtime_endpoint(self) -> str:
-        """MLServer's own V2 gRPC endpoint."""
-        return self.node.runtime.grpc_target
-
-    @property
-    def model_dir(self) -> pathlib.Path:
-        """MLServer's model repository."""
-        return self.config.node.model_dir
 
 
 class Call:
@@ -293,6 +218,111 @@ def alive(procs: Sequence[psutil.Process]) -> list[str]:
     return left
 
 
+def machine() -> dict[str, Any]:
+    """The CPU count, platform and Python of this run, for the figures."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def cold_pairs(
+    mc: mesh_client.MeshClient,
+    mesh_c: triton.InferenceServerClient,
+    rt: triton.InferenceServerClient,
+    call: Call,
+    model_dir: pathlib.Path,
+    repeats: int,
+) -> tuple[list[int], list[int], str, str]:
+    """ns of ``repeats`` cold calls per side, alternating (direct, then a
+    newly registered Predictor through the mesh); with the last Predictor's
+    name and model id, the model the warm phase calls."""
+    direct_cold: list[int] = []
+    mesh_cold: list[int] = []
+    warm_name, warm_id = "", ""
+    for i in range(repeats):
+        direct_cold.append(cold_direct(rt, call, model_dir, f"bench-direct-{i}"))
+        name = f"bench-mesh-{i}"
+        model_id = register(mc, name, call.sample)
+        mesh_cold.append(cold_mesh(mesh_c, call, name))
+        warm_name, warm_id = name, model_id
+    return direct_cold, mesh_cold, warm_name, warm_id
+
+
+def time_both_sides(
+    mesh: MeshThread, call: Call, args: argparse.Namespace
+) -> tuple[int, list[int], list[int], dict[str, Ns]]:
+    """ns of the first sklearn load, of the cold calls per side and of the
+    warm calls per side, through the mesh and straight to its MLServer."""
+    with (
+        mesh_client.MeshClient(mesh.endpoint) as mc,
+        triton.InferenceServerClient(mesh.endpoint) as mesh_c,
+        triton.InferenceServerClient(mesh.runtime_endpoint) as rt,
+    ):
+        if not mesh_c.is_server_ready(client_timeout=10):
+            raise RuntimeError("the mesh says it is not ready after start")
+
+        # scikit-learn's import into MLServer: once, on neither side.
+        first_load_ns = cold_direct(rt, call, mesh.model_dir, "bench-first")
+
+        direct_cold, mesh_cold, warm_name, warm_id = cold_pairs(
+            mc, mesh_c, rt, call, mesh.model_dir, args.cold_repeats
+        )
+
+        # Warm: the same loaded model (the mesh's copy of the last Predictor).
+        call.check(call(rt, warm_id), "direct warm call")
+        call.check(call(mesh_c, warm_name), "mesh warm call")
+        times = warm(
+            {
+                "direct": lambda: call(rt, warm_id),
+                "mesh": lambda: call(mesh_c, warm_name),
+            },
+            args.requests,
+            args.warmup,
+        )
+    return first_load_ns, direct_cold, mesh_cold, times
+
+
+def model_figures(sample: samples.Sample) -> dict[str, Any]:
+    """What the benchmark's model is: its kind, file size and batch."""
+    return {
+        "name": "iris logistic regression",
+        "type": sample.model_type,
+        "file_bytes": sample.model_file.stat().st_size,
+        "batch": list(sample.inputs.shape),
+        "dtype": "FP64",
+    }
+
+
+def cold_figures(
+    repeats: int, direct_cold: Sequence[int], mesh_cold: Sequence[int]
+) -> dict[str, Any]:
+    """The cold calls' spread per side, and what the mesh added (medians)."""
+    direct_ms, mesh_ms = spread_ms(direct_cold), spread_ms(mesh_cold)
+    return {
+        "repeats": repeats,
+        "direct_ms": direct_ms,
+        "mesh_ms": mesh_ms,
+        "added_ms": round(mesh_ms["median"] - direct_ms["median"], 2),
+        "ratio": round(mesh_ms["median"] / direct_ms["median"], 2),
+    }
+
+
+def warm_figures(args: argparse.Namespace, times: dict[str, Ns]) -> dict[str, Any]:
+    """The warm calls' percentiles per side, and what the mesh added."""
+    direct_us, mesh_us = percentiles_us(times["direct"]), percentiles_us(times["mesh"])
+    return {
+        "requests": args.requests,
+        "warmup": args.warmup,
+        "concurrency": 1,
+        "direct_us": direct_us,
+        "mesh_us": mesh_us,
+        "added_us": {k: round(mesh_us[k] - direct_us[k], 1) for k in direct_us},
+        "ratio": {k: round(mesh_us[k] / direct_us[k], 2) for k in direct_us},
+    }
+
+
 def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris-logistic")
     call = Call(sample)
@@ -302,76 +332,19 @@ def measure(args: argparse.Namespace, work: pathlib.Path) -> dict[str, Any]:
     startup_ns = time.perf_counter_ns() - t0
     children = psutil.Process().children(recursive=True)  # etcd, MLServer
     try:
-        with (
-            mesh_client.MeshClient(mesh.endpoint) as mc,
-            triton.InferenceServerClient(mesh.endpoint) as mesh_c,
-            triton.InferenceServerClient(mesh.runtime_endpoint) as rt,
-        ):
-            if not mesh_c.is_server_ready(client_timeout=10):
-                raise RuntimeError("the mesh says it is not ready after start")
-
-            # scikit-learn's import into MLServer: once, on neither side.
-            first_load_ns = cold_direct(rt, call, mesh.model_dir, "bench-first")
-
-            direct_cold: list[int] = []
-            mesh_cold: list[int] = []
-            warm_name, warm_id = "", ""
-            for i in range(args.cold_repeats):
-                direct_cold.append(cold_direct(rt, call, mesh.model_dir, f"bench-direct-{i}"))
-                name = f"bench-mesh-{i}"
-                model_id = register(mc, name, sample)
-                mesh_cold.append(cold_mesh(mesh_c, call, name))
-                warm_name, warm_id = name, model_id
-
-            # Warm: the same loaded model (the mesh's copy of the last Predictor).
-            call.check(call(rt, warm_id), "direct warm call")
-            call.check(call(mesh_c, warm_name), "mesh warm call")
-            times = warm(
-                {
-                    "direct": lambda: call(rt, warm_id),
-                    "mesh": lambda: call(mesh_c, warm_name),
-                },
-                args.requests,
-                args.warmup,
-            )
+        first_load_ns, direct_cold, mesh_cold, times = time_both_sides(mesh, call, args)
     finally:
         mesh.stop()
     left = alive(children)
 
-    direct_us, mesh_us = percentiles_us(times["direct"]), percentiles_us(times["mesh"])
-    direct_ms, mesh_ms = spread_ms(direct_cold), spread_ms(mesh_cold)
     return {
         "benchmark": "load_tests.latency",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "model": {
-            "name": "iris logistic regression",
-            "type": sample.model_type,
-            "file_bytes": sample.model_file.stat().st_size,
-            "batch": list(sample.inputs.shape),
-            "dtype": "FP64",
-        },
+        "machine": machine(),
+        "model": model_figures(sample),
         "startup_ms": round(_ms(startup_ns), 1),
         "first_sklearn_load_ms": round(_ms(first_load_ns), 1),
-        "cold": {
-            "repeats": args.cold_repeats,
-            "direct_ms": direct_ms,
-            "mesh_ms": mesh_ms,
-            "added_ms": round(mesh_ms["median"] - direct_ms["median"], 2),
-            "ratio": round(mesh_ms["median"] / direct_ms["median"], 2),
-        },
-        "warm": {
-            "requests": args.requests,
-            "warmup": args.warmup,
-            "concurrency": 1,
-            "direct_us": direct_us,
-            "mesh_us": mesh_us,
-            "added_us": {k: round(mesh_us[k] - direct_us[k], 1) for k in direct_us},
-            "ratio": {k: round(mesh_us[k] / direct_us[k], 2) for k in direct_us},
-        },
+        "cold": cold_figures(args.cold_repeats, direct_cold, mesh_cold),
+        "warm": warm_figures(args, times),
         "leftover_processes": left,
     }
 

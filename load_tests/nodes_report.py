@@ -111,41 +111,47 @@ def table(f: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def notes(f: dict[str, Any]) -> tuple[str, ...]:
-    runs = f["runs"]
-    if not runs:
-        return ("No node count was measured.",)
+def _series(runs: Sequence[Mapping[str, Any]], key: str, fmt: str, phase: str = "open") -> str:
+    """``key`` of the phase's mesh figures over the runs, ``a → b → c``."""
+    return " → ".join(format(r[phase]["mesh"][key], fmt) for r in runs)
+
+
+def room_note(f: dict[str, Any]) -> str:
+    """From which node count on all the models fit, if any."""
     cfg, c = f["config"], f["capacity"]
-    out: list[str] = []
-    fits = [r["nodes"] for r in runs if r["nodes"] * c["models_per_node"] >= cfg["models"]]
-    out.append(
-        f"Room: {cfg['models']} models, {c['models_per_node']} per node: "
-        + (
-            f"they all fit from {_nodes(fits[0])} on."
-            if fits
-            else "they fit in none of the node counts measured."
-        )
+    fits = [r["nodes"] for r in f["runs"] if r["nodes"] * c["models_per_node"] >= cfg["models"]]
+    return f"Room: {cfg['models']} models, {c['models_per_node']} per node: " + (
+        f"they all fit from {_nodes(fits[0])} on."
+        if fits
+        else "they fit in none of the node counts measured."
     )
 
-    def series(key: str, fmt: str, phase: str = "open") -> str:
-        return " → ".join(format(r[phase]["mesh"][key], fmt) for r in runs)
 
-    if len(runs) > 1:
-        loads = [r["open"]["mesh"]["loads"] for r in runs]
-        fewer = loads[-1] < loads[0] or not any(loads)
-        ks = " → ".join(str(r["nodes"]) for r in runs)
-        p99 = " → ".join(_ms(r["open"]["latency_us"]["p99"]) for r in runs)
-        out.append(
-            f"Open loop, {ks} nodes: loads {series('loads', 'd')} "
-            f"({series('loads_per_1000', '.0f')} per 1,000 requests), hit rate "
-            f"{series('hit_rate', '.1%')}, p99 {p99} ms"
-            + (
-                ": more nodes, more room, fewer misses."
-                if fewer
-                else ": loads did NOT drop with more nodes; look at the evictions and at "
-                "where the models landed (models held per node) before trusting the run."
-            )
+def open_loop_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Whether loads dropped as nodes were added, in the open loop."""
+    if len(runs) <= 1:
+        return []
+    loads = [r["open"]["mesh"]["loads"] for r in runs]
+    fewer = loads[-1] < loads[0] or not any(loads)
+    ks = " → ".join(str(r["nodes"]) for r in runs)
+    p99 = " → ".join(_ms(r["open"]["latency_us"]["p99"]) for r in runs)
+    return [
+        f"Open loop, {ks} nodes: loads {_series(runs, 'loads', 'd')} "
+        f"({_series(runs, 'loads_per_1000', '.0f')} per 1,000 requests), hit rate "
+        f"{_series(runs, 'hit_rate', '.1%')}, p99 {p99} ms"
+        + (
+            ": more nodes, more room, fewer misses."
+            if fewer
+            else ": loads did NOT drop with more nodes; look at the evictions and at "
+            "where the models landed (models held per node) before trusting the run."
         )
+    ]
+
+
+def fell_behind_notes(runs: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> list[str]:
+    """One note per node count whose open loop answered under 95 % of the
+    offered rate."""
+    out = []
     for r in runs:
         o = r["open"]
         offered = o.get("offered_rate_per_s") or cfg["rate_per_s"]
@@ -155,81 +161,125 @@ def notes(f: dict[str, Any]) -> tuple[str, ...]:
                 f"{o['throughput_per_s']:.1f}/s of {offered:.1f}/s offered: requests failed or "
                 "the nodes fell behind (queued behind loads, or for CPU)."
             )
+    return out
+
+
+def client_lag_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A note if the client itself sent late (open-loop send lag p99 > 5 ms)."""
     lagged = [r for r in runs if r["open"].get("send_lag_us", {}).get("p99", 0) > 5000]
-    if lagged:
-        out.append(
-            "The client itself sent late (open-loop send lag p99 "
-            + ", ".join(
-                f"{_nodes(r['nodes'])}: {_ms(r['open']['send_lag_us']['p99'])} ms" for r in lagged
-            )
-            + "): the CPUs were too busy for it too, so part of those tails is the machine, "
-            "not the mesh."
+    if not lagged:
+        return []
+    return [
+        "The client itself sent late (open-loop send lag p99 "
+        + ", ".join(
+            f"{_nodes(r['nodes'])}: {_ms(r['open']['send_lag_us']['p99'])} ms" for r in lagged
         )
+        + "): the CPUs were too busy for it too, so part of those tails is the machine, "
+        "not the mesh."
+    ]
+
+
+def saturation_notes(runs: Sequence[Mapping[str, Any]], cpus: int) -> list[str]:
+    """Saturation throughput of each node count relative to the first, and
+    why added nodes add no CPU here."""
     s1 = runs[0]["saturation"]["throughput_per_s"]
-    if len(runs) > 1 and s1:
-        ratios = ", ".join(
-            f"{_nodes(r['nodes'])} x{r['saturation']['throughput_per_s'] / s1:.2f}"
-            for r in runs[1:]
-        )
-        busy = max(r["saturation"]["cpu_busy"] for r in runs)
-        out.append(
-            f"Saturation throughput relative to {_nodes(runs[0]['nodes'])} ({s1:.0f}/s): "
-            f"{ratios}; hit rate {series('hit_rate', '.1%', 'saturation')}. Every node, "
-            f"MLServer, etcd and the client share {f['machine']['cpus']} CPUs (up to "
-            f"{busy:.0%} busy, other people's processes included), so added nodes add no CPU "
-            "here: what they add is room (fewer requests wait for a load, and loads cost CPU "
-            "too), while each extra process and the forwarding hop (about (k-1)/k of the "
-            "requests land on a node without the model) take CPU. k machines would add CPU "
-            "as well; this is not that figure."
-        )
+    if not (len(runs) > 1 and s1):
+        return []
+    ratios = ", ".join(
+        f"{_nodes(r['nodes'])} x{r['saturation']['throughput_per_s'] / s1:.2f}" for r in runs[1:]
+    )
+    busy = max(r["saturation"]["cpu_busy"] for r in runs)
+    return [
+        f"Saturation throughput relative to {_nodes(runs[0]['nodes'])} ({s1:.0f}/s): "
+        f"{ratios}; hit rate {_series(runs, 'hit_rate', '.1%', 'saturation')}. Every node, "
+        f"MLServer, etcd and the client share {cpus} CPUs (up to "
+        f"{busy:.0%} busy, other people's processes included), so added nodes add no CPU "
+        "here: what they add is room (fewer requests wait for a load, and loads cost CPU "
+        "too), while each extra process and the forwarding hop (about (k-1)/k of the "
+        "requests land on a node without the model) take CPU. k machines would add CPU "
+        "as well; this is not that figure."
+    ]
+
+
+def not_comparable_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A note naming the phases where over 1 % of the requests failed."""
     skewed = [
         (r["nodes"], p, sum(r[p]["errors"].values()) / r[p]["sent"])
         for r in runs
         for p in PHASES
         if r[p]["sent"] and sum(r[p]["errors"].values()) > 0.01 * r[p]["sent"]
     ]
-    if skewed:
-        out.append(
-            "Not comparable: "
-            + ", ".join(f"{_nodes(k)} {p} ({share:.0%} failed)" for k, p, share in skewed)
-            + ". Throughput counts answered requests only, failures are fast, and a model "
-            "that fails fast drops out of the working set, so the rest hit more often."
-        )
+    if not skewed:
+        return []
+    return [
+        "Not comparable: "
+        + ", ".join(f"{_nodes(k)} {p} ({share:.0%} failed)" for k, p, share in skewed)
+        + ". Throughput counts answered requests only, failures are fast, and a model "
+        "that fails fast drops out of the working set, so the rest hit more often."
+    ]
+
+
+def error_causes(timeout_s: float) -> dict[str, str]:
+    """What each gRPC status the client saw means, in this scenario."""
+    return {
+        "FAILED_PRECONDITION": "the model had a recorded failed load and fails fast until "
+        "the failure expires (MESHSERVE_FAILURE_EXPIRY, 15 min by default) once as many "
+        "nodes as can hold it (at most 3) have failed it; the mesh records a node finding "
+        "no evictable room (every model on it loading or in use) as such a failure",
+        "RESOURCE_EXHAUSTED": "no evictable room: every model on the node was loading or "
+        "serving a request",
+        "DEADLINE_EXCEEDED": f"the request waited past its {timeout_s:g} s "
+        "deadline (queued behind loads, or for CPU)",
+        "UNAVAILABLE": "a runtime or peer could not serve (the runtime lost the model, or "
+        "a peer was unreachable)",
+    }
+
+
+def errors_note(runs: Sequence[Mapping[str, Any]], cfg: Mapping[str, Any]) -> str:
+    """The statuses that failed requests, what each means, and the failed
+    loads; or that no request failed."""
     codes = {code for r in runs for p in PHASES for code in r[p]["errors"]}
-    if codes:
-        why = {
-            "FAILED_PRECONDITION": "the model had a recorded failed load and fails fast until "
-            "the failure expires (MESHSERVE_FAILURE_EXPIRY, 15 min by default) once as many "
-            "nodes as can hold it (at most 3) have failed it; the mesh records a node finding "
-            "no evictable room (every model on it loading or in use) as such a failure",
-            "RESOURCE_EXHAUSTED": "no evictable room: every model on the node was loading or "
-            "serving a request",
-            "DEADLINE_EXCEEDED": f"the request waited past its {cfg['timeout_s']:g} s "
-            "deadline (queued behind loads, or for CPU)",
-            "UNAVAILABLE": "a runtime or peer could not serve (the runtime lost the model, or "
-            "a peer was unreachable)",
-        }
-        failures = sum(r[p]["mesh"]["load_failures"] for r in runs for p in PHASES)
-        out.append(
-            "Errors: "
-            + "; ".join(f"{code}: {why.get(code, 'see the node logs')}" for code in sorted(codes))
-            + f". Failed loads during the measured phases: {failures}; models with a recorded "
-            "failure at the end: "
-            + ", ".join(f"{_nodes(r['nodes'])} {r['models_with_failure']}" for r in runs)
-            + "."
-        )
-    else:
-        out.append("No request failed in any measured phase.")
+    if not codes:
+        return "No request failed in any measured phase."
+    why = error_causes(cfg["timeout_s"])
+    failures = sum(r[p]["mesh"]["load_failures"] for r in runs for p in PHASES)
+    return (
+        "Errors: "
+        + "; ".join(f"{code}: {why.get(code, 'see the node logs')}" for code in sorted(codes))
+        + f". Failed loads during the measured phases: {failures}; models with a recorded "
+        "failure at the end: "
+        + ", ".join(f"{_nodes(r['nodes'])} {r['models_with_failure']}" for r in runs)
+        + "."
+    )
+
+
+def self_forwarding_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A note for a lone node that forwarded calls (to itself)."""
     selfish = [
         r for r in runs if r["nodes"] == 1 and any(r[p]["mesh"]["forwarded"] for p in PHASES)
     ]
-    for r in selfish:
-        out.append(
-            f"With one node, {sum(r[p]['mesh']['forwarded'] for p in PHASES)} calls were "
-            "forwarded: the node called itself. A copy being unloaded is still LOADED in etcd "
-            "until the unload ends, and routing (mesh.core.placement.route) then picks this node's "
-            "own copy as a peer's: an extra gRPC hop through itself."
-        )
+    return [
+        f"With one node, {sum(r[p]['mesh']['forwarded'] for p in PHASES)} calls were "
+        "forwarded: the node called itself. A copy being unloaded is still LOADED in etcd "
+        "until the unload ends, and routing (mesh.core.placement.route) then picks this node's "
+        "own copy as a peer's: an extra gRPC hop through itself."
+        for r in selfish
+    ]
+
+
+def notes(f: dict[str, Any]) -> tuple[str, ...]:
+    runs = f["runs"]
+    if not runs:
+        return ("No node count was measured.",)
+    cfg = f["config"]
+    out = [room_note(f)]
+    out += open_loop_notes(runs)
+    out += fell_behind_notes(runs, cfg)
+    out += client_lag_notes(runs)
+    out += saturation_notes(runs, f["machine"]["cpus"])
+    out += not_comparable_notes(runs)
+    out.append(errors_note(runs, cfg))
+    out += self_forwarding_notes(runs)
     return tuple(out)
 
 

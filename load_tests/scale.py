@@ -52,7 +52,7 @@ from tritonclient.grpc import service_pb2
 
 from kube import mesh_client
 from load_tests import latencies, latency, loadgen, local_node, report
-from mesh.core import records
+from mesh.core import clock, records
 from mesh.edges import etcd_process
 from mesh.kv import etcd_kv, records_store
 from meshserve import samples
@@ -105,7 +105,7 @@ async def bulk_register(
 ) -> tuple[float, int, str]:
     """(seconds, key + value bytes written, last model id) of registering
     ``count`` filler models, ``concurrency`` writes at a time."""
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     sem = asyncio.Semaphore(concurrency)
     written = 0
 
@@ -170,6 +170,83 @@ def state(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """What registering the models past the first 10 took."""
+
+    api_s: list[float]
+    """Seconds of each Predictor registered through the management API."""
+    bulk: int
+    """Models registered straight into etcd."""
+    bulk_s: float
+    written: int
+    """Key + value bytes of the bulk registration."""
+    catch_up_s: float
+    """Until the node's mirror showed the last one."""
+
+
+def apply_specs(endpoint: str, specs: Sequence[Any]) -> list[float]:
+    """Seconds of applying each of ``specs`` through the management API."""
+    took = []
+    with mesh_client.MeshClient(endpoint) as mc:
+        for s in specs:
+            t0 = time.perf_counter()
+            mc.apply(s)
+            took.append(time.perf_counter() - t0)
+    return took
+
+
+async def register_the_rest(
+    cfg: Config, node: local_node.NodeProcess, st: records_store.RecordStore, sample: samples.Sample
+) -> Registration:
+    """Register ``--api`` Predictors through the management API, the rest
+    straight into etcd, and wait for the node's mirror to show the last."""
+    api_specs = [latency.predictor_spec(f"scale-api-{i:05d}", sample) for i in range(cfg.api)]
+    api_s = await asyncio.to_thread(apply_specs, node.endpoint, api_specs)
+    bulk = cfg.models - 10 - cfg.api
+    bulk_s, written, last = await bulk_register(st, 9, bulk, cfg.concurrency)
+    catch_up_s = await wait_visible(node.endpoint, last)
+    return Registration(api_s, bulk, bulk_s, written, catch_up_s)
+
+
+async def measure_states(
+    cfg: Config,
+    node: local_node.NodeProcess,
+    etcd: etcd_process.EtcdServer,
+    st: records_store.RecordStore,
+    sample: samples.Sample,
+) -> tuple[dict[str, Any], Registration, dict[str, Any]]:
+    """The state with 10 registered, the registration of the rest, and the
+    state with all of them registered."""
+    name = "scale-iris"
+    spec = latency.predictor_spec(name, sample)
+    await asyncio.to_thread(apply_specs, node.endpoint, [spec])
+    _, _, last = await bulk_register(st, 0, 9, 9)
+    await wait_visible(node.endpoint, last)
+    x = {INPUT: sample.inputs.astype(np.float64)}
+    bodies = {
+        "direct": [loadgen.infer_request(spec.model_id, x, [INPUT])],
+        "mesh": [loadgen.infer_request(name, x, [INPUT])],
+    }
+    targets = {
+        "direct": loadgen.Target(node.runtime_endpoint),
+        "mesh": loadgen.Target(node.endpoint),
+    }
+    try:
+        local_node.check_answer(
+            await targets["mesh"].call(bodies["mesh"][0], 120.0), sample, "mesh"
+        )
+        local_node.check_answer(await targets["direct"].call(bodies["direct"][0]), sample, "direct")
+        before = state(await sequential(cfg, targets, bodies), node, etcd)
+        registration = await register_the_rest(cfg, node, st, sample)
+        await asyncio.sleep(1.0)  # let the node settle after the burst of watch events
+        after = state(await sequential(cfg, targets, bodies), node, etcd)
+    finally:
+        for t in targets.values():
+            await t.close()
+    return before, registration, after
+
+
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sample = samples.train_iris_logistic(work / "store" / "iris")
     etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
@@ -183,79 +260,53 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
         kv = await etcd_kv.EtcdKV.connect([etcd.endpoint])
         try:
             st = records_store.RecordStore(kv, PREFIX)
-            name = "scale-iris"
-            spec = latency.predictor_spec(name, sample)
-
-            def apply(specs: Sequence[Any]) -> list[float]:
-                took = []
-                with mesh_client.MeshClient(node.endpoint) as mc:
-                    for s in specs:
-                        t0 = time.perf_counter()
-                        mc.apply(s)
-                        took.append(time.perf_counter() - t0)
-                return took
-
-            await asyncio.to_thread(apply, [spec])
-            _, _, last = await bulk_register(st, 0, 9, 9)
-            await wait_visible(node.endpoint, last)
-            x = {INPUT: sample.inputs.astype(np.float64)}
-            bodies = {
-                "direct": [loadgen.infer_request(spec.model_id, x, [INPUT])],
-                "mesh": [loadgen.infer_request(name, x, [INPUT])],
-            }
-            targets = {
-                "direct": loadgen.Target(node.runtime_endpoint),
-                "mesh": loadgen.Target(node.endpoint),
-            }
-            try:
-                local_node.check_answer(
-                    await targets["mesh"].call(bodies["mesh"][0], 120.0), sample, "mesh"
-                )
-                local_node.check_answer(
-                    await targets["direct"].call(bodies["direct"][0]), sample, "direct"
-                )
-                before = state(await sequential(cfg, targets, bodies), node, etcd)
-
-                api_specs = [
-                    latency.predictor_spec(f"scale-api-{i:05d}", sample) for i in range(cfg.api)
-                ]
-                api_s = await asyncio.to_thread(apply, api_specs)
-                bulk = cfg.models - 10 - cfg.api
-                bulk_s, written, last = await bulk_register(st, 9, bulk, cfg.concurrency)
-                catch_up_s = await wait_visible(node.endpoint, last)
-                await asyncio.sleep(1.0)  # let the node settle after the burst of watch events
-                after = state(await sequential(cfg, targets, bodies), node, etcd)
-            finally:
-                for t in targets.values():
-                    await t.close()
+            before, registration, after = await measure_states(cfg, node, etcd, st, sample)
         finally:
             await kv.close()
     finally:
         await asyncio.to_thread(node.stop)
         etcd.stop()
     left = latency.alive(started)
+    return scale_figures(cfg, registration, before, after, left)
+
+
+def register_figures(cfg: Config, reg: Registration) -> dict[str, Any]:
+    """The registrations' speed: through the API, straight into etcd, and
+    the node's catching up."""
+    api_ms = np.array(reg.api_s) * 1000
+    return {
+        "api": {
+            "models": cfg.api,
+            "p50_ms": round(float(np.percentile(api_ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(api_ms, 99)), 2),
+            "per_s": round(cfg.api / (float(api_ms.sum()) / 1000), 1),
+        },
+        "bulk": {
+            "models": reg.bulk,
+            "concurrency": cfg.concurrency,
+            "seconds": round(reg.bulk_s, 2),
+            "per_s": round(reg.bulk / reg.bulk_s, 1),
+            "key_value_bytes_per_model": round(reg.written / reg.bulk, 1),
+        },
+        "node_catch_up_s": round(reg.catch_up_s, 3),
+    }
+
+
+def scale_figures(
+    cfg: Config,
+    registration: Registration,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    left: list[str],
+) -> dict[str, Any]:
+    """Every figure of the run: the registrations, both states, and what
+    each added model cost (etcd bytes, node memory, routing time)."""
     added_models = cfg.models - 10
-    api_ms = np.array(api_s) * 1000
     return {
         "machine": report.machine(),
         "config": dataclasses.asdict(cfg),
         "registered": {"before": 10, "after": cfg.models},
-        "register": {
-            "api": {
-                "models": cfg.api,
-                "p50_ms": round(float(np.percentile(api_ms, 50)), 2),
-                "p99_ms": round(float(np.percentile(api_ms, 99)), 2),
-                "per_s": round(cfg.api / (float(api_ms.sum()) / 1000), 1),
-            },
-            "bulk": {
-                "models": bulk,
-                "concurrency": cfg.concurrency,
-                "seconds": round(bulk_s, 2),
-                "per_s": round(bulk / bulk_s, 1),
-                "key_value_bytes_per_model": round(written / bulk, 1),
-            },
-            "node_catch_up_s": round(catch_up_s, 3),
-        },
+        "register": register_figures(cfg, registration),
         "before": before,
         "after": after,
         "per_model": {

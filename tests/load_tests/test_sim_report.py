@@ -8,6 +8,77 @@ from typing import Any
 from load_tests import sim_figures, sim_report
 
 
+def requests_figures(errs: dict[str, int], lag_p99: float) -> dict[str, Any]:
+    """A step's ``requests``: 800 sent, those in ``errs`` failed."""
+    failed = sum(errs.values())
+    return {
+        "sent": 800,
+        "ok": 800 - failed,
+        "errors": errs,
+        "latency_ms": {"p50": 0.2, "p99": 30.0, "max": 40.0},
+        "send_lag_ms": {"p50": 1.0, "p99": lag_p99, "max": lag_p99},
+    }
+
+
+def routing_figures(route_p50: float) -> dict[str, Any]:
+    """A step's ``routing``: 800 decisions, times scaled from ``route_p50``."""
+    return {
+        "decisions": 800,
+        "us": {"p50": route_p50, "p99": 4 * route_p50, "max": 10 * route_p50},
+        "us_by_action": {
+            "forward": {"p50": route_p50, "p99": 3 * route_p50, "max": 5 * route_p50},
+            "load there": {"p50": 2 * route_p50, "p99": 4 * route_p50, "max": 9 * route_p50},
+        },
+        "actions": {"forward": 500, "load there": 250, "serve here": 50},
+    }
+
+
+def placement_figures(per_node: list[int], used_min: float) -> dict[str, Any]:
+    """A step's ``placement``: one load per model held, ``per_node`` of them."""
+    loads = sum(per_node)
+    return {
+        "loads": loads,
+        "loads_per_node": sim_figures.spread(per_node),
+        "nodes_with_loads": sum(1 for x in per_node if x),
+        "evictions": 3,
+        "models_per_node": sim_figures.spread(per_node),
+        "models_per_node_sorted": sorted(per_node, reverse=True),
+        "used_fraction": {"min": used_min, "max": 0.9, "mean": 0.5, "stddev": 0.1},
+        "copies_now": {"1": loads - 4, "2": 2},
+        "peak_copies_max": 2,
+        "over_max_copies": 0,
+        "etcd_only_copies": 0,
+        "runtime_only_copies": 0,
+    }
+
+
+def etcd_figures(
+    nodes: int,
+    models: int,
+    idle_per_node: float,
+    per_request: float,
+    events_per_request: float,
+) -> dict[str, Any]:
+    """A step's ``etcd``: its traffic at start, at rest and under load."""
+    return {
+        "start": {"requests": 5 * nodes, "list_keys": nodes * models, "watch_events": 0},
+        "idle": {"per_node_per_s": idle_per_node, "watch_events_per_s": 0.2 * nodes**2},
+        "load": {
+            "by_kind": {"get": 700, "txn": 700, "put": 300},
+            "requests": 1700,
+            "per_s": 212.0,
+            "per_request": per_request,
+            "watch_events_per_s": 100.0 * nodes,
+            "watch_events_per_request": events_per_request,
+            "txn_failed": 1,
+            "writes_by_folder": {"instances": 300, "registry": 700},
+        },
+        "server_load": {"recv:Range": 700, "recv:Txn": 700, "recv:Put": 300, "sent:Watch": 9},
+        "db_size": 2 << 20,
+        "db_size_in_use": 2 << 20,
+    }
+
+
 def step(
     nodes: int,
     models: int,
@@ -22,61 +93,15 @@ def step(
     lag_p99: float = 5.0,
 ) -> dict[str, Any]:
     per_node = per_node if per_node is not None else [5] * nodes
-    errs = errors_ or {}
-    failed = sum(errs.values())
-    loads = sum(per_node)
     return {
         "nodes": nodes,
         "models": models,
         "start_s": 0.2 * nodes * models / 1000,
         "process_rss_mib": 150.0 + nodes * models / 1000,
-        "requests": {
-            "sent": 800,
-            "ok": 800 - failed,
-            "errors": errs,
-            "latency_ms": {"p50": 0.2, "p99": 30.0, "max": 40.0},
-            "send_lag_ms": {"p50": 1.0, "p99": lag_p99, "max": lag_p99},
-        },
-        "routing": {
-            "decisions": 800,
-            "us": {"p50": route_p50, "p99": 4 * route_p50, "max": 10 * route_p50},
-            "us_by_action": {
-                "forward": {"p50": route_p50, "p99": 3 * route_p50, "max": 5 * route_p50},
-                "load there": {"p50": 2 * route_p50, "p99": 4 * route_p50, "max": 9 * route_p50},
-            },
-            "actions": {"forward": 500, "load there": 250, "serve here": 50},
-        },
-        "placement": {
-            "loads": loads,
-            "loads_per_node": sim_figures.spread(per_node),
-            "nodes_with_loads": sum(1 for x in per_node if x),
-            "evictions": 3,
-            "models_per_node": sim_figures.spread(per_node),
-            "models_per_node_sorted": sorted(per_node, reverse=True),
-            "used_fraction": {"min": used_min, "max": 0.9, "mean": 0.5, "stddev": 0.1},
-            "copies_now": {"1": loads - 4, "2": 2},
-            "peak_copies_max": 2,
-            "over_max_copies": 0,
-            "etcd_only_copies": 0,
-            "runtime_only_copies": 0,
-        },
-        "etcd": {
-            "start": {"requests": 5 * nodes, "list_keys": nodes * models, "watch_events": 0},
-            "idle": {"per_node_per_s": idle_per_node, "watch_events_per_s": 0.2 * nodes**2},
-            "load": {
-                "by_kind": {"get": 700, "txn": 700, "put": 300},
-                "requests": 1700,
-                "per_s": 212.0,
-                "per_request": per_request,
-                "watch_events_per_s": 100.0 * nodes,
-                "watch_events_per_request": events_per_request,
-                "txn_failed": 1,
-                "writes_by_folder": {"instances": 300, "registry": 700},
-            },
-            "server_load": {"recv:Range": 700, "recv:Txn": 700, "recv:Put": 300, "sent:Watch": 9},
-            "db_size": 2 << 20,
-            "db_size_in_use": 2 << 20,
-        },
+        "requests": requests_figures(errors_ or {}, lag_p99),
+        "routing": routing_figures(route_p50),
+        "placement": placement_figures(per_node, used_min),
+        "etcd": etcd_figures(nodes, models, idle_per_node, per_request, events_per_request),
     }
 
 
