@@ -76,14 +76,37 @@ def _infer(c: triton.InferenceServerClient, name: str, x: np.ndarray) -> np.ndar
 
 def run(grpc_port: int, data_dir: pathlib.Path) -> int:
     data_dir = data_dir.resolve()
-    for sub in ("models", "model-store", "predictors"):
-        shutil.rmtree(data_dir / sub, ignore_errors=True)
-    shutil.rmtree(data_dir / "etcd", ignore_errors=True)  # a fresh table each demo
+    _clear_previous_run(data_dir)
     endpoint = f"127.0.0.1:{grpc_port}"
     if processes.port_open("127.0.0.1", grpc_port):
         print(f"port {grpc_port} is taken; pass --grpc-port", file=sys.stderr)
         return 1
+    up = _start_mesh(grpc_port, data_dir)
+    try:
+        took = _wait_ready(endpoint, up, 120)
+        print(f"   ready in {took:.1f} s (etcd + node + MLServer); log: {up.log_path}")
+        trained = _train_models(data_dir / "model-store")
+        with mesh_client.MeshClient(endpoint) as mc:
+            _register_predictors(mc, trained, data_dir / "predictors")
+            ok = _call_each_model(endpoint, trained)
+            _print_tables(mc)
+    finally:
+        _stop_mesh(up)
+    if not ok:
+        print("demo FAILED: an answer differs from scikit-learn's", file=sys.stderr)
+        return 1
+    print("demo OK")
+    return 0
 
+
+def _clear_previous_run(data_dir: pathlib.Path) -> None:
+    for sub in ("models", "model-store", "predictors"):
+        shutil.rmtree(data_dir / sub, ignore_errors=True)
+    shutil.rmtree(data_dir / "etcd", ignore_errors=True)  # a fresh table each demo
+
+
+def _start_mesh(grpc_port: int, data_dir: pathlib.Path) -> processes.ChildProcess:
+    """Step 1: ``meshserve up`` as a child process."""
     print(
         f"== 1. starting a local mesh: meshserve up --grpc-port {grpc_port} --data-dir {data_dir}"
     )
@@ -104,79 +127,91 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
         data_dir / "logs" / "up.log",
     )
     up.start()
+    return up
+
+
+def _train_models(store: pathlib.Path) -> dict[str, samples.Sample]:
+    """Step 2: three scikit-learn models, saved under ``store``."""
+    print("== 2. training three scikit-learn models")
+    trained = {
+        "iris-logistic": samples.train_iris_logistic(store / "iris-logistic"),
+        "wine-forest": samples.train_wine_forest(store / "wine-forest"),
+        "diabetes-ridge": samples.train_diabetes_ridge(store / "diabetes-ridge"),
+    }
+    for name, s in trained.items():
+        print(f"   {name}: {s.model_file}")
+    return trained
+
+
+def _register_predictors(
+    mc: mesh_client.MeshClient, trained: dict[str, samples.Sample], folder: pathlib.Path
+) -> None:
+    """Step 3: each model as a Predictor, its YAML written to ``folder``."""
+    print("== 3. registering them as Predictors (meshserve predictor apply -f ...)")
+    for name, s in trained.items():
+        path = folder / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_predictor_yaml(name, s))
+        for spec in client.load_predictors(path.read_text()):
+            mc.apply(spec)
+            print(f"   predictor/{spec.name} configured (model {spec.model_id})")
+
+
+def _call_each_model(endpoint: str, trained: dict[str, samples.Sample]) -> bool:
+    """Step 4: call each model twice through the mesh; whether every answer
+    matches scikit-learn's."""
+    print("== 4. inference through the mesh with tritonclient.grpc at " + endpoint)
+    tc = triton.InferenceServerClient(endpoint)
+    ok = True
     try:
-        took = _wait_ready(endpoint, up, 120)
-        print(f"   ready in {took:.1f} s (etcd + node + MLServer); log: {up.log_path}")
-
-        print("== 2. training three scikit-learn models")
-        store = data_dir / "model-store"
-        trained = {
-            "iris-logistic": samples.train_iris_logistic(store / "iris-logistic"),
-            "wine-forest": samples.train_wine_forest(store / "wine-forest"),
-            "diabetes-ridge": samples.train_diabetes_ridge(store / "diabetes-ridge"),
-        }
         for name, s in trained.items():
-            print(f"   {name}: {s.model_file}")
-
-        print("== 3. registering them as Predictors (meshserve predictor apply -f ...)")
-        with mesh_client.MeshClient(endpoint) as mc:
-            for name, s in trained.items():
-                path = data_dir / "predictors" / f"{name}.yaml"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(_predictor_yaml(name, s))
-                for spec in client.load_predictors(path.read_text()):
-                    mc.apply(spec)
-                    print(f"   predictor/{spec.name} configured (model {spec.model_id})")
-
-            print("== 4. inference through the mesh with tritonclient.grpc at " + endpoint)
-            tc = triton.InferenceServerClient(endpoint)
-            ok = True
-            try:
-                for name, s in trained.items():
-                    t0 = time.perf_counter()
-                    got = _infer(tc, name, s.inputs)
-                    cold = (time.perf_counter() - t0) * 1000
-                    t0 = time.perf_counter()
-                    _infer(tc, name, s.inputs)
-                    warm = (time.perf_counter() - t0) * 1000
-                    same = np.allclose(got.astype(np.float64), s.expected.astype(np.float64))
-                    ok &= bool(same)
-                    print(
-                        f"   {name}: first call {cold:.0f} ms (loads the model), "
-                        f"next {warm:.1f} ms — {'matches' if same else 'DIFFERS FROM'} "
-                        "scikit-learn"
-                    )
-                    for row, mesh_y, sk_y in zip(
-                        s.inputs[:3], got[:3], s.expected[:3], strict=True
-                    ):
-                        print(
-                            f"     x={np.round(row[:4], 2).tolist()}...  mesh={_fmt(mesh_y)}"
-                            f"  sklearn={_fmt(sk_y)}"
-                        )
-            finally:
-                tc.close()
-
-            print("== 5. the Predictors and the placement table")
-            print(_indent(client.vmodels_table(mc.vmodels())))
-            print()
-            print(_indent(client.models_table(mc.models())))
-            print()
-            print(_indent(client.nodes_table(mc.instances())))
+            ok &= _call_model(tc, name, s)
     finally:
-        print("== 6. stopping the mesh (SIGTERM)")
-        group = _group_members(up.pid)
-        t0 = time.monotonic()
-        up.stop(timeout=30)
-        left = [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        tc.close()
+    return ok
+
+
+def _call_model(tc: triton.InferenceServerClient, name: str, s: samples.Sample) -> bool:
+    t0 = time.perf_counter()
+    got = _infer(tc, name, s.inputs)
+    cold = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    _infer(tc, name, s.inputs)
+    warm = (time.perf_counter() - t0) * 1000
+    same = np.allclose(got.astype(np.float64), s.expected.astype(np.float64))
+    print(
+        f"   {name}: first call {cold:.0f} ms (loads the model), "
+        f"next {warm:.1f} ms — {'matches' if same else 'DIFFERS FROM'} "
+        "scikit-learn"
+    )
+    for row, mesh_y, sk_y in zip(s.inputs[:3], got[:3], s.expected[:3], strict=True):
         print(
-            f"   stopped in {time.monotonic() - t0:.1f} s; "
-            f"{'no process left behind' if not left else f'LEFT RUNNING: {left}'}"
+            f"     x={np.round(row[:4], 2).tolist()}...  mesh={_fmt(mesh_y)}  sklearn={_fmt(sk_y)}"
         )
-    if not ok:
-        print("demo FAILED: an answer differs from scikit-learn's", file=sys.stderr)
-        return 1
-    print("demo OK")
-    return 0
+    return bool(same)
+
+
+def _print_tables(mc: mesh_client.MeshClient) -> None:
+    """Step 5: the Predictors and the placement table."""
+    print("== 5. the Predictors and the placement table")
+    print(_indent(client.vmodels_table(mc.vmodels())))
+    print()
+    print(_indent(client.models_table(mc.models())))
+    print()
+    print(_indent(client.nodes_table(mc.instances())))
+
+
+def _stop_mesh(up: processes.ChildProcess) -> None:
+    """Step 6: SIGTERM, then check that no process of the mesh is left."""
+    print("== 6. stopping the mesh (SIGTERM)")
+    group = _group_members(up.pid)
+    t0 = time.monotonic()
+    up.stop(timeout=30)
+    left = [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    print(
+        f"   stopped in {time.monotonic() - t0:.1f} s; "
+        f"{'no process left behind' if not left else f'LEFT RUNNING: {left}'}"
+    )
 
 
 def _group_members(pid: int | None) -> list[psutil.Process]:

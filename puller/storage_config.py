@@ -217,32 +217,62 @@ def resolve(
     """
     uri = parse_uri(path)
     param_type = normalise_type(params.get("type"))
-    if not storage_key:
-        if uri is not None and uri.type == "local":
-            return Source("local", "", {}, path)
-        if uri is None and not param_type and path.startswith("/"):
-            return Source("local", "", {}, path)
-    key = storage_key
-    if key:
-        if key in snapshot.problems:
-            raise store.BadConfig(snapshot.problems[key])
-        if key not in snapshot.configs:
-            known = ", ".join(sorted(snapshot.configs)) or "none"
-            raise store.BadConfig(
-                f"storage key {key!r} is not in the storage configuration "
-                f"({snapshot.origin}; keys there: {known})"
-            )
-        config: Mapping[str, Any] = snapshot.configs[key]
+    if not storage_key and _plainly_local(uri, param_type, path):
+        return Source("local", "", {}, path)
+    if storage_key:
+        key, config = storage_key, _keyed_config(storage_key, snapshot)
     else:
         wanted = param_type or (uri.type if uri else "")
-        key = f"{DEFAULT_KEY}_{wanted}" if wanted else DEFAULT_KEY
-        if key in snapshot.problems:
-            raise store.BadConfig(snapshot.problems[key])
-        config = snapshot.configs.get(key, {})
-        if not config:
-            key = ""
-            if not wanted:
-                return Source("local", "", {}, path)
+        key, config = _default_config(wanted, snapshot)
+        if not config and not wanted:
+            return Source("local", "", {}, path)
+    fields = _merged_fields(key, config, uri, params, param_type)
+    kind = _checked_type(key, fields)
+    fields["type"] = kind
+    return Source(kind, key, fields, uri.path if uri is not None else path)
+
+
+def _plainly_local(uri: _Uri | None, param_type: str, path: str) -> bool:
+    """Without a storage key: a ``file://`` URI, or an absolute path with no
+    type in the parameters, is a local file whatever is configured."""
+    if uri is not None and uri.type == "local":
+        return True
+    return uri is None and not param_type and path.startswith("/")
+
+
+def _keyed_config(key: str, snapshot: Snapshot) -> Mapping[str, Any]:
+    """The configuration a model's storage key names; it must exist."""
+    if key in snapshot.problems:
+        raise store.BadConfig(snapshot.problems[key])
+    if key not in snapshot.configs:
+        known = ", ".join(sorted(snapshot.configs)) or "none"
+        raise store.BadConfig(
+            f"storage key {key!r} is not in the storage configuration "
+            f"({snapshot.origin}; keys there: {known})"
+        )
+    return snapshot.configs[key]
+
+
+def _default_config(wanted: str, snapshot: Snapshot) -> tuple[str, Mapping[str, Any]]:
+    """The key and configuration a model without a storage key uses:
+    ``default_<wanted>`` when a type is wanted, else ``default``; ``("", {})``
+    when that key is not configured."""
+    key = f"{DEFAULT_KEY}_{wanted}" if wanted else DEFAULT_KEY
+    if key in snapshot.problems:
+        raise store.BadConfig(snapshot.problems[key])
+    config = snapshot.configs.get(key, {})
+    return (key, config) if config else ("", config)
+
+
+def _merged_fields(
+    key: str,
+    config: Mapping[str, Any],
+    uri: _Uri | None,
+    params: Mapping[str, str],
+    param_type: str,
+) -> dict[str, Any]:
+    """The configuration's fields, overridden by what a URI path says, then by
+    the parameters (``default_bucket`` stands in for a missing ``bucket``)."""
     fields: dict[str, Any] = dict(config)
     if "bucket" not in fields and "default_bucket" in fields:
         fields["bucket"] = fields["default_bucket"]
@@ -255,6 +285,12 @@ def resolve(
         fields.update(uri.fields)
         fields["type"] = uri.type
     fields.update(params)
+    return fields
+
+
+def _checked_type(key: str, fields: Mapping[str, Any]) -> str:
+    """The canonical storage type the merged fields name; it must be one this
+    puller knows."""
     kind = normalise_type(fields.get("type"))
     if not kind:
         raise store.BadConfig(
@@ -265,8 +301,7 @@ def resolve(
             f"storage type {fields.get('type')!r} is not supported "
             f"(supported: {', '.join(TYPES[:-1])})"
         )
-    fields["type"] = kind
-    return Source(kind, key, fields, uri.path if uri is not None else path)
+    return kind
 
 
 def parse_config(key: str, text: str) -> Mapping[str, Any]:

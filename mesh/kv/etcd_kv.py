@@ -16,7 +16,8 @@ leaking into the mesh:
   ``UNAVAILABLE``. It resumes from ``header.revision + 1`` of the last
   response, which can skip events of a catch-up that was cut short, so this
   module tracks the next revision it still needs from the events it has really
-  delivered and re-opens the watch itself when the two disagree. etcd3aio also
+  delivered (:mod:`mesh.kv.etcd_watch_position`) and re-opens the watch itself
+  when the two disagree. etcd3aio also
   jumps silently past a compaction; here a response with ``compact_revision``
   or ``canceled`` ends the watch with :class:`mesh.kv.kv_store.WatchLost`, and the
   watcher re-lists.
@@ -47,6 +48,7 @@ import grpc.aio
 from etcd3aio import _protobuf as etcd_pb
 
 from mesh.core import errors
+from mesh.kv import etcd_watch_position as watch_position
 from mesh.kv import kv_store
 
 _log = logging.getLogger(__name__)
@@ -109,6 +111,23 @@ def _range_end(prefix: str) -> bytes:
     """The exclusive end of every key starting with ``prefix``."""
     end: bytes = etcd3aio.prefix_range_end(prefix.encode())
     return end
+
+
+def _last_event_revision(resp: Any) -> int | None:
+    return int(resp.events[-1].kv.mod_revision) if resp.events else None
+
+
+def _events(resp: Any) -> list[kv_store.WatchEvent]:
+    """A watch response's events, in the store's terms."""
+    return [
+        kv_store.WatchEvent(
+            kv_store.EventKind.DELETE if e.type == _DELETE else kv_store.EventKind.PUT,
+            e.kv.key.decode(),
+            b"" if e.type == _DELETE else bytes(e.kv.value),
+            int(e.kv.mod_revision),
+        )
+        for e in resp.events
+    ]
 
 
 class EtcdKV:
@@ -355,9 +374,7 @@ class EtcdKV:
         # The first revision not yet delivered, from what was really delivered.
         next_rev = start_revision
         while True:
-            # Where etcd3aio would resume after a reconnect of its own.
-            lib_next = next_rev
-            created = False
+            position = watch_position.WatchPosition(next_revision=next_rev, library_next=next_rev)
             reopen = False
             stream = self._watch().watch(
                 prefix, range_end=end, start_revision=next_rev, progress_notify=True
@@ -365,56 +382,28 @@ class EtcdKV:
             try:
                 async with contextlib.aclosing(stream):
                     async for resp in stream:
-                        if resp.compact_revision > 0:
-                            raise kv_store.WatchLost(
-                                f"{self._where}: watch {prefix!r} from revision {next_rev}: "
-                                f"history compacted up to {resp.compact_revision}"
+                        self._raise_if_lost(prefix, position.next_revision, resp)
+                        position, step = watch_position.next_position(
+                            position,
+                            created=bool(resp.created),
+                            header_revision=int(resp.header.revision),
+                            last_event_revision=_last_event_revision(resp),
+                        )
+                        if step is watch_position.WatchStep.EVENTS:
+                            yield _events(resp)
+                        elif step is watch_position.WatchStep.RESUMED:
+                            _log.info(
+                                "watch %r resumed at revision %d", prefix, position.next_revision
                             )
-                        if resp.canceled:
-                            raise kv_store.WatchLost(
-                                f"{self._where}: watch {prefix!r} cancelled by etcd: "
-                                f"{resp.cancel_reason or 'no reason given'}"
+                        elif step is watch_position.WatchStep.REOPEN:
+                            _log.info(
+                                "watch %r re-opened by etcd3aio at %d; resuming at %d",
+                                prefix,
+                                position.library_next,
+                                position.next_revision,
                             )
-                        header_rev = int(resp.header.revision)
-                        if resp.created and next_rev <= 0:
-                            # A watch "from now" covers what follows its creation.
-                            next_rev = header_rev + 1
-                        if resp.created:
-                            if created and lib_next != next_rev:
-                                # etcd3aio reconnected from a revision past the
-                                # last event we delivered: re-open from ours.
-                                _log.info(
-                                    "watch %r re-opened by etcd3aio at %d; resuming at %d",
-                                    prefix,
-                                    lib_next,
-                                    next_rev,
-                                )
-                                reopen = True
-                                break
-                            if created:
-                                _log.info("watch %r resumed at revision %d", prefix, next_rev)
-                            created = True
-                            lib_next = header_rev + 1
-                            continue
-                        lib_next = header_rev + 1
-                        if not resp.events:
-                            # A progress notification: every event up to the
-                            # header's revision has been sent.
-                            next_rev = max(next_rev, header_rev + 1)
-                            continue
-                        batch = [
-                            kv_store.WatchEvent(
-                                kv_store.EventKind.DELETE
-                                if e.type == _DELETE
-                                else kv_store.EventKind.PUT,
-                                e.kv.key.decode(),
-                                b"" if e.type == _DELETE else bytes(e.kv.value),
-                                int(e.kv.mod_revision),
-                            )
-                            for e in resp.events
-                        ]
-                        next_rev = batch[-1].mod_revision + 1
-                        yield batch
+                            reopen = True
+                            break
             except (etcd3aio.EtcdError, grpc.RpcError) as exc:
                 raise self._unavailable(f"watch {prefix!r}", exc) from exc
             except asyncio.CancelledError:
@@ -422,6 +411,21 @@ class EtcdKV:
                 raise
             if not reopen:
                 raise errors.StoreUnavailable(f"{self._where}: watch {prefix!r} stream ended")
+            next_rev = position.next_revision
+
+    def _raise_if_lost(self, prefix: str, next_rev: int, resp: Any) -> None:
+        """End the watch when etcd compacted the revisions it still needs, or
+        cancelled it: etcd3aio would jump past either in silence."""
+        if resp.compact_revision > 0:
+            raise kv_store.WatchLost(
+                f"{self._where}: watch {prefix!r} from revision {next_rev}: "
+                f"history compacted up to {resp.compact_revision}"
+            )
+        if resp.canceled:
+            raise kv_store.WatchLost(
+                f"{self._where}: watch {prefix!r} cancelled by etcd: "
+                f"{resp.cancel_reason or 'no reason given'}"
+            )
 
     async def compact(self, revision: int) -> None:
         """Forget history before ``revision`` (operators and tests: watches

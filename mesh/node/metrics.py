@@ -43,6 +43,133 @@ class NodeState:
     models_with_failure: int
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestMetrics:
+    """What every request moves: the call's time, the runtime's time, the
+    sizes, and the wait for a model to load."""
+
+    api_request: prometheus_client.Histogram
+    invoke: prometheus_client.Histogram
+    request_size: prometheus_client.Histogram
+    response_size: prometheus_client.Histogram
+    cache_miss: prometheus_client.Histogram
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyMetrics:
+    """The life of a model's copy on this node: pulled, loaded (or not),
+    unloaded, evicted."""
+
+    pull: prometheus_client.Histogram
+    pull_bytes: prometheus_client.Counter
+    load: prometheus_client.Histogram
+    load_failure: prometheus_client.Counter
+    unload: prometheus_client.Histogram
+    unload_failure: prometheus_client.Counter
+    evicted: prometheus_client.Counter
+    age_at_eviction: prometheus_client.Histogram
+    loaded_size: prometheus_client.Histogram
+
+
+def _request_metrics(
+    registry: prometheus_client.CollectorRegistry, model: tuple[str, ...]
+) -> RequestMetrics:
+    h = prometheus_client.Histogram
+    return RequestMetrics(
+        api_request=h(
+            "modelmesh_api_request_milliseconds",
+            "Time a node took to answer an external gRPC call",
+            ("method", "code"),
+            buckets=_MS,
+            registry=registry,
+        ),
+        invoke=h(
+            "modelmesh_invoke_model_milliseconds",
+            "Time the runtime took to answer a call routed to it by this node",
+            ("method", *model),
+            buckets=_MS,
+            registry=registry,
+        ),
+        request_size=h(
+            "modelmesh_request_size_bytes",
+            "Size of inference requests",
+            model,
+            buckets=_BYTES,
+            registry=registry,
+        ),
+        response_size=h(
+            "modelmesh_response_size_bytes",
+            "Size of inference responses",
+            model,
+            buckets=_BYTES,
+            registry=registry,
+        ),
+        cache_miss=h(
+            "modelmesh_cache_miss_milliseconds",
+            "Time a request waited for its model to load (cache misses only)",
+            model,
+            buckets=_MS,
+            registry=registry,
+        ),
+    )
+
+
+def _copy_metrics(
+    registry: prometheus_client.CollectorRegistry, model: tuple[str, ...]
+) -> CopyMetrics:
+    h = prometheus_client.Histogram
+    c = prometheus_client.Counter
+    return CopyMetrics(
+        pull=h(
+            "meshserve_model_pull_milliseconds",
+            "Time to fetch a model's files onto the node (part of the load time)",
+            model,
+            buckets=_MS,
+            registry=registry,
+        ),
+        pull_bytes=c(
+            "meshserve_model_pull_bytes", "Bytes of model files fetched", model, registry=registry
+        ),
+        load=h(
+            "modelmesh_loadmodel_milliseconds",
+            "Time to load a model, pull included",
+            model,
+            buckets=_MS,
+            registry=registry,
+        ),
+        load_failure=c(
+            "modelmesh_loadmodel_failure", "Failed model loads", model, registry=registry
+        ),
+        unload=h(
+            "modelmesh_unloadmodel_milliseconds",
+            "Time to unload a model",
+            model,
+            buckets=_MS,
+            registry=registry,
+        ),
+        unload_failure=c(
+            "modelmesh_unloadmodel_failure", "Failed model unloads", model, registry=registry
+        ),
+        evicted=c(
+            "modelmesh_model_evicted", "Models evicted to make room", model, registry=registry
+        ),
+        age_at_eviction=h(
+            "modelmesh_age_at_eviction_milliseconds",
+            "Time since last use of a model when it was evicted",
+            model,
+            buckets=(*_MS, 300000, 1800000, 3600000),
+            registry=registry,
+        ),
+        loaded_size=h(
+            "modelmesh_loaded_model_size_bytes",
+            "Size of models when loaded",
+            model,
+            buckets=_BYTES,
+            registry=registry,
+        ),
+    )
+
+
 class Metrics:
     """One node's metrics, in their own registry."""
 
@@ -52,76 +179,8 @@ class Metrics:
         self._api_children: dict[tuple[str, ...], Any] = {}
         self._invoke_children: dict[tuple[str, ...], Any] = {}
         model = ("modelId",) if per_model else ()
-        r = self.registry
-        h = prometheus_client.Histogram
-        c = prometheus_client.Counter
-        self.api_request = h(
-            "modelmesh_api_request_milliseconds",
-            "Time a node took to answer an external gRPC call",
-            ("method", "code"),
-            buckets=_MS,
-            registry=r,
-        )
-        self.invoke = h(
-            "modelmesh_invoke_model_milliseconds",
-            "Time the runtime took to answer a call routed to it by this node",
-            ("method", *model),
-            buckets=_MS,
-            registry=r,
-        )
-        self.request_size = h(
-            "modelmesh_request_size_bytes", "Size of inference requests", model,
-            buckets=_BYTES, registry=r,
-        )  # fmt: skip
-        self.response_size = h(
-            "modelmesh_response_size_bytes", "Size of inference responses", model,
-            buckets=_BYTES, registry=r,
-        )  # fmt: skip
-        self.cache_miss = h(
-            "modelmesh_cache_miss_milliseconds",
-            "Time a request waited for its model to load (cache misses only)",
-            model,
-            buckets=_MS,
-            registry=r,
-        )
-        self.pull = h(
-            "meshserve_model_pull_milliseconds",
-            "Time to fetch a model's files onto the node (part of the load time)",
-            model,
-            buckets=_MS,
-            registry=r,
-        )
-        self.pull_bytes = c(
-            "meshserve_model_pull_bytes", "Bytes of model files fetched", model, registry=r
-        )
-        self.load = h(
-            "modelmesh_loadmodel_milliseconds", "Time to load a model, pull included", model,
-            buckets=_MS, registry=r,
-        )  # fmt: skip
-        self.load_failure = c(
-            "modelmesh_loadmodel_failure", "Failed model loads", model, registry=r
-        )
-        self.unload = h(
-            "modelmesh_unloadmodel_milliseconds", "Time to unload a model", model,
-            buckets=_MS, registry=r,
-        )  # fmt: skip
-        self.unload_failure = c(
-            "modelmesh_unloadmodel_failure", "Failed model unloads", model, registry=r
-        )
-        self.evicted = c(
-            "modelmesh_model_evicted", "Models evicted to make room", model, registry=r
-        )
-        self.age_at_eviction = h(
-            "modelmesh_age_at_eviction_milliseconds",
-            "Time since last use of a model when it was evicted",
-            model,
-            buckets=(*_MS, 300000, 1800000, 3600000),
-            registry=r,
-        )
-        self.loaded_size = h(
-            "modelmesh_loaded_model_size_bytes", "Size of models when loaded", model,
-            buckets=_BYTES, registry=r,
-        )  # fmt: skip
+        self.requests = _request_metrics(self.registry, model)
+        self.copies = _copy_metrics(self.registry, model)
 
     def _labels(self, model_id: str) -> tuple[str, ...]:
         return (model_id,) if self.per_model else ()
@@ -129,41 +188,42 @@ class Metrics:
     # -- events ------------------------------------------------------------------
 
     def api_call(self, method: str, code: str, ms: float) -> None:
-        _child(self._api_children, self.api_request, (method, code)).observe(ms)
+        _child(self._api_children, self.requests.api_request, (method, code)).observe(ms)
 
     def invoked(self, method: str, model_id: str, ms: float, req: int, resp: int) -> None:
         labels = self._labels(model_id)
-        _child(self._invoke_children, self.invoke, (method, *labels)).observe(ms)
+        _child(self._invoke_children, self.requests.invoke, (method, *labels)).observe(ms)
         if method == "ModelInfer":
-            _observe(self.request_size, labels, req)
-            _observe(self.response_size, labels, resp)
+            _observe(self.requests.request_size, labels, req)
+            _observe(self.requests.response_size, labels, resp)
 
     def waited_for_load(self, model_id: str, ms: float) -> None:
-        _observe(self.cache_miss, self._labels(model_id), ms)
+        _observe(self.requests.cache_miss, self._labels(model_id), ms)
 
     def loaded(self, model_id: str, ms: float, size_bytes: int) -> None:
         labels = self._labels(model_id)
-        _observe(self.load, labels, ms)
-        _observe(self.loaded_size, labels, size_bytes)
+        _observe(self.copies.load, labels, ms)
+        _observe(self.copies.loaded_size, labels, size_bytes)
 
     def pulled(self, model_id: str, ms: float, size_bytes: int) -> None:
         labels = self._labels(model_id)
-        _observe(self.pull, labels, ms)
-        (self.pull_bytes.labels(*labels) if labels else self.pull_bytes).inc(size_bytes)
+        _observe(self.copies.pull, labels, ms)
+        fetched = self.copies.pull_bytes
+        (fetched.labels(*labels) if labels else fetched).inc(size_bytes)
 
     def load_failed(self, model_id: str) -> None:
-        _inc(self.load_failure, self._labels(model_id))
+        _inc(self.copies.load_failure, self._labels(model_id))
 
     def unloaded(self, model_id: str, ms: float, ok: bool) -> None:
         labels = self._labels(model_id)
-        _observe(self.unload, labels, ms)
+        _observe(self.copies.unload, labels, ms)
         if not ok:
-            _inc(self.unload_failure, labels)
+            _inc(self.copies.unload_failure, labels)
 
     def evicted_model(self, model_id: str, age_ms: float) -> None:
         labels = self._labels(model_id)
-        _inc(self.evicted, labels)
-        _observe(self.age_at_eviction, labels, age_ms)
+        _inc(self.copies.evicted, labels)
+        _observe(self.copies.age_at_eviction, labels, age_ms)
 
     # -- state, read at scrape time --------------------------------------------------
 
@@ -206,18 +266,36 @@ class _StateCollector(prometheus_registry.Collector):
     def collect(self) -> Iterator[prometheus_core.Metric]:
         s = self._read()
         g = prometheus_core.GaugeMetricFamily
-        yield g("modelmesh_instance_capacity_bytes", "Bytes of models this node may hold",
-                value=s.capacity_bytes)  # fmt: skip
-        yield g("modelmesh_instance_used_bytes", "Bytes of models held by this node",
-                value=s.used_bytes)  # fmt: skip
-        yield g("modelmesh_instance_lru_age_seconds",
-                "Time since the least recently used model here was used",
-                value=s.lru_age_seconds)  # fmt: skip
-        yield g("modelmesh_instance_models_total", "Models loaded or loading on this node",
-                value=s.models_here)  # fmt: skip
-        yield g("modelmesh_models_loaded_total", "Models with a ready copy in the mesh",
-                value=s.models_loaded_cluster)  # fmt: skip
-        yield g("modelmesh_models_managed_total", "Models registered in the mesh",
-                value=s.models_managed)  # fmt: skip
-        yield g("modelmesh_models_with_failure_total", "Models whose recent loads failed",
-                value=s.models_with_failure)  # fmt: skip
+        yield g(
+            "modelmesh_instance_capacity_bytes",
+            "Bytes of models this node may hold",
+            value=s.capacity_bytes,
+        )
+        yield g(
+            "modelmesh_instance_used_bytes", "Bytes of models held by this node", value=s.used_bytes
+        )
+        yield g(
+            "modelmesh_instance_lru_age_seconds",
+            "Time since the least recently used model here was used",
+            value=s.lru_age_seconds,
+        )
+        yield g(
+            "modelmesh_instance_models_total",
+            "Models loaded or loading on this node",
+            value=s.models_here,
+        )
+        yield g(
+            "modelmesh_models_loaded_total",
+            "Models with a ready copy in the mesh",
+            value=s.models_loaded_cluster,
+        )
+        yield g(
+            "modelmesh_models_managed_total",
+            "Models registered in the mesh",
+            value=s.models_managed,
+        )
+        yield g(
+            "modelmesh_models_with_failure_total",
+            "Models whose recent loads failed",
+            value=s.models_with_failure,
+        )

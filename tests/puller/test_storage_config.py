@@ -83,6 +83,21 @@ def test_a_uri_of_another_type_than_the_key_is_refused() -> None:
         storage_config.resolve("g", {}, "s3://b/m", snap(g={"type": "gcs", "bucket": "x"}))
 
 
+def test_parameters_naming_a_type_accept_a_uri_of_another_type_than_the_key() -> None:
+    source = storage_config.resolve(
+        "g", {"type": "s3"}, "s3://b/m", snap(g={"type": "gcs", "bucket": "x"})
+    )
+    assert (source.type, source.fields["bucket"], source.path) == ("s3", "b", "m")
+
+
+def test_a_broken_default_file_is_reported_and_an_absent_one_means_no_key() -> None:
+    broken = storage_config.Snapshot(problems={"default_s3": "storage config broken"})
+    with pytest.raises(store.BadConfig, match="storage config broken"):
+        storage_config.resolve("", {}, "s3://b/m", broken)
+    source = storage_config.resolve("", {"type": "s3"}, "m", snap(default=S3))
+    assert (source.type, source.key, source.fields) == ("s3", "", {"type": "s3"})
+
+
 def test_a_missing_key_names_the_key_and_the_keys_there_but_no_values() -> None:
     with pytest.raises(store.BadConfig) as info:
         storage_config.resolve("nope", {}, "m", snap(localMinIO=S3, other={"type": "gcs"}))
