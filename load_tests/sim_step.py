@@ -34,7 +34,7 @@ from load_tests import (
     sim_runtime,
     workload,
 )
-from mesh.core import errors, records
+from mesh.core import clock, errors, records
 from mesh.edges import etcd_process
 from mesh.kv import etcd_kv, records_store
 from router import upstream, wire
@@ -72,7 +72,7 @@ async def register(
     sizes: Sequence[int],
 ) -> float:
     """Register every model; seconds it took."""
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     sem = asyncio.Semaphore(cfg.register_concurrency)
 
     async def one(model_id: str, size: int) -> None:

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-from mesh.core import errors, placement, records, settings
+from mesh.core import clock, errors, placement, records, settings
 from mesh.kv import placement_table
 from mesh.node import cache_manager, dispatch, logs
 from router import client_messages, request_parsing, streams, upstream, wire
@@ -215,6 +215,6 @@ class DataPlane:
         asked = request_parsing.requested(request, headers)
         model_id = request_parsing.resolve(self._table, asked.kind, asked.name)
         status = records.model_status(
-            self._table.model(model_id), int(time.time() * 1000), self._failure_expiry_ms
+            self._table.model(model_id), clock.now_ms(), self._failure_expiry_ms
         )
         return status is not records.ModelStatus.LOADING_FAILED

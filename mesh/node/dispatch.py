@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from mesh.core import errors, placement, records, settings
+from mesh.core import clock, errors, placement, records, settings
 from mesh.kv import placement_table
 from mesh.node import cache_manager
 
@@ -111,7 +111,7 @@ class Dispatcher:
                 last_sent=self.last_sent,
                 labels=placement.required_labels(rec.model_type, rec.runtime),
                 model_size=max(rec.size_bytes, self._cache.min_model_size_bytes),
-                now_ms=int(time.time() * 1000),
+                now_ms=clock.now_ms(),
                 failure_expiry_ms=int(self._cache.failure_expiry_seconds * 1000),
                 churn_threshold_ms=int(self._cache.churn_threshold_seconds * 1000),
             )

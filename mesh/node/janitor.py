@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
+from mesh.core import clock as wall_clock
 from mesh.core import errors, records
 from mesh.kv import placement_table, records_store
 
@@ -143,10 +144,6 @@ class Sweep:
     """Model id → instances whose failures were removed."""
 
 
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Janitor:
     """Runs the cluster tasks every ``interval_seconds`` while ``leader``
     leads: removes copies of instances missing from ``table`` for
@@ -166,7 +163,7 @@ class Janitor:
         failure_expiry_seconds: float = DEFAULT_FAILURE_EXPIRY_SECONDS,
         *,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock_ms: Callable[[], int] = _wall_ms,
+        wall_clock_ms: Callable[[], int] = wall_clock.now_ms,
     ) -> None:
         self._store = record_store
         self._table = placement
@@ -175,7 +172,7 @@ class Janitor:
         self.grace = grace_seconds
         self.failure_expiry_ms = int(failure_expiry_seconds * 1000)
         self._clock = clock
-        self._wall_ms = wall_clock_ms
+        self._wall_clock_ms = wall_clock_ms
         self._missing: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -226,7 +223,7 @@ class Janitor:
         models, live, now = self._note()
         if not self._leader.is_leader:
             return Sweep(leader=False)
-        now_ms = self._wall_ms()
+        now_ms = self._wall_clock_ms()
         pruned: dict[str, tuple[str, ...]] = {}
         expired: dict[str, tuple[str, ...]] = {}
         for model_id, model in models.items():
