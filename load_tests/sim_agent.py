@@ -7,9 +7,9 @@ is a mesh node, composed from the mesh's own parts in the order
 puller and the hop to a peer replaced (:mod:`load_tests.sim_runtime`).
 ``Node`` itself builds its runtime, puller, TLS and servers, so this module
 composes the store, mirror, cache manager and data plane as ``Node`` does,
-and starts the node's duties (membership, leader, janitor, scaler) and
+and starts the node's cluster tasks (membership, leader, janitor, scaler) and
 builds its instance record with the very functions ``Node`` uses
-(:func:`meshserve.node.start_duties`, :func:`mesh.node.node_reports.instance_record`).
+(:func:`meshserve.node.start_cluster_tasks`, :func:`mesh.node.node_reports.instance_record`).
 Its settings come from :func:`load_tests.sim_config.node_settings`,
 which reads the scenario's configuration.
 """
@@ -17,10 +17,9 @@ which reads the scenario's configuration.
 from __future__ import annotations
 
 import contextlib
-import time
 
 from load_tests import sim_runtime
-from mesh.core import records, settings
+from mesh.core import clock, records, settings
 from mesh.kv import placement_table as mesh_table
 from mesh.kv import records_store
 from mesh.node import cache_manager, dispatch, metrics, node_reports
@@ -93,8 +92,8 @@ class Agent:
         )
         self.peers.add(self.endpoint, self.plane, self.manager)
         self._stack.callback(self.peers.remove, self.endpoint)
-        self.started_ms = int(time.time() * 1000)
-        duties = await node.start_duties(
+        self.started_ms = clock.now_ms()
+        tasks = await node.start_cluster_tasks(
             self._stack,
             cfg,
             self.kv,
@@ -104,7 +103,7 @@ class Agent:
             self.peers,
             self.instance_record,
         )
-        self.membership, self.leader, self.scaler = duties.membership, duties.leader, duties.scaler
+        self.membership, self.leader, self.scaler = tasks.membership, tasks.leader, tasks.scaler
 
     async def stop(self) -> None:
         await self._stack.aclose()

@@ -195,7 +195,7 @@ class Node:
         await self._start_http(limit)
         cfg = self.config
         self.started_ms = clock.now_ms()
-        duties = await start_duties(
+        tasks = await start_cluster_tasks(
             self._stack,
             cfg,
             kv,
@@ -205,7 +205,7 @@ class Node:
             self.peers,
             self.instance_record,
         )
-        self.membership, self.leader, self.scaler = duties.membership, duties.leader, duties.scaler
+        self.membership, self.leader, self.scaler = tasks.membership, tasks.leader, tasks.scaler
         self._started = True
         log.info(
             "node %s ready on %s in %.0f ms (runtime %s at %s; %s)",
@@ -435,8 +435,10 @@ class Node:
 
 
 @dataclasses.dataclass(frozen=True)
-class Duties:
-    """What keeps a node part of the mesh besides serving requests."""
+class ClusterTasks:
+    """The background tasks a node runs for the mesh as a whole, besides
+    serving requests (membership, leader election, janitor, scaler): the
+    handles of those that other parts of the node ask."""
 
     membership: membership.Membership
     """Its instance record, under a lease."""
@@ -446,7 +448,7 @@ class Duties:
     """Extra copies for busy models, and minimum copies when leading."""
 
 
-async def start_duties(
+async def start_cluster_tasks(
     stack: contextlib.AsyncExitStack,
     config: settings.Settings,
     kv: kv_api.KVStore,
@@ -455,8 +457,8 @@ async def start_duties(
     manager: cache_manager.CacheManager,
     peer_loader: interfaces.PeerLoader,
     snapshot: Callable[[], records.InstanceRecord],
-) -> Duties:
-    """Start a node's duties in order (membership, leader, janitor, scaler),
+) -> ClusterTasks:
+    """Start a node's cluster tasks in order (membership, leader, janitor, scaler),
     each stopped by ``stack``. Shared with the benchmarks' simulated nodes
     (``load_tests/sim_agent.py``), so that they run the very same wiring."""
     node_id = config.node.instance_id
@@ -482,7 +484,7 @@ async def start_duties(
     scaling = scaler.Scaler(config, mirror, manager, peer_loader, lambda: elected.is_leader)
     await scaling.start()
     stack.push_async_callback(scaling.stop)
-    return Duties(member, elected, scaling)
+    return ClusterTasks(member, elected, scaling)
 
 
 async def run_until_signalled(node: Node, stop: asyncio.Event) -> None:
