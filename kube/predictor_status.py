@@ -76,13 +76,15 @@ INVALID_SPEC_REASONS = frozenset(
 )
 """Failures that make the spec itself unservable: ``InvalidSpec``."""
 
-_STATES = {
+MODEL_STATES: Mapping[records.ModelStatus, ModelState] = {
     records.ModelStatus.NOT_FOUND: ModelState.PENDING,
     records.ModelStatus.NOT_LOADED: ModelState.STANDBY,
     records.ModelStatus.LOADING: ModelState.LOADING,
     records.ModelStatus.LOADED: ModelState.LOADED,
     records.ModelStatus.LOADING_FAILED: ModelState.FAILED_TO_LOAD,
 }
+"""A model's status in the placement table → its state in a Predictor's status
+(the controller's, and the CLI's by the status's name in the gRPC API)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +175,7 @@ def rfc3339(ms: int) -> str:
 def model_state(
     record: records.ModelRecord | None, now_ms: int, failure_expiry_ms: int
 ) -> ModelState:
-    return _STATES[records.model_status(record, now_ms, failure_expiry_ms)]
+    return MODEL_STATES[records.model_status(record, now_ms, failure_expiry_ms)]
 
 
 def _load_failure(

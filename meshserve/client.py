@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
 
 from kube import predictor
-from mesh.core import errors
+from kube import predictor_status as kube_status
+from mesh.core import clock, errors, records
 from mesh.edges import tls
 from mesh.edges.proto import model_mesh_pb2 as pb2
 
@@ -70,7 +70,7 @@ def human_bytes(n: int) -> str:
 def age(ms: int, now_ms: int | None = None) -> str:
     if ms <= 0:
         return "-"
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    now_ms = now_ms if now_ms is not None else clock.now_ms()
     s = max(0, (now_ms - ms) // 1000)
     if s < 60:
         return f"{s}s ago"
@@ -143,30 +143,37 @@ class PredictorStatus:
     last_failure: str
 
 
-_TRANSITION = {
-    pb2.VModelStatusInfo.DEFINED: "UpToDate",
-    pb2.VModelStatusInfo.TRANSITIONING: "InProgress",
-    pb2.VModelStatusInfo.TRANSITION_FAILED: "BlockedByFailedLoad",
+_TRANSITIONS: Mapping[int, kube_status.TransitionStatus] = {
+    pb2.VModelStatusInfo.DEFINED: kube_status.TransitionStatus.UP_TO_DATE,
+    pb2.VModelStatusInfo.TRANSITIONING: kube_status.TransitionStatus.IN_PROGRESS,
+    pb2.VModelStatusInfo.TRANSITION_FAILED: kube_status.TransitionStatus.BLOCKED_BY_FAILED_LOAD,
 }
-_STATE = {
-    pb2.ModelStatusInfo.NOT_LOADED: "Standby",
-    pb2.ModelStatusInfo.LOADING: "Loading",
-    pb2.ModelStatusInfo.LOADED: "Loaded",
-    pb2.ModelStatusInfo.LOADING_FAILED: "FailedToLoad",
-    pb2.ModelStatusInfo.NOT_FOUND: "",
-}
+"""A vmodel's status in the gRPC API → its Predictor's ``transitionStatus``."""
+
+
+def _model_state(status: int, unknown: str) -> str:
+    """A model's status in the gRPC API as a Predictor's model state, through
+    :data:`kube.predictor_status.MODEL_STATES` (the API's status names are the
+    placement table's). A model the mesh does not know has no state here: only
+    the controller knows that one is about to be registered (``Pending``)."""
+    if status == pb2.ModelStatusInfo.NOT_FOUND:
+        return kube_status.ModelState.NONE
+    try:
+        table_status = records.ModelStatus(pb2.ModelStatusInfo.ModelStatus.Name(status))
+    except ValueError:
+        return unknown
+    return kube_status.MODEL_STATES[table_status]
 
 
 def predictor_status(v: Any) -> PredictorStatus:
     """ModelMesh Serving's Predictor status fields from a VModelStatusInfo."""
-    active = _STATE.get(v.activeModelStatus.status, "Unknown")
+    active = _model_state(v.activeModelStatus.status, "Unknown")
     errors_ = list(v.activeModelStatus.errors) + list(v.targetModelStatus.errors)
     return PredictorStatus(
-        available=v.activeModelStatus.status
-        in (pb2.ModelStatusInfo.LOADED, pb2.ModelStatusInfo.NOT_LOADED),
-        transition_status=_TRANSITION.get(v.status, "Unknown"),
+        available=active in (kube_status.ModelState.LOADED, kube_status.ModelState.STANDBY),
+        transition_status=_TRANSITIONS.get(v.status, "Unknown"),
         active_model_state=active,
-        target_model_state=_STATE.get(v.targetModelStatus.status, "")
+        target_model_state=_model_state(v.targetModelStatus.status, "")
         if v.HasField("targetModelStatus")
         else "",
         active_model_id=v.activeModelId,
