@@ -91,10 +91,14 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def node(
-    tmp_path: pathlib.Path, cache: settings.CacheSettings, models: Iterable[str]
+    tmp_path: pathlib.Path,
+    cache: settings.CacheSettings,
+    models: Iterable[str],
+    runtime: ScriptedRuntime | None = None,
 ) -> AsyncIterator[Node]:
-    """A started cache manager ("n1") with ``models`` registered (type
-    sklearn); stopped, with every gate opened, on the way out."""
+    """A started cache manager ("n1") over ``runtime`` (a new scripted one by
+    default) with ``models`` registered (type sklearn); stopped, with every
+    gate opened, on the way out."""
     kv = memory_kv.MemoryKV()
     rs = records_store.RecordStore(kv, "t")
     mirror = placement_table.PlacementTable(kv, "t")
@@ -102,7 +106,7 @@ async def node(
     config = settings.Settings(
         cache=cache, node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path)
     )
-    runtime = ScriptedRuntime()
+    runtime = runtime or ScriptedRuntime()
     manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
     await manager.start()
     names = list(models)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import pathlib
+import random
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
@@ -292,3 +293,45 @@ async def test_a_load_past_its_timeout_is_cancelled_unloaded_and_recorded(
         entry = await rs.get_model("slow")
         assert entry is not None and "n1" in entry[0].failures and not entry[0].copies
         assert not manager.has_copy("slow")
+
+
+class CountingRuntime(scripted.ScriptedRuntime):
+    """A scripted runtime that keeps the most models it ever held at once
+    (a load takes its memory when it starts, an unload gives it back)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: set[str] = set()
+        self.most_held = 0
+
+    async def load(self, model_id: str, model_type: str, model_path: pathlib.Path) -> int:
+        self.held.add(model_id)
+        self.most_held = max(self.most_held, len(self.held))
+        return await super().load(model_id, model_type, model_path)
+
+    async def unload(self, model_id: str) -> None:
+        self.held.discard(model_id)
+        await super().unload(model_id)
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_concurrent_loads_never_hold_more_than_the_capacity(
+    tmp_path: pathlib.Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    cache = settings.CacheSettings(capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB)
+    runtime = CountingRuntime()
+    for m in "abcd":
+        runtime.gate(m).set()
+    async with scripted.node(tmp_path, cache, "abcd", runtime=runtime) as n:
+
+        async def request(model_id: str, pause: int) -> None:
+            for _ in range(pause):
+                await asyncio.sleep(0)  # interleave with the other requests
+            async with n.manager.serving(model_id, timeout=30):
+                for _ in range(rng.randrange(3)):
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(*(request(rng.choice("abcd"), rng.randrange(20)) for _ in range(100)))
+    assert runtime.most_held <= 2, runtime.most_held
+    assert len(runtime.loads) >= 4  # the four models took turns
