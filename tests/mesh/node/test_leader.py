@@ -21,28 +21,12 @@ import pytest
 
 from mesh.kv import kv_store, memory_kv
 from mesh.node import leader
+from tests.mesh.node.signals import WAIT, Signal
 
 KEY = leader.leader_key("mm")
 TTL = 60
-WAIT = 30.0
 """Seconds to wait for what must happen (less than ``TTL``: nothing here
 expires by itself while a test waits)."""
-
-
-class Signal:
-    """Wakes its waiters whenever something happened; they re-check."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        async with asyncio.timeout(WAIT):
-            while not predicate():
-                self._event.clear()
-                await self._event.wait()
 
 
 class ObservedKV(memory_kv.MemoryKV):

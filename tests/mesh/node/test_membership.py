@@ -8,31 +8,14 @@ node (each reads a snapshot), never on the clock."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from mesh.core import records
 from mesh.kv import memory_kv, records_store
 from mesh.node import membership
+from tests.mesh.node.signals import Signal
 
-WAIT = 30.0
 """Seconds to wait for what must happen: generous, as a busy machine is
 slow, not wrong."""
-
-
-class Signal:
-    """Wakes its waiters whenever something happened; they re-check."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-
-    async def until(self, predicate: Callable[[], bool]) -> None:
-        async with asyncio.timeout(WAIT):
-            while not predicate():
-                self._event.clear()
-                await self._event.wait()
 
 
 class Node:
