@@ -7,30 +7,10 @@ import copy
 from typing import Any
 
 from kube import runtime_deployment, runtime_selection
+from tests.kube import runtime_documents
 
-
-def _doc(
-    name: str,
-    formats: list[dict[str, Any]],
-    kind: str = runtime_selection.NAMESPACED_KIND,
-    **spec: Any,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": runtime_selection.API_VERSION,
-        "kind": kind,
-        "metadata": {"name": name, "uid": f"uid-{name}"},
-        "spec": {
-            "supportedModelFormats": formats,
-            "multiModel": True,
-            "builtInAdapter": {"serverType": "mlserver", "runtimeManagementPort": 8001},
-            "containers": [{"name": "mlserver", "image": "seldonio/mlserver:1.7.1"}],
-            **spec,
-        },
-    }
-
-
-def _rt(name: str, formats: list[dict[str, Any]], **spec: Any) -> runtime_selection.Runtime:
-    return runtime_selection.parse_runtime(_doc(name, formats, **spec))
+_doc = runtime_documents.runtime_doc
+_rt = runtime_documents.runtime
 
 
 SKLEARN = [{"name": "sklearn", "version": "1", "autoSelect": True}]
