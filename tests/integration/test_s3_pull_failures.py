@@ -142,7 +142,7 @@ def test_an_object_whose_md5_does_not_match_fails_the_load_and_leaves_nothing(
     assert sf.nothing_loadable(small_disk_node.visible_model_dir, model_id)
 
 
-def test_an_object_failing_its_stored_crc_fails_the_load_and_leaves_nothing(
+def test_an_object_failing_its_stored_crc_is_a_checksum_mismatch_and_leaves_nothing(
     small_disk_node: node_processes.NodeProcess,
     s3_server: sf.S3Server,
     iris_sample: samples.Sample,
@@ -153,20 +153,8 @@ def test_an_object_failing_its_stored_crc_fails_the_load_and_leaves_nothing(
     _register(small_disk_node, model_id, prefix)
     message = _failed_load(small_disk_node, model_id, iris_sample)
     assert f"s3://{s3_server.bucket}/{prefix}/model.joblib" in message, message
-    assert sf.nothing_loadable(small_disk_node.visible_model_dir, model_id)
-
-
-def test_an_object_failing_its_stored_crc_is_named_a_checksum_mismatch(
-    small_disk_node: node_processes.NodeProcess,
-    s3_server: sf.S3Server,
-    iris_sample: samples.Sample,
-) -> None:
-    model_id = f"rotten-crc-{next(_ids)}"
-    prefix = f"integrity/{model_id}"
-    _upload_rotten_iris(s3_server, iris_sample, prefix, with_crc=True)
-    _register(small_disk_node, model_id, prefix)
-    message = _failed_load(small_disk_node, model_id, iris_sample)
     assert "checksum mismatch" in message, message
+    assert sf.nothing_loadable(small_disk_node.visible_model_dir, model_id)
 
 
 def test_a_disk_that_fills_up_during_the_pull_fails_the_load_and_leaves_nothing(
