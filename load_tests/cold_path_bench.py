@@ -45,7 +45,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from kube import predictor
 from load_tests import loadgen, local_node
-from mesh.edges import etcd_process, processes
+from mesh.edges import etcd_process, ports, processes
 from meshserve import samples
 
 PREFIX = "cold-bench"
@@ -89,7 +89,7 @@ class S3Process:
     """moto's S3 server as its own process, with a ``models`` bucket."""
 
     def __init__(self, work: pathlib.Path) -> None:
-        self.port = processes.free_port()
+        self.port = ports.free_port()
         self.process = processes.ChildProcess(
             "moto S3",
             [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
@@ -229,7 +229,7 @@ async def running(
     config_dir.mkdir(parents=True)
     s3 = S3Process(work)
     etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
-    metrics_port = processes.free_port()
+    metrics_port = ports.free_port()
     node = cold_node(work, etcd.endpoint, metrics_port, config_dir)
     try:
         s3.start()

@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from mesh.edges import processes
+from mesh.edges import ports, processes
 from meshserve import samples
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ class NodeProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = work / instance_id
-        self.port = processes.free_port()
+        self.port = ports.free_port()
         self.process = processes.ChildProcess(
             f"mesh node {instance_id}",
             [sys.executable, "-m", "meshserve.cli", "node"],

@@ -38,7 +38,7 @@ import psutil
 
 from kube import mesh_client
 from load_tests import latency, loadgen, local_node
-from mesh.edges import processes
+from mesh.edges import ports
 from meshserve import samples
 
 INPUT = "predict"
@@ -77,7 +77,7 @@ class Cluster:
         self.k = k
         self.prefix = prefix
         self.store = store
-        self.metrics_ports = [processes.free_port() for _ in range(k)]
+        self.metrics_ports = [ports.free_port() for _ in range(k)]
         self.nodes = [
             local_node.NodeProcess(
                 work / f"k{k}",

@@ -71,7 +71,7 @@ import psutil
 
 from kube import mesh_client
 from load_tests import latencies, latency, loadgen, local_node, overhead_report, report, workload
-from mesh.edges import etcd_process, processes
+from mesh.edges import etcd_process, ports, processes
 from meshserve import samples
 
 PATHS = overhead_report.PATHS
@@ -268,7 +268,7 @@ def summarize(phase: PhaseResults) -> dict[str, Any]:
 
 def bare_proxy(work: pathlib.Path, runtime_ep: str) -> tuple[processes.ChildProcess, int]:
     """The bare proxy's process (not started), pointed at MLServer, and its port."""
-    port = processes.free_port()
+    port = ports.free_port()
     proxy = processes.ChildProcess(
         "bare proxy",
         [

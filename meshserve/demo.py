@@ -27,7 +27,7 @@ from tritonclient import grpc as triton
 
 from kube import mesh_client
 from mesh.core import errors
-from mesh.edges import processes
+from mesh.edges import ports, processes
 from meshserve import client, samples
 
 INPUT_NAME = "predict"
@@ -78,7 +78,7 @@ def run(grpc_port: int, data_dir: pathlib.Path) -> int:
     data_dir = data_dir.resolve()
     _clear_previous_run(data_dir)
     endpoint = f"127.0.0.1:{grpc_port}"
-    if processes.port_open("127.0.0.1", grpc_port):
+    if ports.port_open("127.0.0.1", grpc_port):
         print(f"port {grpc_port} is taken; pass --grpc-port", file=sys.stderr)
         return 1
     up = _start_mesh(grpc_port, data_dir)

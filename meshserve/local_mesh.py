@@ -50,7 +50,7 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from mesh.core import errors, settings
-from mesh.edges import etcd_process, processes
+from mesh.edges import etcd_process, ports, processes
 from mesh.edges.proto import meshserve_admin_pb2 as admin_pb2
 from mesh.edges.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
 from meshserve import node
@@ -269,7 +269,7 @@ class LocalMesh:
         data_dir.mkdir(parents=True, exist_ok=True)
         for i in range(o.nodes):
             port = o.grpc_port + i
-            if processes.port_open(self.client_host, port):
+            if ports.port_open(self.client_host, port):
                 raise errors.ConfigError(
                     f"--grpc-port: port {port} (node {i}) is taken; pass another --grpc-port"
                 )

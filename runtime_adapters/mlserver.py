@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 
 from mesh.core import errors, eviction
-from mesh.edges import processes
+from mesh.edges import ports, processes
 from runtime_adapters import memory, v2_runtime
 
 log = logging.getLogger(__name__)
@@ -363,12 +363,12 @@ class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
                 f"MLServer is not installed: {executable} is missing (run `make install`)"
             )
         cfg = self.config
-        self._grpc_port = cfg.grpc_port or processes.free_port(cfg.host)
+        self._grpc_port = cfg.grpc_port or ports.free_port(cfg.host)
         settings = server_settings(
             cfg.host,
-            cfg.http_port or processes.free_port(cfg.host),
+            cfg.http_port or ports.free_port(cfg.host),
             self._grpc_port,
-            cfg.metrics_port or processes.free_port(cfg.host),
+            cfg.metrics_port or ports.free_port(cfg.host),
             cfg.max_message_bytes,
         )
         work_dir = cfg.model_dir / WORK_DIR_NAME

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 
 from mesh.core import errors
-from mesh.edges import processes
+from mesh.edges import ports, processes
 
 _DEBIAN_ETCD = pathlib.Path("/usr/bin/etcd")
 
@@ -64,10 +64,10 @@ class EtcdServer:
         binary: str | None = None,
     ) -> None:
         self.data_dir = pathlib.Path(data_dir)
-        self.client_port = client_port or processes.free_port()
-        self.peer_port = peer_port or processes.free_port()
+        self.client_port = client_port or ports.free_port()
+        self.peer_port = peer_port or ports.free_port()
         while self.peer_port == self.client_port:
-            self.peer_port = processes.free_port()
+            self.peer_port = ports.free_port()
         self.log_path = log_path or self.data_dir.parent / f"{self.data_dir.name}.etcd.log"
         self.fast = fast
         self.name = name

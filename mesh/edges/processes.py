@@ -16,11 +16,12 @@ import contextlib
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+
+from mesh.edges import ports
 
 # The child is started through this tiny launcher, which asks the kernel to
 # SIGTERM it when its parent dies, then becomes the real program (exec keeps
@@ -36,21 +37,6 @@ if sys.platform.startswith("linux"):
         sys.exit(143)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
 
 
 class ChildProcess:
@@ -130,7 +116,7 @@ class ChildProcess:
                     f"{self.name} exited with {self.returncode()} before listening on "
                     f"{host}:{port}; its log ({self.log_path}) ends:\n{self.log_tail()}"
                 )
-            if port_open(host, port):
+            if ports.port_open(host, port):
                 return
             time.sleep(0.05)
         raise RuntimeError(

@@ -34,7 +34,7 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from mesh.core import errors, eviction
-from mesh.edges import processes
+from mesh.edges import ports, processes
 from runtime_adapters import memory, v2_runtime
 from runtime_adapters.triton import formats, launch, layout, pbtxt
 
@@ -212,10 +212,10 @@ class TritonAdapter(v2_runtime.V2RuntimeAdapter):
         if self._started():
             return
         install = launch.find_install(cfg.venv)
-        self._grpc_port = cfg.grpc_port or processes.free_port(cfg.host)
+        self._grpc_port = cfg.grpc_port or ports.free_port(cfg.host)
         http_port = cfg.http_port
         if http_port == 0:
-            http_port = processes.free_port(cfg.host)
+            http_port = ports.free_port(cfg.host)
         work_dir = cfg.model_dir / WORK_DIR_NAME
         work_dir.mkdir(parents=True, exist_ok=True)
         argv = launch.server_args(

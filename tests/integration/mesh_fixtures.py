@@ -28,7 +28,7 @@ from tritonclient import grpc as triton
 
 from kube import mesh_client, predictor
 from mesh.core import interfaces, settings
-from mesh.edges import etcd_process, processes
+from mesh.edges import etcd_process, ports
 from meshserve import node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -74,9 +74,9 @@ async def kill_runtime(adapter: interfaces.RuntimeAdapter) -> None:
 def free_ports(n: int) -> int:
     """A port ``p`` such that ``p`` .. ``p + n - 1`` are all free now."""
     for _ in range(100):
-        port = processes.free_port()
+        port = ports.free_port()
         if port + n <= 65536 and not any(
-            processes.port_open("127.0.0.1", port + i) for i in range(1, n)
+            ports.port_open("127.0.0.1", port + i) for i in range(1, n)
         ):
             return port
     raise RuntimeError(f"no {n} consecutive free ports")

@@ -31,7 +31,7 @@ from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
-from mesh.edges import processes
+from mesh.edges import ports, processes
 from tests.integration import mesh_fixtures
 
 _ids = itertools.count(1)
@@ -144,7 +144,7 @@ def start_node_process(
     """Start a node and wait until it serves and the mesh lists it; on
     failure, stop it and fail with the end of its log."""
     instance_id = f"proc-{os.getpid()}-{next(_ids)}"
-    port = processes.free_port()
+    port = ports.free_port()
     env = node_env(etcd_endpoint, prefix, data_dir, instance_id, port, **(extra_env or {}))
     child = processes.ChildProcess(
         f"meshserve node {instance_id}",

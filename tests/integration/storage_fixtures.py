@@ -13,7 +13,7 @@
   (``/stall/...``), and guards ``/private/...`` with a bearer token.
 
 Each starts once per test session (free ports from
-:func:`mesh.edges.processes.free_port`; subprocesses through
+:func:`mesh.edges.ports.free_port`; subprocesses through
 :class:`mesh.edges.processes.ChildProcess`, so they die with the test run) and is
 stopped at the end. :func:`storage_node` starts a real mesh node whose
 puller reads a given storage-config folder.
@@ -48,7 +48,7 @@ from google.auth import credentials as auth_credentials
 from google.cloud import storage
 from moto.server import ThreadedMotoServer
 
-from mesh.edges import processes
+from mesh.edges import ports, processes
 from meshserve import samples
 from puller import model_puller
 from runtime_adapters import mlserver
@@ -165,7 +165,7 @@ def _moto_auth(endpoint: str, count: str) -> None:
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 on a free port, requests signed with real IAM keys."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = processes.free_port()
+    port = ports.free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -243,7 +243,7 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
             "`npm install` for package.json) and run the tests again",
             pytrace=False,
         )
-    port = processes.free_port()
+    port = ports.free_port()
     data = tmp_path_factory.mktemp("azurite")
     child = processes.ChildProcess(
         "azurite",
@@ -301,7 +301,7 @@ class GCSServer:
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
     """gcp-storage-emulator on a free port, in memory."""
-    port = processes.free_port()
+    port = ports.free_port()
     logs = tmp_path_factory.mktemp("gcs")
     child = processes.ChildProcess(
         "gcp-storage-emulator",

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from tritonclient import grpc as triton
 
-from mesh.edges import processes
+from mesh.edges import ports
 from meshserve import samples
 from tests.integration import mesh_fixtures
 
@@ -108,7 +108,7 @@ def test_a_malformed_predictor_is_refused_naming_the_field(
 
 
 def test_an_unreachable_endpoint_gives_one_clear_line() -> None:
-    port = processes.free_port()
+    port = ports.free_port()
     done = meshserve("models", "--endpoint", f"127.0.0.1:{port}")
     assert done.returncode == 1
     assert "UNAVAILABLE" in done.stderr and "Traceback" not in done.stderr
@@ -120,7 +120,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def test_up_runs_a_local_mesh_and_sigterm_leaves_no_process(tmp_path: pathlib.Path) -> None:
-    port = processes.free_port()
+    port = ports.free_port()
     sample = samples.train_iris_logistic(tmp_path / "iris")
     up = mesh_fixtures.start_up(
         ["--grpc-port", str(port), "--data-dir", str(tmp_path / "data"), "--capacity", "512Mi"],
@@ -157,7 +157,7 @@ def test_up_keeps_registrations_across_a_restart(tmp_path: pathlib.Path) -> None
     f = tmp_path / "p.yaml"
     f.write_text(PREDICTOR.format(name="kept", path=sample.folder))
     for round_ in range(2):
-        port = processes.free_port()
+        port = ports.free_port()
         up = mesh_fixtures.start_up(
             ["--grpc-port", str(port), "--data-dir", str(data)], tmp_path / f"up{round_}.log"
         )

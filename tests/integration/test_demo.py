@@ -6,13 +6,13 @@ import pathlib
 import subprocess
 import sys
 
-from mesh.edges import processes
+from mesh.edges import ports
 
 
 def test_demo_serves_three_models_with_sklearns_answers_and_stops_cleanly(
     tmp_path: pathlib.Path,
 ) -> None:
-    port = processes.free_port()
+    port = ports.free_port()
     done = subprocess.run(
         [sys.executable, "-m", "meshserve.cli", "demo", "--grpc-port", str(port),
          "--data-dir", str(tmp_path / "demo")],

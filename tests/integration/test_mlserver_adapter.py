@@ -15,7 +15,7 @@ import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException
 
 from mesh.core import errors
-from mesh.edges import processes
+from mesh.edges import ports
 from meshserve import samples
 from runtime_adapters import mlserver
 from tests.integration import mesh_fixtures, mlserver_fixtures
@@ -239,7 +239,7 @@ async def test_waiting_for_an_endpoint_that_never_answers_is_unavailable(
     config = mlserver.MLServerConfig(
         model_dir=tmp_path,
         venv=mlserver_venv,
-        endpoint=f"127.0.0.1:{processes.free_port()}",
+        endpoint=f"127.0.0.1:{ports.free_port()}",
         start_timeout_seconds=0.5,
     )
     with pytest.raises(errors.RuntimeUnavailable, match="not ready within"):

@@ -25,7 +25,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from mesh.core import payload_log_settings
-from mesh.edges import etcd_process, processes
+from mesh.edges import etcd_process, ports
 from mesh.edges.proto import model_mesh_pb2 as pb2
 from mesh.node import logs
 from meshserve import samples
@@ -39,7 +39,7 @@ class Sink:
     again on the same port."""
 
     def __init__(self) -> None:
-        self.port = processes.free_port()
+        self.port = ports.free_port()
         self.events: list[tuple[dict[str, str], bytes]] = []
         self._server: http.server.ThreadingHTTPServer | None = None
 

@@ -17,7 +17,7 @@ import tritonclient.grpc.aio as tc
 from tritonclient.utils import InferenceServerException
 
 from mesh.core import errors
-from mesh.edges import processes
+from mesh.edges import ports
 from runtime_adapters import memory
 from runtime_adapters.triton import adapter as triton_adapter
 from tests.integration import mesh_fixtures, triton_fixtures
@@ -303,7 +303,7 @@ async def test_waiting_for_an_endpoint_that_never_answers_is_unavailable(
 ) -> None:
     config = triton_adapter.TritonConfig(
         model_dir=tmp_path,
-        endpoint=f"127.0.0.1:{processes.free_port()}",
+        endpoint=f"127.0.0.1:{ports.free_port()}",
         start_timeout_seconds=0.5,
     )
     with pytest.raises(errors.RuntimeUnavailable, match="not ready within"):

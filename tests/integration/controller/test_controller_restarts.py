@@ -18,7 +18,7 @@ import numpy as np
 
 from kube import controller_settings, predictor
 from mesh.core import records
-from mesh.edges import processes
+from mesh.edges import ports
 from meshserve import samples
 from tests.integration import controller_fixtures as cf
 from tests.integration import mesh_fixtures
@@ -34,7 +34,7 @@ def test_an_unreachable_mesh_is_reported_then_retried(
     models: dict[str, samples.Sample],
 ) -> None:
     ctl[0].stop()
-    nowhere = f"127.0.0.1:{processes.free_port()}"
+    nowhere = f"127.0.0.1:{ports.free_port()}"
     blind = cf.ControllerThread(
         dataclasses.replace(settings_for(), mesh_endpoint=nowhere), kube_config
     ).start()

@@ -13,7 +13,7 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from mesh.edges import payload_log, processes
+from mesh.edges import payload_log, ports
 
 
 def _payload(
@@ -113,7 +113,7 @@ async def test_the_byte_bound_keeps_large_payloads_from_piling_up() -> None:
 
 
 async def test_a_dead_http_sink_counts_failures_and_never_raises() -> None:
-    port = processes.free_port()  # nothing listens there
+    port = ports.free_port()  # nothing listens there
     logger = payload_log.PayloadLogger(
         payload_log.sink_for(f"http://127.0.0.1:{port}/events", "meshserve/n"), registry=None
     )
