@@ -105,6 +105,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError(f"no free port left in {RANGE_VARIABLE}={text}")
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> int:
+    """A port ``p`` such that ``p`` .. ``p + n - 1`` are all free and now
+    reserved for this process (``meshserve up --nodes N`` listens on
+    consecutive ports)."""
+    for _ in range(100):
+        first = free_port(host)
+        rest = range(first + 1, first + n)
+        if first + n <= 65536 and all(_bindable(host, p) for p in rest):
+            with _lock:
+                taken = [p for p in rest if _reserve(p)]
+            if len(taken) == n - 1:
+                return first
+    raise OSError(f"no {n} consecutive free ports")
+
+
 def port_open(host: str, port: int) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -28,7 +28,7 @@ from tritonclient import grpc as triton
 
 from kube import mesh_client, predictor
 from mesh.core import interfaces, settings
-from mesh.edges import etcd_process, ports
+from mesh.edges import etcd_process
 from meshserve import node
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -69,17 +69,6 @@ async def kill_runtime(adapter: interfaces.RuntimeAdapter) -> None:
     while adapter.pid is not None:  # the adapter reaps its killed child
         assert time.monotonic() < deadline, "the killed runtime was not reaped"
         await asyncio.sleep(0.01)
-
-
-def free_ports(n: int) -> int:
-    """A port ``p`` such that ``p`` .. ``p + n - 1`` are all free now."""
-    for _ in range(100):
-        port = ports.free_port()
-        if port + n <= 65536 and not any(
-            ports.port_open("127.0.0.1", port + i) for i in range(1, n)
-        ):
-            return port
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 @dataclasses.dataclass

@@ -195,7 +195,7 @@ def _cmdline(p: psutil.Process) -> list[str]:
 def test_up_runs_several_node_processes_and_any_node_serves_any_model(
     tmp_path: pathlib.Path,
 ) -> None:
-    port = mesh_fixtures.free_ports(2)
+    port = ports.free_ports(2)
     endpoints = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     sample = samples.train_iris_logistic(tmp_path / "iris")
     up = mesh_fixtures.start_up(
@@ -258,7 +258,7 @@ def test_up_fails_with_the_end_of_the_log_of_a_node_that_cannot_start(
     up = subprocess.Popen(
         [sys.executable, "-m", "meshserve.cli", "up",
              *mesh_fixtures.ANY_FREE_OPS_PORTS, "--nodes", "2",
-         "--grpc-port", str(mesh_fixtures.free_ports(2)), "--data-dir", str(tmp_path / "data")],
+         "--grpc-port", str(ports.free_ports(2)), "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:

@@ -15,6 +15,7 @@ from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
+from mesh.edges import ports
 from meshserve import samples
 from tests.integration import mesh_fixtures, triton_fixtures
 
@@ -26,7 +27,7 @@ def _holder(c: mesh_client.MeshClient, model_id: str) -> list[str]:
 def test_each_model_lands_on_a_node_whose_runtime_serves_its_type(
     tmp_path: pathlib.Path, triton_venv: pathlib.Path
 ) -> None:
-    port = mesh_fixtures.free_ports(2)
+    port = ports.free_ports(2)
     endpoints = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     up = mesh_fixtures.start_up(
         ["--runtime", "mlserver=1,triton=1", "--grpc-port", str(port),

@@ -23,6 +23,7 @@ from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
+from mesh.edges import ports
 from mesh.edges.proto import model_mesh_pb2 as pb2
 from meshserve import samples
 from tests.integration import mesh_fixtures
@@ -45,7 +46,7 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("up")
-    port = mesh_fixtures.free_ports(3)
+    port = ports.free_ports(3)
     env = dict(os.environ, MESHSERVE_LEASE_TTL="3", MESHSERVE_DEAD_NODE_GRACE="1",
                MESHSERVE_JANITOR_INTERVAL="0.5", MESHSERVE_SCALE_INTERVAL="0.5")  # fmt: skip
     up = mesh_fixtures.start_up(

@@ -71,3 +71,12 @@ def test_without_a_range_the_kernel_picks_and_the_port_is_reserved(
 def test_a_malformed_range_is_named(text: str) -> None:
     with pytest.raises(ValueError, match=ports.RANGE_VARIABLE):
         ports.parse_range(text)
+
+
+def test_consecutive_ports_are_reserved_together(
+    own_reservations: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ports.RANGE_VARIABLE, "21300-21309")
+    first = ports.free_ports(3)
+    assert all((own_reservations / str(first + i)).exists() for i in range(3))
+    assert ports.free_port() not in range(first, first + 3)
