@@ -100,21 +100,7 @@ class Dispatcher:
             unreachable = frozenset(
                 avoid | {i for i, t in self._suspect.items() if now - t < SUSPECT_SECONDS}
             )
-            decision = placement.route(
-                model_id,
-                rec,
-                self._table.instances(),
-                self._self,
-                here=self._manager.has_copy(model_id),
-                avoid=unreachable,
-                in_flight=self.in_flight,
-                last_sent=self.last_sent,
-                labels=placement.required_labels(rec.model_type, rec.runtime),
-                model_size=max(rec.size_bytes, self._cache.min_model_size_bytes),
-                now_ms=clock.now_ms(),
-                failure_expiry_ms=int(self._cache.failure_expiry_seconds * 1000),
-                churn_threshold_ms=int(self._cache.churn_threshold_seconds * 1000),
-            )
+            decision = self._decide(model_id, rec, unreachable, last_error)
             try:
                 if decision.action is placement.Action.SERVE_HERE:
                     return await here(unreachable, remaining)
@@ -142,6 +128,38 @@ class Dispatcher:
         raise errors.DeadlineExceeded(
             f"model {model_id!r}: no copy could serve before the deadline"
         )
+
+    def _decide(
+        self,
+        model_id: str,
+        rec: records.ModelRecord,
+        unreachable: frozenset[str],
+        last_error: errors.MeshError | None,
+    ) -> placement.Route:
+        """The next place to try. When no node is left because every one this
+        request tried failed to load the model (their failures may not be in
+        this node's mirror yet, so the fail-fast rule cannot see them), the
+        client gets that load failure, not "no room"."""
+        try:
+            return placement.route(
+                model_id,
+                rec,
+                self._table.instances(),
+                self._self,
+                here=self._manager.has_copy(model_id),
+                avoid=unreachable,
+                in_flight=self.in_flight,
+                last_sent=self.last_sent,
+                labels=placement.required_labels(rec.model_type, rec.runtime),
+                model_size=max(rec.size_bytes, self._cache.min_model_size_bytes),
+                now_ms=clock.now_ms(),
+                failure_expiry_ms=int(self._cache.failure_expiry_seconds * 1000),
+                churn_threshold_ms=int(self._cache.churn_threshold_seconds * 1000),
+            )
+        except errors.InsufficientCapacity:
+            if isinstance(last_error, errors.ModelLoadFailed):
+                raise last_error from None
+            raise
 
     def _settled(self, model_id: str, avoid: set[str]) -> bool:
         """A ready copy appeared, or no copy is loading any more."""

@@ -89,3 +89,29 @@ async def test_the_next_request_goes_to_the_ready_copy_with_less_in_flight(
         with dispatcher.sending(busy):
             await dispatcher.run("m", 5.0, here, there)
     assert chosen == ["c", "b"]
+
+
+async def test_when_every_node_failed_the_load_the_client_gets_the_load_failure(
+    node: scripted.Node, dispatcher: dispatch.Dispatcher
+) -> None:
+    """The peers' failures are not in this node's mirror (they lag): placement
+    sees no node left, and the answer is still the load's failure."""
+    await node.store.put_instance("n1", PEER)
+    await node.store.put_instance("b", PEER)
+    assert await node.store.create_model("m", records.ModelRecord(model_type="sklearn", path="m"))
+    assert await node.mirror.wait_until(
+        lambda: node.mirror.model("m") is not None and len(node.mirror.instances()) == 2, None
+    )
+    tried: list[str] = []
+
+    async def here(unreachable: frozenset[str], remaining: float) -> str:
+        tried.append("n1")
+        raise errors.ModelLoadFailed("m", "pop from empty list")
+
+    async def there(route: placement.Route, unreachable: frozenset[str], remaining: float) -> str:
+        tried.append(route.instance)
+        raise errors.ModelLoadFailed("m", "pop from empty list")
+
+    with pytest.raises(errors.ModelLoadFailed, match="pop from empty list"):
+        await dispatcher.run("m", 5.0, here, there)
+    assert sorted(tried) == ["b", "n1"]
