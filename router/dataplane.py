@@ -169,6 +169,11 @@ class DataPlane:
                 except upstream.UpstreamError as e:
                     if not upstream.runtime_lost_model(e):
                         raise
+                    unknown = await upstream.unknown_version(
+                        self._runtime, model_id, request, timeout
+                    )
+                    if unknown is not None:
+                        raise unknown from None
                     if attempt == 1:
                         raise errors.RuntimeUnavailable(
                             f"the runtime lost model {model_id!r}: {e.details}"

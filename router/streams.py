@@ -109,6 +109,8 @@ class _Stream:
         self._request_id = uuid.uuid4().hex if self._payloads is not None else ""
         self._later: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
         self._sent = [wire.rewrite_name(first, model_id)]
+        self.first_request = self._sent[0]
+        """The stream's first message, as sent (the version it names counts)."""
         self._sent_bytes = 0
         self.replayable = True
         """No answer yet, and every message sent so far is kept: a failed copy
@@ -271,6 +273,11 @@ class StreamRouter:
                 except upstream.UpstreamError as e:
                     lost = not target.instance and upstream.runtime_lost_model(e)
                     failure = self._stream_failure(e, target, s.model_id, s.method)
+                    unknown = lost and await upstream.unknown_version(
+                        self._runtime, s.model_id, s.first_request, timeout
+                    )
+                    if unknown:
+                        raise unknown from None
                 except errors.RuntimeUnavailable as e:
                     failure = e
                 if isinstance(failure, upstream.StreamCutShort):

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from mesh.core import errors
 from mesh.node import cache_manager
+from router import wire
 
 
 @dataclasses.dataclass
@@ -86,6 +87,24 @@ async def forget_lost_model(manager: cache_manager.CacheManager, model_id: str) 
     it again; the unload starts before this returns."""
     manager.forget(model_id)
     await asyncio.sleep(0)
+
+
+async def unknown_version(
+    runtime: Upstream, model_id: str, request: bytes, timeout: float | None
+) -> errors.UnknownVersion | None:
+    """After the runtime said it has no such model (:func:`runtime_lost_model`)
+    for a request that names a version: the error to answer if the model
+    itself is ready there, so that the version is what is unknown and the
+    copy is left alone (a client must not unload a healthy model by asking
+    for a version it does not have); ``None`` if the runtime lost the model."""
+    version = wire.read_version(request)
+    if not version:
+        return None
+    try:
+        ready = await runtime.call("ModelReady", wire.rewrite_name(b"", model_id), timeout)
+    except UpstreamError:
+        return None
+    return errors.UnknownVersion(model_id, version) if wire.read_flag(ready, 1) else None
 
 
 def peer_error(e: UpstreamError, model_id: str) -> Exception:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from mesh.core import errors
 
 NAME_FIELD = 1
+VERSION_FIELD = 2
+"""``model_version`` / ``version`` of every model-scoped V2 request."""
 _LEN = 2  # wire type of length-delimited fields
 
 
@@ -89,18 +91,38 @@ def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def _read_string(data: bytes, field: int, what: str) -> str:
+    """The string in ``field`` (the last occurrence), or ``""`` if absent."""
+    value = b""
+    for number, start, value_start, end in _fields(data):
+        if number == field:
+            if data[start] & 7 != _LEN:
+                raise errors.InvalidRequest(f"malformed request: {what} is not a string")
+            value = data[value_start:end]
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest(f"malformed request: {what} is not UTF-8") from None
+
+
 def read_name(data: bytes) -> str:
     """The model name in field 1 (the last occurrence), or ``""`` if absent."""
-    name = b""
-    for number, start, value_start, end in _fields(data):
-        if number == NAME_FIELD:
-            if data[start] & 7 != _LEN:
-                raise errors.InvalidRequest("malformed request: model name is not a string")
-            name = data[value_start:end]
-    try:
-        return name.decode("utf-8")
-    except UnicodeDecodeError:
-        raise errors.InvalidRequest("malformed request: model name is not UTF-8") from None
+    return _read_string(data, NAME_FIELD, "model name")
+
+
+def read_version(data: bytes) -> str:
+    """The model version a request names (field 2), or ``""`` for none."""
+    return _read_string(data, VERSION_FIELD, "model version")
+
+
+def read_flag(data: bytes, field: int) -> bool:
+    """The bool in ``field`` of a small message (``ModelReadyResponse.ready``
+    is field 1); absent is ``False``, as protobuf reads it."""
+    flag = False
+    for number, start, value_start, _ in _fields(data):
+        if number == field and data[start] & 7 == 0:
+            flag = _varint(data, value_start)[0] != 0
+    return flag
 
 
 def rewrite_name(data: bytes, name: str) -> bytes:

@@ -9,6 +9,7 @@ status code in a single table, so no handler picks status codes itself::
     ├── InvalidRequest          the caller sent something malformed  → INVALID_ARGUMENT
     │   └── InvalidPredictor    a Predictor document is wrong (names the field)
     ├── ModelNotFound           no model or vmodel with that id       → NOT_FOUND
+    │   └── UnknownVersion      the model is there, the version asked for is not
     ├── AlreadyExists           owner mismatch, id already taken      → ALREADY_EXISTS
     ├── ModelLoadFailed         the runtime (or puller) could not load → FAILED_PRECONDITION
     ├── InsufficientCapacity    the model cannot fit on this node      → RESOURCE_EXHAUSTED
@@ -59,6 +60,19 @@ class ModelNotFound(MeshError):
     def __init__(self, model_id: str, kind: str = "model") -> None:
         super().__init__(f"{kind} {model_id!r} is not registered")
         self.model_id = model_id
+
+
+class UnknownVersion(ModelNotFound):
+    """The model is registered and its copy answers, but it has no version of
+    the number the request names. Worded as Triton words it, so scripts that
+    match Triton's message keep working."""
+
+    def __init__(self, model_id: str, version: str) -> None:
+        MeshError.__init__(
+            self, f"Request for unknown model: '{model_id}' version {version} is not found"
+        )
+        self.model_id = model_id
+        self.version = version
 
 
 class AlreadyExists(MeshError):

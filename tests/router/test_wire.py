@@ -110,3 +110,23 @@ def test_rewrite_agrees_with_protobuf(name: str, new: str, version: str, tensor:
 def test_arbitrary_bytes_never_crash_the_reader(data: bytes) -> None:
     with contextlib.suppress(errors.InvalidRequest):
         wire.read_name(data)
+
+
+def test_reads_the_version_a_request_names_and_none_as_empty() -> None:
+    req = service_pb2.ModelInferRequest(model_name="iris", model_version="99")
+    assert wire.read_version(req.SerializeToString()) == "99"
+    meta = service_pb2.ModelMetadataRequest(name="iris", version="2")
+    assert wire.read_version(meta.SerializeToString()) == "2"
+    assert (
+        wire.read_version(service_pb2.ModelInferRequest(model_name="iris").SerializeToString())
+        == ""
+    )
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_reads_a_ready_flag_as_protobuf_does(ready: bool) -> None:
+    data = service_pb2.ModelReadyResponse(ready=ready).SerializeToString()
+    assert wire.read_flag(data, 1) is ready
+    # the request the mesh builds to ask is a valid ModelReadyRequest
+    asked = service_pb2.ModelReadyRequest.FromString(wire.rewrite_name(b"", "iris__ksp-1"))
+    assert asked.name == "iris__ksp-1" and asked.version == ""

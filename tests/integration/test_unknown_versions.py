@@ -1,0 +1,80 @@
+"""A request for a version a loaded model does not have is the client's
+mistake: NOT_FOUND in Triton's words, and the model's copy is untouched.
+
+Why it exists: a runtime answers an unknown version as it answers an
+unknown model (MLServer NOT_FOUND, Triton INTERNAL "unknown model"), which
+the mesh reads as "the runtime lost the model" and reloads it; before this
+test any client could unload and reload any healthy model at will by
+asking for version 99. Real etcd, MLServer and gRPC.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import numpy as np
+import pytest
+from tritonclient import grpc as triton
+from tritonclient.utils import InferenceServerException
+
+from mesh.node import metrics
+from meshserve import samples
+from tests.integration import mesh_fixtures
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory: pytest.TempPathFactory) -> samples.Sample:
+    return samples.train_iris_logistic(tmp_path_factory.mktemp("versions") / "iris")
+
+
+def _loads_and_unloads(m: metrics.Metrics) -> tuple[float | None, float | None]:
+    """How many loads and unloads the node has timed so far."""
+    return (
+        m.registry.get_sample_value("modelmesh_loadmodel_milliseconds_count"),
+        m.registry.get_sample_value("modelmesh_unloadmodel_milliseconds_count"),
+    )
+
+
+def _infer_version(endpoint: str, name: str, x: np.ndarray, version: str) -> None:
+    with triton.InferenceServerClient(endpoint) as c:
+        inp = triton.InferInput("predict", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x.astype(np.float64))
+        c.infer(name, [inp], model_version=version, client_timeout=60)
+
+
+def _stream_version(endpoint: str, name: str, x: np.ndarray, version: str) -> Any:
+    """The error a stream's first (and only) request for ``version`` ends with."""
+    answers: queue.Queue[Any] = queue.Queue()
+    with triton.InferenceServerClient(endpoint) as c:
+        c.start_stream(callback=lambda result, error: answers.put(error))
+        inp = triton.InferInput("predict", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x.astype(np.float64))
+        c.async_stream_infer(name, [inp], model_version=version)
+        error = answers.get(timeout=60)
+        c.stop_stream()
+    return error
+
+
+def test_an_unknown_version_is_not_found_and_leaves_the_loaded_copy_alone(
+    mesh_node: mesh_fixtures.NodeThread, iris: samples.Sample
+) -> None:
+    spec = mesh_fixtures.predictor_spec("iris-versions", iris.folder)
+    manager = mesh_node.node.manager
+    with mesh_node.client() as mesh:
+        mesh.apply(spec)
+        first = mesh_fixtures.infer(mesh_node.endpoint, "iris-versions", iris.inputs)
+        np.testing.assert_array_equal(first, iris.expected)
+        before = _loads_and_unloads(manager.metrics)
+        assert before[0] == 1
+        for _ in range(5):
+            with pytest.raises(InferenceServerException) as info:
+                _infer_version(mesh_node.endpoint, "iris-versions", iris.inputs, "99")
+            assert info.value.status() == "StatusCode.NOT_FOUND", info.value.message()
+            assert "version 99 is not found" in (info.value.message() or "")
+        error = _stream_version(mesh_node.endpoint, "iris-versions", iris.inputs, "99")
+        assert error is not None and "version 99 is not found" in str(error), error
+        again = mesh_fixtures.infer(mesh_node.endpoint, "iris-versions", iris.inputs)
+        np.testing.assert_array_equal(again, iris.expected)
+        assert manager.holds(spec.model_id)
+        assert _loads_and_unloads(manager.metrics) == before
