@@ -29,6 +29,18 @@ are not wrapped: the router passes the runtime's status and message through.
 
 from __future__ import annotations
 
+SHOWN_NAME_LENGTH = 200
+"""The most characters of a client's name an error message repeats."""
+
+
+def shown(name: str) -> str:
+    """``name`` for a message: cut to :data:`SHOWN_NAME_LENGTH` characters
+    (saying how long it was), so a huge name cannot blow up a status
+    message past what a client's metadata limit takes."""
+    if len(name) <= SHOWN_NAME_LENGTH:
+        return name
+    return f"{name[:SHOWN_NAME_LENGTH]}… ({len(name)} characters)"
+
 
 class MeshError(Exception):
     """Base of every error the mesh raises on purpose."""
@@ -58,7 +70,7 @@ class ModelNotFound(MeshError):
     """No registered model or vmodel has this id."""
 
     def __init__(self, model_id: str, kind: str = "model") -> None:
-        super().__init__(f"{kind} {model_id!r} is not registered")
+        super().__init__(f"{kind} {shown(model_id)!r} is not registered")
         self.model_id = model_id
 
 
@@ -69,7 +81,8 @@ class UnknownVersion(ModelNotFound):
 
     def __init__(self, model_id: str, version: str) -> None:
         MeshError.__init__(
-            self, f"Request for unknown model: '{model_id}' version {version} is not found"
+            self,
+            f"Request for unknown model: '{shown(model_id)}' version {shown(version)} is not found",
         )
         self.model_id = model_id
         self.version = version

@@ -1,7 +1,8 @@
-"""A request for a version a loaded model does not have is the client's
-mistake: NOT_FOUND in Triton's words, and the model's copy is untouched.
+"""A client's mistakes get the client's statuses and cost no healthy model.
 
-Why it exists: a runtime answers an unknown version as it answers an
+A request for a version a loaded model does not have is NOT_FOUND in
+Triton's words, and the model's copy is untouched; a huge unknown name is
+NOT_FOUND with the name cut short. Why the first exists: a runtime answers an unknown version as it answers an
 unknown model (MLServer NOT_FOUND, Triton INTERNAL "unknown model"), which
 the mesh reads as "the runtime lost the model" and reloads it; before this
 test any client could unload and reload any healthy model at will by
@@ -78,3 +79,12 @@ def test_an_unknown_version_is_not_found_and_leaves_the_loaded_copy_alone(
         np.testing.assert_array_equal(again, iris.expected)
         assert manager.holds(spec.model_id)
         assert _loads_and_unloads(manager.metrics) == before
+
+
+def test_a_huge_unknown_name_is_not_found_with_the_name_cut_short(
+    mesh_node: mesh_fixtures.NodeThread, iris: samples.Sample
+) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        mesh_fixtures.infer(mesh_node.endpoint, "m" * 10_000, iris.inputs)
+    assert info.value.status() == "StatusCode.NOT_FOUND", info.value.message()
+    assert "10000 characters" in (info.value.message() or "")
