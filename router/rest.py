@@ -31,11 +31,12 @@ meaning on both ports.
 A call without a deadline of its own gets the mesh's default deadline
 (``MESHSERVE_DEFAULT_DEADLINE``), as a gRPC call without one does.
 
-Size: a body over ``MM_SVC_GRPC_MAX_MSG_SIZE`` is refused with 413 (aiohttp
-stops reading at the limit), and so is a request or response whose V2 protobuf form is over it
-(the same check as on gRPC, :class:`router.client_messages.MessageTooLarge`); the
-message names the limit. JSON bodies count their JSON bytes: large tensors
-belong in the binary extension.
+Size: a body over ``MM_SVC_GRPC_MAX_MSG_SIZE`` is refused with 413 (one whose
+``Content-Length`` says so before a byte is read, and its connection closed;
+otherwise aiohttp stops reading at the limit), and so is a request or response
+whose V2 protobuf form is over it (the same check as on gRPC,
+:class:`router.client_messages.MessageTooLarge`); the message names the limit.
+JSON bodies count their JSON bytes: large tensors belong in the binary extension.
 
 TLS: given an ``ssl.SSLContext`` (:func:`mesh.edges.tls.rest_ssl_context`, which
 follows certificate rotations), the port speaks HTTPS only.
@@ -269,22 +270,32 @@ class RestServer:
         if runner is not None:
             await runner.cleanup()
 
+    def _too_large(self) -> web.Response:
+        return _error(
+            413,
+            f"the request body is over the limit of {self._max_body_bytes} bytes "
+            f"({client_messages.LIMIT_VARIABLE})",
+        )
+
     @web.middleware
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """Every failure as a V2 JSON error with its status."""
+        if (request.content_length or 0) > self._max_body_bytes:
+            # Refused before a byte of the body is read, and the connection
+            # closed: a client that declared more than it sends must not hold
+            # it open waiting for the rest.
+            too_large = self._too_large()
+            too_large.force_close()
+            return too_large
         try:
             return await handler(request)
         except (upstream.UpstreamError, errors.MeshError) as e:
             status, message = http_status.status_of(e)
             return _error(status, message)
         except web.HTTPRequestEntityTooLarge:
-            return _error(
-                413,
-                f"the request body is over the limit of {self._max_body_bytes} bytes "
-                f"({client_messages.LIMIT_VARIABLE})",
-            )
+            return self._too_large()
         except web.HTTPNotFound:
             return _error(404, f"no V2 REST route {request.method} {request.path}")
         except web.HTTPMethodNotAllowed as e:

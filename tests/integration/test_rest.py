@@ -12,6 +12,7 @@ import http.client
 import itertools
 import json
 import pathlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,6 +228,41 @@ def test_a_body_over_the_limit_is_413(mesh_node: mesh_fixtures.NodeThread) -> No
     try:
         status, body = _get(f"127.0.0.1:{server.port}", "/v2/models/m/infer", "POST", b" " * 4096)
         assert status == 413 and "1024 bytes" in body["error"]
+    finally:
+        mesh_node.run(server.stop())
+
+
+def _read_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP response's head and body, read as far as it goes and no
+    further (the server may keep the connection open afterwards)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536) or b"<closed>"
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += s.recv(65536) or b"<closed>"
+    return head, body
+
+
+@pytest.mark.parametrize("declared", [1025, 10**12, 2**63 - 1])
+def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(
+    mesh_node: mesh_fixtures.NodeThread, declared: int
+) -> None:
+    server = _start(mesh_node, max_body_bytes=1024)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(
+                b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n{" % declared
+            )
+            head, body = _read_response(s)  # a timeout here is the old hang
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert b"1024 bytes" in body
     finally:
         mesh_node.run(server.stop())
 
