@@ -305,6 +305,11 @@ class RestServer:
             if e.status < 400:
                 raise
             return _error(e.status, e.text or e.reason)
+        except ConnectionResetError:
+            # The client went away mid-request (aiohttp: "Connection lost"):
+            # nobody is left to answer, and it is not the node's failure.
+            log.info("V2 REST %s %s: the client hung up", request.method, request.path)
+            return _error(499, "the client closed the connection")
         except Exception:
             log.exception("V2 REST %s %s failed", request.method, request.path)
             return _error(500, f"{request.method} {request.path} failed; see the node's log")

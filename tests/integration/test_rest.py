@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import logging
 import pathlib
 import socket
 from collections.abc import Iterator
@@ -265,6 +266,25 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(
         assert b"1024 bytes" in body
     finally:
         mesh_node.run(server.stop())
+
+
+def test_a_client_hanging_up_mid_body_is_one_info_line(
+    mesh_node: mesh_fixtures.NodeThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = _start(mesh_node, max_body_bytes=1024)
+    caplog.set_level(logging.INFO, logger=rest.__name__)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(
+                b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            )
+        mesh_fixtures.wait_for(
+            lambda: any("hung up" in r.getMessage() for r in caplog.records), what="the log line"
+        )
+    finally:
+        mesh_node.run(server.stop())
+    mine = [r for r in caplog.records if r.name == rest.__name__]
+    assert [(r.levelno, r.exc_info) for r in mine] == [(logging.INFO, None)], mine
 
 
 def test_a_taken_port_is_a_config_error(mesh_node: mesh_fixtures.NodeThread, rest_url: str) -> None:
