@@ -55,7 +55,15 @@ from google.protobuf import message as pb_message
 from tritonclient.grpc import service_pb2
 
 from mesh.core import errors
-from router import client_messages, dataplane, http_status, tensor_packing, upstream, v2json
+from router import (
+    client_messages,
+    dataplane,
+    http_status,
+    infer_checks,
+    tensor_packing,
+    upstream,
+    v2json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -347,9 +355,11 @@ class RestServer:
             parsed = await asyncio.to_thread(v2json.parse_infer_request, body, length)
         else:
             parsed = v2json.parse_infer_request(body, length)
-        answer = await self._plane.call(
-            "ModelInfer", infer_request(name, version, parsed), _mesh_headers(request), None
-        )
+        forwarded = infer_request(name, version, parsed)
+        try:
+            answer = await self._plane.call("ModelInfer", forwarded, _mesh_headers(request), None)
+        except upstream.UpstreamError as e:
+            raise infer_checks.refined("ModelInfer", forwarded, e) from None
         if big or len(answer) > OFFLOAD_BYTES:
             out, json_length = await asyncio.to_thread(_render, answer, parsed)
         else:

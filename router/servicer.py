@@ -30,7 +30,7 @@ from tritonclient.grpc import service_pb2
 from mesh.core import errors
 from mesh.edges import grpc_status
 from mesh.node import logs, metrics
-from router import dataplane, streams, upstream
+from router import dataplane, infer_checks, streams, upstream
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
                     context.time_remaining(),
                 )
             except Exception as e:
-                code, details = _status(method, e)
+                code, details = _status(method, infer_checks.refined(method, request, e))
             finally:
                 self._metrics.api_call(method, code.name, (time.monotonic() - t0) * 1000)
             await context.abort(code, details)

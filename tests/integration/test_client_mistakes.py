@@ -1,12 +1,17 @@
 """A client's mistakes get the client's statuses and cost no healthy model.
 
-A request for a version a loaded model does not have is NOT_FOUND in
-Triton's words, and the model's copy is untouched; a huge unknown name is
-NOT_FOUND with the name cut short. Why the first exists: a runtime answers an unknown version as it answers an
-unknown model (MLServer NOT_FOUND, Triton INTERNAL "unknown model"), which
-the mesh reads as "the runtime lost the model" and reloads it; before this
-test any client could unload and reload any healthy model at will by
-asking for version 99. Real etcd, MLServer and gRPC.
+- A version a loaded model does not have is NOT_FOUND in Triton's words. A
+  runtime answers an unknown version as it answers an unknown model
+  (MLServer NOT_FOUND, Triton INTERNAL "unknown model"), which the mesh read
+  as "the runtime lost the model": any client could unload and reload any
+  healthy model by asking for version 99.
+- A huge unknown name is NOT_FOUND with the name cut short (whole, it broke
+  the client's metadata limit: RESOURCE_EXHAUSTED).
+- Malformed inference requests the runtime refuses with its own INTERNAL or
+  UNKNOWN are INVALID_ARGUMENT naming the input.
+
+In every case the model's copy is neither unloaded nor loaded again. Real
+etcd, MLServer and gRPC.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import queue
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from tritonclient import grpc as triton
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from mesh.node import metrics
@@ -88,3 +95,48 @@ def test_a_huge_unknown_name_is_not_found_with_the_name_cut_short(
         mesh_fixtures.infer(mesh_node.endpoint, "m" * 10_000, iris.inputs)
     assert info.value.status() == "StatusCode.NOT_FOUND", info.value.message()
     assert "10000 characters" in (info.value.message() or "")
+
+
+def _raw_infer(endpoint: str, request: bytes) -> grpc.RpcError:
+    """The error of a ModelInfer sent as raw bytes."""
+    with grpc.insecure_channel(endpoint) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=60)
+    return info.value
+
+
+def _malformed(name: str) -> dict[str, bytes]:
+    tensor = service_pb2.ModelInferRequest.InferInputTensor
+    short = service_pb2.ModelInferRequest(
+        model_name=name, inputs=[tensor(name="predict", datatype="FP64", shape=[1, 4])]
+    )
+    short.raw_input_contents.append(b"\0" * 8)  # one value of four
+    unknown = service_pb2.ModelInferRequest(
+        model_name=name, inputs=[tensor(name="predict", datatype="FLOAT64", shape=[1, 4])]
+    )
+    unknown.raw_input_contents.append(b"\0" * 32)
+    named = service_pb2.ModelInferRequest(model_name=name).SerializeToString()
+    return {
+        "short raw tensor": short.SerializeToString(),
+        "unknown datatype": unknown.SerializeToString(),
+        "not protobuf after the name": named + b"\x12\xff\xff",
+    }
+
+
+def test_malformed_requests_are_invalid_argument_and_leave_the_model_alone(
+    mesh_node: mesh_fixtures.NodeThread, iris: samples.Sample
+) -> None:
+    spec = mesh_fixtures.predictor_spec("iris-malformed", iris.folder)
+    manager = mesh_node.node.manager
+    with mesh_node.client() as mesh:
+        mesh.apply(spec)
+    mesh_fixtures.infer(mesh_node.endpoint, "iris-malformed", iris.inputs)
+    before = _loads_and_unloads(manager.metrics)
+    for case, request in _malformed("iris-malformed").items():
+        e = _raw_infer(mesh_node.endpoint, request)
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (case, e.code(), e.details())
+        assert e.details(), case
+    again = mesh_fixtures.infer(mesh_node.endpoint, "iris-malformed", iris.inputs)
+    np.testing.assert_array_equal(again, iris.expected)
+    assert _loads_and_unloads(manager.metrics) == before
