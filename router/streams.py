@@ -254,21 +254,10 @@ class StreamRouter:
         while True:
             async with contextlib.AsyncExitStack() as stack:
                 target = await self._pin(s.model_id, s.asked, timeout, stack)
-                t0 = time.monotonic()
                 lost = False
                 try:
-                    async for answer in target.upstream.stream(
-                        s.method, s.outgoing(), timeout, target.metadata, settle=settle
-                    ):
-                        if target.bare_answers:
-                            yield s.answer(wire.embed(answer, _STREAM_RESPONSE_FIELD))
-                        else:
-                            yield s.answer(answer)
-                    if not target.instance:
-                        ms = (time.monotonic() - t0) * 1000
-                        self._manager.metrics.invoked(
-                            s.method, s.model_id, ms, s.bytes_out, s.bytes_in
-                        )
+                    async for answer in self._relay(s, target, timeout, settle):
+                        yield answer
                     return
                 except upstream.UpstreamError as e:
                     lost = not target.instance and upstream.runtime_lost_model(e)
@@ -306,6 +295,23 @@ class StreamRouter:
                     self._dispatcher.suspect(target.instance)
             if lost:  # out of the block: the copy is no longer in use
                 await upstream.forget_lost_model(self._manager, s.model_id)
+
+    async def _relay(
+        self, s: _Stream, target: _Target, timeout: float | None, settle: float
+    ) -> AsyncIterator[bytes]:
+        """The target's answers, as the client reads them; a stream this
+        node's runtime served to its end is timed like a call."""
+        t0 = time.monotonic()
+        async for answer in target.upstream.stream(
+            s.method, s.outgoing(), timeout, target.metadata, settle=settle
+        ):
+            if target.bare_answers:
+                yield s.answer(wire.embed(answer, _STREAM_RESPONSE_FIELD))
+            else:
+                yield s.answer(answer)
+        if not target.instance:
+            ms = (time.monotonic() - t0) * 1000
+            self._manager.metrics.invoked(s.method, s.model_id, ms, s.bytes_out, s.bytes_in)
 
     async def _pin(
         self,
