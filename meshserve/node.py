@@ -27,12 +27,11 @@ import logging
 import time
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
 
 import grpc
 
-from mesh.core import clock, errors, interfaces, records, settings, tls_settings
-from mesh.edges import management_grpc, ops_http, payload_log, peers, tls
+from mesh.core import clock, errors, interfaces, records, settings
+from mesh.edges import health_grpc, management_grpc, node_tls, ops_http, payload_log, peers, tls
 from mesh.kv import etcd_kv, placement_table, records_store
 from mesh.kv import kv_store as kv_api
 from mesh.node import (
@@ -53,6 +52,9 @@ from runtime_adapters import memory, mlserver
 from runtime_adapters.triton import adapter as triton_adapter
 
 log = logging.getLogger(__name__)
+
+HEALTH_SERVICES = frozenset({servicer.SERVICE, "mmesh.ModelMesh"})
+"""The services gRPC health checks may name, besides the whole server (``""``)."""
 
 
 def version() -> str:
@@ -101,52 +103,6 @@ RUNTIMES: dict[str, Callable[[settings.Settings], interfaces.RuntimeAdapter]] = 
 one line here."""
 
 
-@dataclasses.dataclass(frozen=True)
-class NodeTLS:
-    """A node's TLS material, read and checked (each part ``None`` when off)."""
-
-    server: tls.Watched[tls.ServerMaterial] | None
-    """Of :8033 and :8008; followed as the files change."""
-    peers: tls.Watched[tls.ChannelMaterial] | None
-    """Of the channels to peers; followed as the files change."""
-    etcd: etcd_kv.EtcdTLS | None
-    """Of the etcd client; read once."""
-
-    def watched(self) -> list[tls.Watched[Any]]:
-        return [w for w in (self.server, self.peers) if w is not None]
-
-
-def load_tls(config: tls_settings.TLSSettings) -> NodeTLS:
-    """Read and check every TLS file the settings name; raises
-    :class:`mesh.core.errors.ConfigError` naming the variable and the file."""
-    server_plan = tls.server_plan(config)
-    peer_plan = tls.channel_plan(config, tls.Hop.PEER)
-    etcd_plan = tls.channel_plan(config, tls.Hop.ETCD)
-    server = peer = None
-    if server_plan is not None:
-        server = tls.Watched(
-            "TLS of :8033 and :8008", server_plan.files, lambda: tls.load_server(server_plan)
-        )
-    if peer_plan is not None:
-        peer = tls.Watched("TLS to peers", peer_plan.files, lambda: tls.load_channel(peer_plan))
-    etcd = None
-    if etcd_plan is not None:
-        m = tls.load_channel(etcd_plan)
-        etcd = etcd_kv.EtcdTLS(m.roots, m.private_key, m.cert_chain, m.server_name)
-    return NodeTLS(server, peer, etcd)
-
-
-def describe_tls(config: tls_settings.TLSSettings) -> str:
-    """One phrase for the start-up line: what is encrypted, what is asked."""
-    if not config.enabled:
-        parts = ["plaintext"]
-    else:
-        parts = [f"TLS, client certificates {config.client_auth.value}, mutual TLS to peers"]
-    if config.etcd_ca_path is not None:
-        parts.append("TLS to etcd")
-    return ", ".join(parts)
-
-
 def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
     """The runtime adapter the settings ask for."""
     factory = RUNTIMES.get(config.runtime.kind)
@@ -185,7 +141,7 @@ class Node:
 
     async def _start(self) -> None:
         t0 = time.monotonic()
-        self.tls = load_tls(self.config.tls)
+        self.tls = node_tls.load_tls(self.config.tls)
         limit = self.config.service.max_message_bytes
         hop_limit = client_messages.transport_limit(limit)
         kv = await self._start_store()
@@ -214,7 +170,7 @@ class Node:
             (time.monotonic() - t0) * 1000,
             self.runtime.name,
             self.runtime.grpc_target,
-            describe_tls(cfg.tls),
+            node_tls.describe_tls(cfg.tls),
         )
 
     async def _start_store(self) -> kv_api.KVStore:
@@ -301,7 +257,10 @@ class Node:
             ],
         )
         server.add_generic_rpc_handlers(
-            [servicer.InferenceService(self.plane, self.ready, version(), self.metrics)]
+            [
+                servicer.InferenceService(self.plane, self.ready, version(), self.metrics),
+                health_grpc.HealthService(self.serving, HEALTH_SERVICES),
+            ]
         )
         management_grpc.add_to_server(server, self.management, self.manager)
         address = f"{cfg.service.host}:{cfg.service.grpc_port}"
@@ -417,6 +376,10 @@ class Node:
         except errors.StoreUnavailable as e:
             return False, e.message
         return True, ""
+
+    async def serving(self) -> bool:
+        """For gRPC health checks: ready as ``/ready`` says."""
+        return (await self.readiness())[0]
 
     def metrics_state(self) -> metrics.NodeState:
         return node_reports.metrics_state(

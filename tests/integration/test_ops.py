@@ -7,11 +7,12 @@ import re
 import urllib.error
 import urllib.request
 
+import grpc
 import numpy as np
 import psutil
 import pytest
 
-from mesh.edges import etcd_process
+from mesh.edges import etcd_process, health_grpc
 from meshserve import samples
 from tests.integration import mesh_fixtures
 
@@ -82,3 +83,27 @@ def test_probes_say_live_and_ready_and_not_ready_without_etcd(
     finally:
         module_etcd.start()
     assert _get(port, "/ready")[0] == 200
+
+
+def _health(endpoint: str, service: str) -> int:
+    """The status ``grpc.health.v1.Health/Check`` answers for ``service``."""
+    request = b"\x0a" + bytes([len(service)]) + service.encode()
+    with grpc.insecure_channel(endpoint) as channel:
+        answer = channel.unary_unary("/grpc.health.v1.Health/Check")(request, timeout=10)
+    return int(answer[1]) if answer else 0
+
+
+def test_grpc_health_checks_follow_readiness_and_refuse_unknown_services(
+    mesh_node: mesh_fixtures.NodeThread, module_etcd: etcd_process.EtcdServer
+) -> None:
+    for service in ("", "inference.GRPCInferenceService", "mmesh.ModelMesh"):
+        assert _health(mesh_node.endpoint, service) == health_grpc.SERVING, service
+    with pytest.raises(grpc.RpcError) as info:
+        _health(mesh_node.endpoint, "no.such.Service")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    module_etcd.stop()
+    try:
+        assert _health(mesh_node.endpoint, "") == health_grpc.NOT_SERVING
+    finally:
+        module_etcd.start()
+    mesh_fixtures.wait_for(lambda: _health(mesh_node.endpoint, "") == health_grpc.SERVING)

@@ -27,8 +27,9 @@ from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
 from mesh.core import errors, settings, tls_settings
+from mesh.edges import node_tls
 from mesh.kv import etcd_kv
-from meshserve import node, samples
+from meshserve import samples
 from tests.integration import mesh_fixtures, tls_fixtures
 
 
@@ -269,7 +270,7 @@ def test_a_missing_certificate_file_stops_the_node_naming_the_variable(
         }
     ).tls
     with pytest.raises(errors.ConfigError) as e:
-        node.load_tls(config)
+        node_tls.load_tls(config)
     assert e.value.message.startswith("MM_TLS_KEY_CERT_PATH: cannot read ")
     assert "missing.crt" in e.value.message
 
