@@ -21,7 +21,9 @@ Three layers, I/O at the edge only:
 Routes: ``GET /v2`` (server metadata), ``GET /v2/health/live``,
 ``GET /v2/health/ready``, ``GET /v2/models/{name}[/versions/{v}]`` (model
 metadata, routed), ``GET /v2/models/{name}[/versions/{v}]/ready`` (answered by
-the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``.
+the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``; and
+KServe's V1 ``GET /v1/models/{name}`` and ``POST /v1/models/{name}:predict``
+(:mod:`router.v1json`), with ``:explain`` answered 501 until explainers come.
 
 Health answers follow the V2 spec: 200 for true, 400 for false. Errors are
 ``{"error": "..."}`` with the status of :func:`router.http_status.status_of`,
@@ -62,6 +64,7 @@ from router import (
     infer_checks,
     tensor_packing,
     upstream,
+    v1json,
     v2json,
 )
 
@@ -244,6 +247,8 @@ class RestServer:
                 get("/v2/models/{name}/versions/{version}/ready", self._model_ready),
                 post("/v2/models/{name}/infer", self._infer),
                 post("/v2/models/{name}/versions/{version}/infer", self._infer),
+                get("/v1/models/{name}", self._v1_model),
+                post("/v1/models/{name}", self._v1_verb),
             ]
         )
         return app
@@ -355,11 +360,7 @@ class RestServer:
             parsed = await asyncio.to_thread(v2json.parse_infer_request, body, length)
         else:
             parsed = v2json.parse_infer_request(body, length)
-        forwarded = infer_request(name, version, parsed)
-        try:
-            answer = await self._plane.call("ModelInfer", forwarded, _mesh_headers(request), None)
-        except upstream.UpstreamError as e:
-            raise infer_checks.refined("ModelInfer", forwarded, e) from None
+        answer = await self._call_infer(request, name, version, parsed)
         if big or len(answer) > OFFLOAD_BYTES:
             out, json_length = await asyncio.to_thread(_render, answer, parsed)
         else:
@@ -371,6 +372,37 @@ class RestServer:
             content_type=_BINARY,
             headers={v2json.HEADER_LENGTH: str(json_length)},
         )
+
+    async def _call_infer(
+        self, request: web.Request, name: str, version: str, parsed: v2json.InferRequest
+    ) -> bytes:
+        """``ModelInfer`` through the data plane; a refusal that is the
+        client's mistake is said so (:func:`router.infer_checks.refined`)."""
+        forwarded = infer_request(name, version, parsed)
+        try:
+            return await self._plane.call("ModelInfer", forwarded, _mesh_headers(request), None)
+        except upstream.UpstreamError as e:
+            raise infer_checks.refined("ModelInfer", forwarded, e) from None
+
+    # -- KServe V1 -----------------------------------------------------------------------
+
+    async def _v1_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        ready = self._plane.model_ready(ready_request(name, ""), _mesh_headers(request))
+        return _json(v1json.render_model(name, ready), 200 if ready else 503)
+
+    async def _v1_verb(self, request: web.Request) -> web.Response:
+        """``POST /v1/models/<m>:predict`` (and ``:explain``)."""
+        name, _, verb = request.match_info["name"].rpartition(":")
+        if verb == "predict" and name:
+            parsed = v1json.parse_predict(await request.read())
+            answer = await self._call_infer(request, name, "", parsed)
+            return _json(v1json.render_predictions(infer_response(answer)))
+        if verb == "explain" and name:
+            return _error(
+                501, f"model {errors.shown(name)!r} has no explainer: meshserve serves :predict"
+            )
+        return _error(404, f"no V1 REST route POST {request.path}: use :predict")
 
 
 def _render(answer: bytes, request: v2json.InferRequest) -> tuple[bytes, int | None]:

@@ -148,11 +148,22 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _refuse_constant(token: str) -> Any:
+    """JSON has no NaN or Infinity; Python's reader would take them."""
+    raise errors.InvalidRequest(f"the request body holds {token}, which JSON has no number for")
+
+
+def loads(text: bytes) -> Any:
+    """A request body's JSON; :class:`mesh.core.errors.InvalidRequest` when it
+    is empty, not UTF-8, not JSON, holds NaN or Infinity, or nests too deeply."""
+    return _loads(text)
+
+
 def _loads(text: bytes) -> Any:
     if not text.strip():
         raise errors.InvalidRequest("the request body is empty: expected a V2 JSON object")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise errors.InvalidRequest("the request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as e:
