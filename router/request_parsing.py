@@ -89,9 +89,9 @@ def resolve(mirror: placement_table.PlacementTable, kind: str, name: str) -> str
         if v is not None:
             return v.active_model
         if kind == "vmodel":
-            raise errors.ModelNotFound(name, "vmodel")
+            raise errors.UnknownModel(name)
     if mirror.model(name) is None:
-        raise errors.ModelNotFound(name)
+        raise errors.UnknownModel(name)
     return name
 
 

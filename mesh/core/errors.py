@@ -9,6 +9,7 @@ status code in a single table, so no handler picks status codes itself::
     ├── InvalidRequest          the caller sent something malformed  → INVALID_ARGUMENT
     │   └── InvalidPredictor    a Predictor document is wrong (names the field)
     ├── ModelNotFound           no model or vmodel with that id       → NOT_FOUND
+    │   ├── UnknownModel        an inference call names nothing registered
     │   └── UnknownVersion      the model is there, the version asked for is not
     ├── AlreadyExists           owner mismatch, id already taken      → ALREADY_EXISTS
     ├── ModelLoadFailed         the runtime (or puller) could not load → FAILED_PRECONDITION
@@ -72,6 +73,16 @@ class ModelNotFound(MeshError):
     def __init__(self, model_id: str, kind: str = "model") -> None:
         super().__init__(f"{kind} {shown(model_id)!r} is not registered")
         self.model_id = model_id
+
+
+class UnknownModel(ModelNotFound):
+    """A data-plane call names no registered model or vmodel. Worded as
+    Triton words it (``Request for unknown model: 'x' is not found``), so
+    scripts that match Triton's message keep working."""
+
+    def __init__(self, name: str) -> None:
+        MeshError.__init__(self, f"Request for unknown model: '{shown(name)}' is not found")
+        self.model_id = name
 
 
 class UnknownVersion(ModelNotFound):

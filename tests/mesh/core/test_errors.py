@@ -19,3 +19,9 @@ def test_an_unknown_version_is_worded_as_triton_words_it() -> None:
     e = errors.UnknownVersion("simple", "99")
     assert e.message == "Request for unknown model: 'simple' version 99 is not found"
     assert isinstance(e, errors.ModelNotFound)
+
+
+def test_an_unknown_model_is_worded_as_triton_words_it() -> None:
+    e = errors.UnknownModel("simple")
+    assert e.message == "Request for unknown model: 'simple' is not found"
+    assert isinstance(e, errors.ModelNotFound)
