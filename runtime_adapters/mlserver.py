@@ -28,6 +28,7 @@ import logging
 import os
 import pathlib
 import posixpath
+import re
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -314,6 +315,20 @@ class MLServerConfig:
     the mesh's)."""
 
 
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.*)$")
+
+
+def exception_line(details: str, log_lines: Iterable[str]) -> str:
+    """The last traceback line of ``log_lines`` (``KeyError: 29``) whose
+    message is ``details``, or ``""``."""
+    wanted = details.strip()
+    for line in reversed(list(log_lines)):
+        m = _EXCEPTION_LINE.match(line.strip())
+        if m and m.group(2).strip() == wanted:
+            return f"{m.group(1)}: {wanted}"
+    return ""
+
+
 class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
     """:class:`mesh.core.interfaces.RuntimeAdapter` for one MLServer process.
 
@@ -447,6 +462,13 @@ class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
             size,
         )
         return size
+
+    async def _refusal_reason(self, model_id: str, model_path: pathlib.Path, details: str) -> str:
+        """MLServer answers a failed load with ``str()`` of the exception
+        (``29`` for a ``KeyError``); its log's traceback ends with the whole
+        line (``KeyError: 29``), which is what a user needs."""
+        lines = self._child.log_tail(200).splitlines() if self._child is not None else []
+        return exception_line(details, lines) or details
 
     async def unload(self, model_id: str) -> None:
         async with self._v2.lock():

@@ -164,6 +164,8 @@ async def test_corrupt_model_fails_with_the_runtimes_message_and_others_keep_ser
     runtime_words = caught.value.reason.removeprefix("MLServer: ").rsplit(" (", 1)[0]
     assert runtime_words
     assert runtime_words in mlserver_runtime.log_path.read_text()
+    # the exception's whole line, as its traceback ends, not only its str()
+    assert runtime_words == "IndexError: pop from empty list"
     assert await mlserver_runtime.ready()
     assert not await model_ready(mlserver_runtime.grpc_target, bad_id)
     got = await infer(mlserver_runtime.grpc_target, good_id, iris_sample.inputs)

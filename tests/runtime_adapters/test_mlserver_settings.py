@@ -272,3 +272,19 @@ async def test_start_without_mlserver_installed_says_how_to_install(
 async def test_not_ready_before_start(tmp_path: pathlib.Path) -> None:
     adapter = mlserver.MLServerAdapter(mlserver.MLServerConfig(model_dir=tmp_path, venv=tmp_path))
     assert await adapter.ready() is False
+
+
+def test_a_load_failure_is_named_by_the_last_traceback_line_of_its_message() -> None:
+    log = [
+        "Traceback (most recent call last):",
+        '  File "joblib/numpy_pickle.py", line 632, in _unpickle',
+        "KeyError: 29",
+        "2026-12-04 INFO something else",
+        "Traceback (most recent call last):",
+        "KeyError: 29",
+    ]
+    assert mlserver.exception_line("29", log) == "KeyError: 29"
+    assert mlserver.exception_line("pop from empty list", ["IndexError: pop from empty list"]) == (
+        "IndexError: pop from empty list"
+    )
+    assert mlserver.exception_line("29", ["ValueError: 30"]) == ""
