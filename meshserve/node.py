@@ -47,7 +47,7 @@ from mesh.node import (
     scaler,
 )
 from puller import factory
-from router import client_messages, dataplane, forward, rest, servicer
+from router import client_messages, dataplane, forward, model_statistics, rest, servicer
 from runtime_adapters import memory, mlserver
 from runtime_adapters.triton import adapter as triton_adapter
 
@@ -244,6 +244,9 @@ class Node:
             runtime_name=self.runtime.name,
             payloads=self.payload_log,
         )
+        self.statistics = model_statistics.StatisticsService(
+            self.table, self.metrics.model_stats, cfg.node.instance_id, peer_upstreams.get
+        )
 
     async def _start_grpc(self, hop_limit: int) -> None:
         """The gRPC server on :8033: inference and management."""
@@ -258,7 +261,9 @@ class Node:
         )
         server.add_generic_rpc_handlers(
             [
-                servicer.InferenceService(self.plane, self.ready, version(), self.metrics),
+                servicer.InferenceService(
+                    self.plane, self.ready, version(), self.metrics, self.statistics
+                ),
                 health_grpc.HealthService(self.serving, HEALTH_SERVICES),
             ]
         )
@@ -289,6 +294,7 @@ class Node:
                 cfg.service.rest_port,
                 limit,
                 ssl_context=tls.rest_ssl_context(self.tls.server) if self.tls.server else None,
+                statistics=self.statistics,
             )
             await self.rest.start()
             self._stack.push_async_callback(self.rest.stop)

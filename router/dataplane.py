@@ -168,6 +168,8 @@ class DataPlane:
                     return response
                 except upstream.UpstreamError as e:
                     if not upstream.runtime_lost_model(e):
+                        ms = (time.monotonic() - t0) * 1000
+                        self._manager.metrics.invoke_failed(method, model_id, ms)
                         raise
                     unknown = await upstream.unknown_version(
                         self._runtime, model_id, request, timeout

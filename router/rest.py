@@ -23,7 +23,9 @@ Routes: ``GET /v2`` (server metadata), ``GET /v2/health/live``,
 metadata, routed), ``GET /v2/models/{name}[/versions/{v}]/ready`` (answered by
 the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``; and
 KServe's V1 ``GET /v1/models/{name}`` and ``POST /v1/models/{name}:predict``
-(:mod:`router.v1json`), with ``:explain`` answered 501 until explainers come.
+(:mod:`router.v1json`), with ``:explain`` answered 501 until explainers come;
+and Triton's ``GET /v2/models[/{name}[/versions/{v}]]/stats``, summed over
+the mesh (:mod:`router.model_statistics`).
 
 Health answers follow the V2 spec: 200 for true, 400 for false. Errors are
 ``{"error": "..."}`` with the status of :func:`router.http_status.status_of`,
@@ -47,6 +49,7 @@ follows certificate rotations), the port speaks HTTPS only.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -62,6 +65,7 @@ from router import (
     dataplane,
     http_status,
     infer_checks,
+    model_statistics,
     tensor_packing,
     upstream,
     v1json,
@@ -110,6 +114,43 @@ def infer_request(model: str, version: str, request: v2json.InferRequest) -> byt
         _set_parameters(out.parameters, o.parameters)
     data: bytes = msg.SerializeToString()
     return data
+
+
+_STAT_PARTS = (
+    "success",
+    "fail",
+    "queue",
+    "compute_input",
+    "compute_infer",
+    "compute_output",
+    "cache_hit",
+    "cache_miss",
+)
+"""The parts of Triton's ``inference_stats``; the mesh counts success and fail."""
+
+
+def stats_json(data: bytes) -> bytes:
+    """A ``ModelStatisticsResponse`` as Triton's REST statistics JSON."""
+    msg = _decode(service_pb2.ModelStatisticsResponse, data, "ModelStatistics")
+
+    def duration(d: Any) -> dict[str, int]:
+        return {"count": int(d.count), "ns": int(d.ns)}
+
+    stats = [
+        {
+            "name": m.name,
+            "version": m.version,
+            "last_inference": int(m.last_inference),
+            "inference_count": int(m.inference_count),
+            "execution_count": int(m.execution_count),
+            "inference_stats": {
+                part: duration(getattr(m.inference_stats, part)) for part in _STAT_PARTS
+            },
+            "batch_stats": [],
+        }
+        for m in msg.model_stats
+    ]
+    return json.dumps({"model_stats": stats}, separators=(",", ":")).encode()
 
 
 def _decode(cls: Any, data: bytes, what: str) -> Any:
@@ -217,8 +258,10 @@ class RestServer:
         port: int,
         max_body_bytes: int,
         ssl_context: ssl.SSLContext | None = None,
+        statistics: model_statistics.StatisticsService | None = None,
     ) -> None:
         self._plane = plane
+        self._statistics = statistics
         self._ssl_context = ssl_context
         self._ready = ready_fn
         self._version = version
@@ -241,6 +284,9 @@ class RestServer:
                 get("/v2", self._server_metadata),
                 get("/v2/health/live", self._live),
                 get("/v2/health/ready", self._server_ready),
+                get("/v2/models/stats", self._model_stats),
+                get("/v2/models/{name}/stats", self._model_stats),
+                get("/v2/models/{name}/versions/{version}/stats", self._model_stats),
                 get("/v2/models/{name}", self._model_metadata),
                 get("/v2/models/{name}/versions/{version}", self._model_metadata),
                 get("/v2/models/{name}/ready", self._model_ready),
@@ -383,6 +429,15 @@ class RestServer:
             return await self._plane.call("ModelInfer", forwarded, _mesh_headers(request), None)
         except upstream.UpstreamError as e:
             raise infer_checks.refined("ModelInfer", forwarded, e) from None
+
+    async def _model_stats(self, request: web.Request) -> web.Response:
+        """Triton's statistics extension, summed over the mesh."""
+        if self._statistics is None:
+            return _error(501, "this node does not serve statistics")
+        name, version = request.match_info.get("name", ""), request.match_info.get("version", "")
+        asked = service_pb2.ModelStatisticsRequest(name=name, version=version).SerializeToString()
+        answer = await self._statistics.answer(asked, _mesh_headers(request))
+        return _json(stats_json(answer))
 
     # -- KServe V1 -----------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ``inference.GRPCInferenceService`` methods are dispatched by name without a
 protobuf deserializer: model-scoped calls go to :class:`router.dataplane.DataPlane`
-as bytes; ``ServerLive``, ``ServerReady``, ``ServerMetadata`` and ``ModelReady``
+as bytes; ``ServerLive``, ``ServerReady``, ``ServerMetadata``, ``ModelReady``
+and ``ModelStatistics`` (summed over the mesh, :mod:`router.model_statistics`)
 are answered by the mesh itself; methods that would manage the runtime behind
 the mesh's back (``RepositoryModelLoad``...) are refused with ``UNIMPLEMENTED``
 and a pointer to the management API. ``ModelStreamInfer`` is routed as a
@@ -30,13 +31,13 @@ from tritonclient.grpc import service_pb2
 from mesh.core import errors
 from mesh.edges import grpc_status
 from mesh.node import logs, metrics
-from router import dataplane, infer_checks, streams, upstream
+from router import dataplane, infer_checks, model_statistics, streams, upstream
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 _ROUTED = frozenset({"ModelInfer", "ModelMetadata", "ModelConfig"})
-_LOCAL = frozenset({"ServerLive", "ServerReady", "ServerMetadata", "ModelReady"})
+_LOCAL = frozenset({"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelStatistics"})
 _KNOWN = _ROUTED | _LOCAL | {streams.STREAM_METHOD}
 
 Readiness = Callable[[], Awaitable[bool]]
@@ -51,11 +52,13 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         ready: Readiness,
         version: str,
         node_metrics: metrics.Metrics | None = None,
+        statistics: model_statistics.StatisticsService | None = None,
     ) -> None:
         self._plane = plane
         self._ready = ready
         self._version = version
         self._metrics = node_metrics or metrics.Metrics()
+        self._statistics = statistics
         self._handlers: dict[str, Any] = {}
 
     def service(self, handler_call_details: Any) -> Any:
@@ -79,6 +82,7 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
             "ServerReady": self._server_ready,
             "ServerMetadata": self._server_metadata,
             "ModelReady": self._model_ready,
+            model_statistics.METHOD: self._model_statistics if self._statistics else None,
         }.get(method)
         if local is not None:
             return grpc.unary_unary_rpc_method_handler(local)
@@ -148,6 +152,14 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
             await context.abort(grpc_status.code_for(e), e.message)
         out: bytes = service_pb2.ModelReadyResponse(ready=ready).SerializeToString()
         return out
+
+    async def _model_statistics(self, request: bytes, context: Any) -> bytes:
+        assert self._statistics is not None
+        try:
+            return await self._statistics.answer(request, list(context.invocation_metadata() or ()))
+        except errors.MeshError as e:
+            await context.abort(grpc_status.code_for(e), e.message)
+            raise AssertionError("unreachable") from None
 
     def _refuse(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
         async def handle(request: bytes, context: Any) -> bytes:

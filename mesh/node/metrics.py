@@ -25,6 +25,9 @@ import prometheus_client
 from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
 
+from mesh.core import clock
+from mesh.node import model_stats
+
 # Latency buckets in milliseconds, from sub-millisecond hits to minute-long loads.
 _MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
 _BYTES = tuple(float(4**i) for i in range(5, 17))  # 1 KiB .. 4 GiB
@@ -181,6 +184,8 @@ class Metrics:
         model = ("modelId",) if per_model else ()
         self.requests = _request_metrics(self.registry, model)
         self.copies = _copy_metrics(self.registry, model)
+        self.model_stats = model_stats.StatsBook()
+        """Per-model inference counts as Triton reports them (all models, always)."""
 
     def _labels(self, model_id: str) -> tuple[str, ...]:
         return (model_id,) if self.per_model else ()
@@ -196,6 +201,12 @@ class Metrics:
         if method == "ModelInfer":
             _observe(self.requests.request_size, labels, req)
             _observe(self.requests.response_size, labels, resp)
+            self.model_stats.record(model_id, True, int(ms * 1e6), clock.now_ms())
+
+    def invoke_failed(self, method: str, model_id: str, ms: float) -> None:
+        """The runtime refused an inference (its own error, not the mesh's)."""
+        if method == "ModelInfer":
+            self.model_stats.record(model_id, False, int(ms * 1e6), clock.now_ms())
 
     def waited_for_load(self, model_id: str, ms: float) -> None:
         _observe(self.requests.cache_miss, self._labels(model_id), ms)
