@@ -47,7 +47,15 @@ from mesh.node import (
     scaler,
 )
 from puller import factory
-from router import client_messages, dataplane, forward, model_statistics, rest, servicer
+from router import (
+    client_messages,
+    dataplane,
+    forward,
+    model_repository,
+    model_statistics,
+    rest,
+    servicer,
+)
 from runtime_adapters import memory, mlserver
 from runtime_adapters.triton import adapter as triton_adapter
 
@@ -247,6 +255,14 @@ class Node:
         self.statistics = model_statistics.StatisticsService(
             self.table, self.metrics.model_stats, cfg.node.instance_id, peer_upstreams.get
         )
+        self.repository = model_repository.ModelRepository(
+            self.table,
+            self.manager,
+            lambda model_id: self.management.ensure_loaded(model_id, sync=True),
+            cfg.node.instance_id,
+            peer_upstreams.get,
+            int(cfg.cache.failure_expiry_seconds * 1000),
+        )
 
     async def _start_grpc(self, hop_limit: int) -> None:
         """The gRPC server on :8033: inference and management."""
@@ -262,7 +278,12 @@ class Node:
         server.add_generic_rpc_handlers(
             [
                 servicer.InferenceService(
-                    self.plane, self.ready, version(), self.metrics, self.statistics
+                    self.plane,
+                    self.ready,
+                    version(),
+                    self.metrics,
+                    self.statistics,
+                    self.repository,
                 ),
                 health_grpc.HealthService(self.serving, HEALTH_SERVICES),
             ]

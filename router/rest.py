@@ -375,7 +375,7 @@ class RestServer:
 
     async def _server_metadata(self, request: web.Request) -> web.Response:
         return _json(
-            v2json.render_server_metadata(SERVER_NAME, self._version, [v2json.BINARY_EXTENSION])
+            v2json.render_server_metadata(SERVER_NAME, self._version, v2json.SERVED_EXTENSIONS)
         )
 
     async def _live(self, request: web.Request) -> web.Response:

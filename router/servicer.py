@@ -1,15 +1,17 @@
 """The V2 gRPC service on :8033, as a generic handler over raw bytes.
 
 ``inference.GRPCInferenceService`` methods are dispatched by name without a
-protobuf deserializer: model-scoped calls go to :class:`router.dataplane.DataPlane`
-as bytes; ``ServerLive``, ``ServerReady``, ``ServerMetadata``, ``ModelReady``
-and ``ModelStatistics`` (summed over the mesh, :mod:`router.model_statistics`)
-are answered by the mesh itself; methods that would manage the runtime behind
-the mesh's back (``RepositoryModelLoad``...) are refused with ``UNIMPLEMENTED``
-and a pointer to the management API. ``ModelStreamInfer`` is routed as a
-stream (:meth:`router.dataplane.DataPlane.stream`). Errors are mapped to
-statuses here, with the table of :mod:`mesh.edges.grpc_status`; a message over
-``MM_SVC_GRPC_MAX_MSG_SIZE`` is ``RESOURCE_EXHAUSTED`` naming the limit.
+protobuf deserializer: model-scoped calls go to
+:class:`router.dataplane.DataPlane` as bytes; ``ServerLive``, ``ServerReady``,
+``ServerMetadata``, ``ModelReady`` and ``ModelStatistics`` (summed over the
+mesh, :mod:`router.model_statistics`) are answered by the mesh itself, and so
+are the model-repository and shared-memory calls
+(:mod:`router.model_repository`); any other method is refused with
+``UNIMPLEMENTED`` and a pointer to the management API. ``ModelStreamInfer``
+is routed as a stream (:meth:`router.dataplane.DataPlane.stream`). Errors are
+mapped to statuses here, with the table of :mod:`mesh.edges.grpc_status`; a
+message over ``MM_SVC_GRPC_MAX_MSG_SIZE`` is ``RESOURCE_EXHAUSTED`` naming
+the limit.
 
 :class:`ModelLogContext` is the :8033 server's interceptor that makes every
 log line of a management call naming a model (``registerModel``,
@@ -31,14 +33,26 @@ from tritonclient.grpc import service_pb2
 from mesh.core import errors
 from mesh.edges import grpc_status
 from mesh.node import logs, metrics
-from router import dataplane, infer_checks, model_statistics, streams, upstream
+from router import (
+    dataplane,
+    infer_checks,
+    model_repository,
+    model_statistics,
+    streams,
+    upstream,
+    v2json,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 _ROUTED = frozenset({"ModelInfer", "ModelMetadata", "ModelConfig"})
 _LOCAL = frozenset({"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelStatistics"})
-_KNOWN = _ROUTED | _LOCAL | {streams.STREAM_METHOD}
+_REPOSITORY = frozenset(
+    {model_repository.INDEX, model_repository.LOAD, model_repository.UNLOAD}
+    | model_repository.SHARED_MEMORY
+)
+_KNOWN = _ROUTED | _LOCAL | _REPOSITORY | {streams.STREAM_METHOD}
 
 Readiness = Callable[[], Awaitable[bool]]
 
@@ -53,12 +67,14 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         version: str,
         node_metrics: metrics.Metrics | None = None,
         statistics: model_statistics.StatisticsService | None = None,
+        repository: model_repository.ModelRepository | None = None,
     ) -> None:
         self._plane = plane
         self._ready = ready
         self._version = version
         self._metrics = node_metrics or metrics.Metrics()
         self._statistics = statistics
+        self._repository = repository
         self._handlers: dict[str, Any] = {}
 
     def service(self, handler_call_details: Any) -> Any:
@@ -88,6 +104,8 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
             return grpc.unary_unary_rpc_method_handler(local)
         if method == streams.STREAM_METHOD:
             return grpc.stream_stream_rpc_method_handler(self._stream)
+        if self._repository is not None and method in _REPOSITORY:
+            return grpc.unary_unary_rpc_method_handler(self._repository_call(method))
         return grpc.unary_unary_rpc_method_handler(self._refuse(method))
 
     def _routed(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
@@ -141,7 +159,7 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     async def _server_metadata(self, request: bytes, context: Any) -> bytes:
         out: bytes = service_pb2.ServerMetadataResponse(
-            name="meshserve", version=self._version, extensions=[]
+            name="meshserve", version=self._version, extensions=list(v2json.SERVED_EXTENSIONS)
         ).SerializeToString()
         return out
 
@@ -160,6 +178,33 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
         except errors.MeshError as e:
             await context.abort(grpc_status.code_for(e), e.message)
             raise AssertionError("unreachable") from None
+
+    def _repository_call(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
+        """The model-repository and shared-memory calls (:mod:`router.model_repository`)."""
+        repository = self._repository
+        assert repository is not None
+
+        async def handle(request: bytes, context: Any) -> bytes:
+            headers = list(context.invocation_metadata() or ())
+            try:
+                if method == model_repository.INDEX:
+                    return repository.index(request)
+                if method == model_repository.LOAD:
+                    return await repository.load(request, headers)
+                if method == model_repository.UNLOAD:
+                    return await repository.unload(request, headers)
+                answer = model_repository.shared_memory(method)
+            except errors.MeshError as e:
+                await context.abort(grpc_status.code_for(e), e.message)
+                raise AssertionError("unreachable") from None
+            if answer is None:
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED, model_repository.SHARED_MEMORY_REFUSAL
+                )
+            assert answer is not None
+            return answer
+
+        return handle
 
     def _refuse(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
         async def handle(request: bytes, context: Any) -> bytes:

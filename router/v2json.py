@@ -45,6 +45,16 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 BINARY_EXTENSION = "binary_tensor_data"
 """The extension's name, as ``GET /v2`` lists it."""
+SERVED_EXTENSIONS = (
+    BINARY_EXTENSION,
+    "parameters",
+    "statistics",
+    "model_repository",
+    "model_configuration",
+)
+"""Triton's protocol extensions the mesh serves, listed by ``ServerMetadata``
+on gRPC and REST: ``model_configuration`` is the runtime's own ``ModelConfig``,
+routed, which only Triton models answer."""
 
 Scalar: TypeAlias = bool | int | float | str
 Parameters: TypeAlias = Mapping[str, Scalar]
