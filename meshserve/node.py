@@ -316,6 +316,7 @@ class Node:
                 limit,
                 ssl_context=tls.rest_ssl_context(self.tls.server) if self.tls.server else None,
                 statistics=self.statistics,
+                repository=self.repository,
             )
             await self.rest.start()
             self._stack.push_async_callback(self.rest.stop)

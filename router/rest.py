@@ -14,7 +14,7 @@ Three layers, I/O at the edge only:
 
 - :mod:`router.v2json` and :mod:`router.tensor_packing` (pure): JSON and the
   binary tensor extension ↔ plain tensors, datatype packing;
-- the functions below (pure): plain tensors ↔ protobuf messages;
+- :mod:`router.rest_messages` (pure): plain tensors ↔ protobuf messages;
 - :class:`RestServer`: aiohttp handlers that read a request, call the data
   plane, write the answer.
 
@@ -22,6 +22,8 @@ Routes: ``GET /v2`` (server metadata), ``GET /v2/health/live``,
 ``GET /v2/health/ready``, ``GET /v2/models/{name}[/versions/{v}]`` (model
 metadata, routed), ``GET /v2/models/{name}[/versions/{v}]/ready`` (answered by
 the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``; and
+``POST /v2/repository/index`` and ``/v2/repository/models/{name}/load|unload``
+(:mod:`router.model_repository`);
 KServe's V1 ``GET /v1/models/{name}`` and ``POST /v1/models/{name}:predict``
 (:mod:`router.v1json`), with ``:explain`` answered 501 until explainers come;
 and Triton's ``GET /v2/models[/{name}[/versions/{v}]]/stats``, summed over
@@ -53,10 +55,8 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
-from google.protobuf import message as pb_message
 from tritonclient.grpc import service_pb2
 
 from mesh.core import errors
@@ -65,8 +65,9 @@ from router import (
     dataplane,
     http_status,
     infer_checks,
+    model_repository,
     model_statistics,
-    tensor_packing,
+    rest_messages,
     upstream,
     v1json,
     v2json,
@@ -82,146 +83,6 @@ big JSON tensor does not stall the event loop that also serves gRPC."""
 Readiness = Callable[[], Awaitable[bool]]
 _JSON = "application/json"
 _BINARY = "application/octet-stream"
-
-
-# --- plain tensors ↔ protobuf (pure) ---------------------------------------------
-
-
-def _set_parameters(target: Any, params: v2json.Parameters) -> None:
-    for key, value in params.items():
-        setattr(target[key], v2json.parameter_field(value), value)
-
-
-def _read_parameters(source: Any) -> dict[str, v2json.Scalar]:
-    out: dict[str, v2json.Scalar] = {}
-    for key, p in source.items():
-        field = p.WhichOneof("parameter_choice")
-        if field is not None:
-            out[key] = getattr(p, field)
-    return out
-
-
-def infer_request(model: str, version: str, request: v2json.InferRequest) -> bytes:
-    """The ``ModelInferRequest`` a gRPC client would send: inputs raw."""
-    msg = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request.id)
-    _set_parameters(msg.parameters, request.parameters)
-    for t in request.inputs:
-        tensor = msg.inputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
-        _set_parameters(tensor.parameters, t.parameters)
-        msg.raw_input_contents.append(t.raw)
-    for o in request.outputs:
-        out = msg.outputs.add(name=o.name)
-        _set_parameters(out.parameters, o.parameters)
-    data: bytes = msg.SerializeToString()
-    return data
-
-
-_STAT_PARTS = (
-    "success",
-    "fail",
-    "queue",
-    "compute_input",
-    "compute_infer",
-    "compute_output",
-    "cache_hit",
-    "cache_miss",
-)
-"""The parts of Triton's ``inference_stats``; the mesh counts success and fail."""
-
-
-def stats_json(data: bytes) -> bytes:
-    """A ``ModelStatisticsResponse`` as Triton's REST statistics JSON."""
-    msg = _decode(service_pb2.ModelStatisticsResponse, data, "ModelStatistics")
-
-    def duration(d: Any) -> dict[str, int]:
-        return {"count": int(d.count), "ns": int(d.ns)}
-
-    stats = [
-        {
-            "name": m.name,
-            "version": m.version,
-            "last_inference": int(m.last_inference),
-            "inference_count": int(m.inference_count),
-            "execution_count": int(m.execution_count),
-            "inference_stats": {
-                part: duration(getattr(m.inference_stats, part)) for part in _STAT_PARTS
-            },
-            "batch_stats": [],
-        }
-        for m in msg.model_stats
-    ]
-    return json.dumps({"model_stats": stats}, separators=(",", ":")).encode()
-
-
-def _decode(cls: Any, data: bytes, what: str) -> Any:
-    try:
-        return cls.FromString(data)
-    except pb_message.DecodeError as e:
-        raise errors.MeshError(f"the runtime's {what} answer is not a valid message: {e}") from None
-
-
-def infer_response(data: bytes) -> v2json.InferResponse:
-    """A ``ModelInferResponse``'s outputs in raw form, from
-    ``raw_output_contents`` or else from the typed ``contents``."""
-    msg = _decode(service_pb2.ModelInferResponse, data, "ModelInfer")
-    raws = msg.raw_output_contents
-    if raws and len(raws) != len(msg.outputs):
-        raise errors.MeshError(
-            f"the runtime's answer has {len(msg.outputs)} outputs and {len(raws)} raw contents"
-        )
-    outputs = []
-    for i, out in enumerate(msg.outputs):
-        shape = tuple(out.shape)
-        if raws:
-            raw = raws[i]
-        else:
-            field = tensor_packing.CONTENTS_FIELD.get(out.datatype)
-            values = list(getattr(out.contents, field)) if field else []
-            try:
-                raw = tensor_packing.pack(out.datatype, values, shape)
-            except ValueError as e:
-                raise errors.MeshError(
-                    f"output {out.name!r} of the runtime's answer: {e}"
-                ) from None
-        outputs.append(
-            v2json.Tensor(out.name, out.datatype, shape, raw, _read_parameters(out.parameters))
-        )
-    return v2json.InferResponse(
-        model_name=msg.model_name,
-        model_version=msg.model_version,
-        id=msg.id,
-        parameters=_read_parameters(msg.parameters),
-        outputs=tuple(outputs),
-    )
-
-
-def metadata_request(model: str, version: str) -> bytes:
-    data: bytes = service_pb2.ModelMetadataRequest(name=model, version=version).SerializeToString()
-    return data
-
-
-def ready_request(model: str, version: str) -> bytes:
-    data: bytes = service_pb2.ModelReadyRequest(name=model, version=version).SerializeToString()
-    return data
-
-
-def model_metadata(data: bytes) -> v2json.ModelMetadata:
-    """A ``ModelMetadataResponse`` as plain data."""
-    msg = _decode(service_pb2.ModelMetadataResponse, data, "ModelMetadata")
-
-    def tensors(ts: Any) -> tuple[v2json.TensorMetadata, ...]:
-        return tuple(v2json.TensorMetadata(t.name, t.datatype, tuple(t.shape)) for t in ts)
-
-    return v2json.ModelMetadata(
-        name=msg.name,
-        versions=tuple(msg.versions),
-        platform=msg.platform,
-        inputs=tensors(msg.inputs),
-        outputs=tensors(msg.outputs),
-    )
-
-
-# --- the HTTP edge -------------------------------------------------------------
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -259,9 +120,11 @@ class RestServer:
         max_body_bytes: int,
         ssl_context: ssl.SSLContext | None = None,
         statistics: model_statistics.StatisticsService | None = None,
+        repository: model_repository.ModelRepository | None = None,
     ) -> None:
         self._plane = plane
         self._statistics = statistics
+        self._repository = repository
         self._ssl_context = ssl_context
         self._ready = ready_fn
         self._version = version
@@ -293,6 +156,9 @@ class RestServer:
                 get("/v2/models/{name}/versions/{version}/ready", self._model_ready),
                 post("/v2/models/{name}/infer", self._infer),
                 post("/v2/models/{name}/versions/{version}/infer", self._infer),
+                post("/v2/repository/index", self._repository_index),
+                post("/v2/repository/models/{name}/load", self._repository_load),
+                post("/v2/repository/models/{name}/unload", self._repository_unload),
                 get("/v1/models/{name}", self._v1_model),
                 post("/v1/models/{name}", self._v1_verb),
             ]
@@ -387,15 +253,20 @@ class RestServer:
 
     async def _model_ready(self, request: web.Request) -> web.Response:
         name, version = _model(request)
-        ready = self._plane.model_ready(ready_request(name, version), _mesh_headers(request))
+        ready = self._plane.model_ready(
+            rest_messages.ready_request(name, version), _mesh_headers(request)
+        )
         return _json(v2json.render_ready(ready, name), 200 if ready else 400)
 
     async def _model_metadata(self, request: web.Request) -> web.Response:
         name, version = _model(request)
         answer = await self._plane.call(
-            "ModelMetadata", metadata_request(name, version), _mesh_headers(request), None
+            "ModelMetadata",
+            rest_messages.metadata_request(name, version),
+            _mesh_headers(request),
+            None,
         )
-        return _json(v2json.render_model_metadata(model_metadata(answer)))
+        return _json(v2json.render_model_metadata(rest_messages.model_metadata(answer)))
 
     async def _infer(self, request: web.Request) -> web.Response:
         name, version = _model(request)
@@ -424,7 +295,7 @@ class RestServer:
     ) -> bytes:
         """``ModelInfer`` through the data plane; a refusal that is the
         client's mistake is said so (:func:`router.infer_checks.refined`)."""
-        forwarded = infer_request(name, version, parsed)
+        forwarded = rest_messages.infer_request(name, version, parsed)
         try:
             return await self._plane.call("ModelInfer", forwarded, _mesh_headers(request), None)
         except upstream.UpstreamError as e:
@@ -437,13 +308,45 @@ class RestServer:
         name, version = request.match_info.get("name", ""), request.match_info.get("version", "")
         asked = service_pb2.ModelStatisticsRequest(name=name, version=version).SerializeToString()
         answer = await self._statistics.answer(asked, _mesh_headers(request))
-        return _json(stats_json(answer))
+        return _json(rest_messages.stats_json(answer))
+
+    def _repository_or_501(self) -> model_repository.ModelRepository:
+        if self._repository is None:
+            raise web.HTTPNotImplemented(text="this node does not serve the repository calls")
+        return self._repository
+
+    async def _repository_index(self, request: web.Request) -> web.Response:
+        """Triton's REST index: a JSON list of ``{name, version, state, reason}``."""
+        body = await request.read()
+        doc = v2json.loads(body) if body.strip() else {}
+        ready = isinstance(doc, dict) and bool(doc.get("ready"))
+        asked = service_pb2.RepositoryIndexRequest(ready=ready).SerializeToString()
+        answer = service_pb2.RepositoryIndexResponse.FromString(
+            self._repository_or_501().index(asked)
+        )
+        models = [
+            {"name": m.name, "version": m.version, "state": m.state, "reason": m.reason}
+            for m in answer.models
+        ]
+        return _json(json.dumps(models, separators=(",", ":")).encode())
+
+    async def _repository_load(self, request: web.Request) -> web.Response:
+        asked = service_pb2.RepositoryModelLoadRequest(model_name=request.match_info["name"])
+        await self._repository_or_501().load(asked.SerializeToString(), _mesh_headers(request))
+        return _json(b"{}")
+
+    async def _repository_unload(self, request: web.Request) -> web.Response:
+        asked = service_pb2.RepositoryModelUnloadRequest(model_name=request.match_info["name"])
+        await self._repository_or_501().unload(asked.SerializeToString(), _mesh_headers(request))
+        return _json(b"{}")
 
     # -- KServe V1 -----------------------------------------------------------------------
 
     async def _v1_model(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        ready = self._plane.model_ready(ready_request(name, ""), _mesh_headers(request))
+        ready = self._plane.model_ready(
+            rest_messages.ready_request(name, ""), _mesh_headers(request)
+        )
         return _json(v1json.render_model(name, ready), 200 if ready else 503)
 
     async def _v1_verb(self, request: web.Request) -> web.Response:
@@ -452,7 +355,7 @@ class RestServer:
         if verb == "predict" and name:
             parsed = v1json.parse_predict(await request.read())
             answer = await self._call_infer(request, name, "", parsed)
-            return _json(v1json.render_predictions(infer_response(answer)))
+            return _json(v1json.render_predictions(rest_messages.infer_response(answer)))
         if verb == "explain" and name:
             return _error(
                 501, f"model {errors.shown(name)!r} has no explainer: meshserve serves :predict"
@@ -461,4 +364,4 @@ class RestServer:
 
 
 def _render(answer: bytes, request: v2json.InferRequest) -> tuple[bytes, int | None]:
-    return v2json.render_infer_response(infer_response(answer), request)
+    return v2json.render_infer_response(rest_messages.infer_response(answer), request)

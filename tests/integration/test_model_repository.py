@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 from tritonclient import grpc as triton
+from tritonclient import http as triton_http
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -88,3 +89,21 @@ def test_server_metadata_lists_the_extensions_the_mesh_serves(
         extensions = set(c.get_server_metadata().extensions)
     assert {"statistics", "model_repository", "binary_tensor_data"} <= extensions
     assert not extensions & {"system_shared_memory", "cuda_shared_memory"}
+
+
+def test_the_same_calls_work_over_rest(
+    mesh_node: mesh_fixtures.NodeThread, iris: samples.Sample
+) -> None:
+    c = triton_http.InferenceServerClient(f"127.0.0.1:{mesh_node.node.rest.port}")
+    try:
+        c.load_model("iris-repo")
+        (entry,) = [m for m in c.get_model_repository_index() if m["name"] == "iris-repo"]
+        assert entry["state"] == "READY"
+        c.unload_model("iris-repo")
+        (entry,) = [m for m in c.get_model_repository_index() if m["name"] == "iris-repo"]
+        assert entry["state"] == "UNAVAILABLE"
+        with pytest.raises(InferenceServerException) as info:
+            c.load_model("not-registered")
+        assert info.value.status() == "404"
+    finally:
+        c.close()

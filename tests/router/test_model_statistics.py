@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from mesh.node import model_stats
-from router import model_statistics, rest
+from router import model_statistics, rest_messages
 
 STATS = model_stats.ModelStats(model_stats.Duration(5, 1_000), model_stats.Duration(1, 20), 42)
 
@@ -17,7 +17,7 @@ def test_counts_survive_the_hop_to_a_peer_and_back() -> None:
 
 
 def test_rest_statistics_are_tritons_json() -> None:
-    doc = json.loads(rest.stats_json(model_statistics.encode([("iris", "1", STATS)])))
+    doc = json.loads(rest_messages.stats_json(model_statistics.encode([("iris", "1", STATS)])))
     (m,) = doc["model_stats"]
     assert (m["name"], m["version"], m["inference_count"], m["execution_count"]) == (
         "iris",

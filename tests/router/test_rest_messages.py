@@ -10,7 +10,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from mesh.core import errors
-from router import rest, tensor_packing, v2json
+from router import rest_messages, tensor_packing, v2json
 from tests.router.v2_bodies import input_json, parse, request_json
 
 
@@ -24,7 +24,7 @@ def test_the_proto_request_is_what_a_grpc_client_sends() -> None:
             outputs=[{"name": "predict", "parameters": {"binary_data": True, "classification": 1}}],
         )
     )
-    msg = service_pb2.ModelInferRequest.FromString(rest.infer_request("iris", "2", r))
+    msg = service_pb2.ModelInferRequest.FromString(rest_messages.infer_request("iris", "2", r))
     assert (msg.model_name, msg.model_version, msg.id) == ("iris", "2", "r1")
     assert (msg.inputs[0].name, msg.inputs[0].datatype, list(msg.inputs[0].shape)) == (
         "x",
@@ -48,7 +48,7 @@ def test_proto_answers_with_raw_contents() -> None:
     out.parameters["content_type"].string_param = "np"
     msg.parameters["sequence_id"].int64_param = 4
     msg.raw_output_contents.append(np.array([0, 1, 2], "<i8").tobytes())
-    answer = rest.infer_response(msg.SerializeToString())
+    answer = rest_messages.infer_response(msg.SerializeToString())
     assert answer.model_name == "iris" and answer.parameters == {"sequence_id": 4}
     (t,) = answer.outputs
     assert (t.name, t.datatype, t.shape, dict(t.parameters)) == (
@@ -78,7 +78,7 @@ def test_proto_answers_with_typed_contents(datatype: str, values: list[Any]) -> 
     msg = service_pb2.ModelInferResponse(model_name="m")
     out = msg.outputs.add(name="o", datatype=datatype, shape=[2])
     getattr(out.contents, tensor_packing.CONTENTS_FIELD[datatype]).extend(values)
-    (t,) = rest.infer_response(msg.SerializeToString()).outputs
+    (t,) = rest_messages.infer_response(msg.SerializeToString()).outputs
     expected = [v.decode() for v in values] if datatype == "BYTES" else values
     assert tensor_packing.unpack(datatype, t.raw, t.shape) == expected
 
@@ -89,16 +89,16 @@ def test_proto_answers_that_do_not_add_up_are_internal_errors() -> None:
     msg.outputs.add(name="b", datatype="FP32", shape=[1])
     msg.raw_output_contents.append(b"\0" * 4)
     with pytest.raises(errors.MeshError, match="2 outputs and 1 raw contents"):
-        rest.infer_response(msg.SerializeToString())
+        rest_messages.infer_response(msg.SerializeToString())
     with pytest.raises(errors.MeshError, match="not a valid message"):
-        rest.infer_response(b"\xff\xff\xff")
+        rest_messages.infer_response(b"\xff\xff\xff")
 
 
 def test_proto_metadata() -> None:
     msg = service_pb2.ModelMetadataResponse(name="iris", versions=["1"], platform="sklearn")
     msg.inputs.add(name="predict", datatype="FP64", shape=[-1, 4])
     msg.outputs.add(name="predict", datatype="INT64", shape=[-1])
-    m = rest.model_metadata(msg.SerializeToString())
+    m = rest_messages.model_metadata(msg.SerializeToString())
     assert m == v2json.ModelMetadata(
         "iris",
         ("1",),
