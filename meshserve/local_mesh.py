@@ -53,7 +53,7 @@ from mesh.core import errors, settings
 from mesh.edges import etcd_process, ports, processes
 from mesh.edges.proto import meshserve_admin_pb2 as admin_pb2
 from mesh.edges.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
-from meshserve import node
+from meshserve import runtime_choice
 
 log = logging.getLogger(__name__)
 
@@ -147,18 +147,18 @@ def runtime_plan(spec: str, nodes: int) -> tuple[str, ...]:
     """The runtime of each node, from ``--runtime`` (pure)."""
     if "=" not in spec:
         name = spec.strip()
-        if name not in node.RUNTIMES:
-            known = ", ".join(sorted(node.RUNTIMES))
+        if name not in runtime_choice.RUNTIMES:
+            known = ", ".join(sorted(runtime_choice.RUNTIMES))
             raise errors.ConfigError(f"--runtime: {name!r} is not a known runtime (known: {known})")
         return (name,) * nodes
     plan: list[str] = []
     for part in spec.split(","):
         name, _, count = part.partition("=")
         name = name.strip()
-        if name not in node.RUNTIMES or not count.strip().isdigit() or int(count) < 1:
+        if name not in runtime_choice.RUNTIMES or not count.strip().isdigit() or int(count) < 1:
             raise errors.ConfigError(
                 f"--runtime: {part!r} must be <runtime>=<count> with a runtime among "
-                f"{', '.join(sorted(node.RUNTIMES))} and a count of at least 1"
+                f"{', '.join(sorted(runtime_choice.RUNTIMES))} and a count of at least 1"
             )
         plan += [name] * int(count)
     return tuple(plan)

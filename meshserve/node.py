@@ -31,7 +31,16 @@ from importlib import metadata
 import grpc
 
 from mesh.core import clock, errors, interfaces, records, settings
-from mesh.edges import health_grpc, management_grpc, node_tls, ops_http, payload_log, peers, tls
+from mesh.edges import (
+    health_grpc,
+    management_grpc,
+    node_tls,
+    ops_http,
+    payload_log,
+    peers,
+    reflection_grpc,
+    tls,
+)
 from mesh.kv import etcd_kv, placement_table, records_store
 from mesh.kv import kv_store as kv_api
 from mesh.node import (
@@ -46,6 +55,7 @@ from mesh.node import (
     node_reports,
     scaler,
 )
+from meshserve import runtime_choice
 from puller import factory
 from router import (
     client_messages,
@@ -56,13 +66,12 @@ from router import (
     rest,
     servicer,
 )
-from runtime_adapters import memory, mlserver
-from runtime_adapters.triton import adapter as triton_adapter
+from runtime_adapters import memory
 
 log = logging.getLogger(__name__)
 
-HEALTH_SERVICES = frozenset({servicer.SERVICE, "mmesh.ModelMesh"})
-"""The services gRPC health checks may name, besides the whole server (``""``)."""
+SERVICES = (servicer.SERVICE, *management_grpc.SERVICES)
+"""The services a client calls on :8033 (health checks and reflection name them)."""
 
 
 def version() -> str:
@@ -72,62 +81,12 @@ def version() -> str:
         return "0+unknown"
 
 
-def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
-    return mlserver.MLServerAdapter(
-        mlserver.MLServerConfig(
-            model_dir=config.node.model_dir,
-            venv=config.runtime.venv / "mlserver",
-            endpoint=config.runtime.endpoint,
-            log_path=config.node.data_dir / "logs" / f"mlserver-{config.node.instance_id}.log",
-            start_timeout_seconds=config.runtime.start_timeout_seconds,
-            size_multiplier=config.cache.size_multiplier,
-            min_model_size_bytes=config.cache.min_model_size_bytes,
-            load_timeout_seconds=config.cache.load_timeout_seconds,
-            max_message_bytes=client_messages.transport_limit(config.service.max_message_bytes),
-        )
-    )
-
-
-def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:
-    return triton_adapter.TritonAdapter(
-        triton_adapter.TritonConfig(
-            model_dir=config.node.model_dir,
-            venv=config.runtime.venv / "triton",
-            endpoint=config.runtime.endpoint,
-            log_path=config.node.data_dir / "logs" / f"triton-{config.node.instance_id}.log",
-            start_timeout_seconds=config.runtime.start_timeout_seconds,
-            size_multiplier=config.cache.size_multiplier,
-            min_model_size_bytes=config.cache.min_model_size_bytes,
-            load_timeout_seconds=config.cache.load_timeout_seconds,
-        )
-    )
-
-
-RUNTIMES: dict[str, Callable[[settings.Settings], interfaces.RuntimeAdapter]] = {
-    "mlserver": _mlserver,
-    "triton": _triton,
-}
-"""Runtime name → adapter factory: a third runtime is one adapter module and
-one line here."""
-
-
-def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
-    """The runtime adapter the settings ask for."""
-    factory = RUNTIMES.get(config.runtime.kind)
-    if factory is None:
-        raise errors.ConfigError(
-            f"MESHSERVE_RUNTIME: {config.runtime.kind!r} is not a known runtime "
-            f"(known: {', '.join(sorted(RUNTIMES))})"
-        )
-    return factory(config)
-
-
 class Node:
     """A running mesh node."""
 
     def __init__(self, config: settings.Settings) -> None:
         self.config = config
-        self.runtime = make_runtime(config)
+        self.runtime = runtime_choice.make_runtime(config)
         self.started_ms = 0
         self._stack = contextlib.AsyncExitStack()
         self._server: grpc.aio.Server | None = None
@@ -285,7 +244,11 @@ class Node:
                     self.statistics,
                     self.repository,
                 ),
-                health_grpc.HealthService(self.serving, HEALTH_SERVICES),
+                health_grpc.HealthService(self.serving, frozenset(SERVICES)),
+                reflection_grpc.ReflectionService(
+                    [*SERVICES, health_grpc.SERVICE],
+                    [servicer.PROTO_FILE, *management_grpc.PROTO_FILES],
+                ),
             ]
         )
         management_grpc.add_to_server(server, self.management, self.manager)

@@ -46,6 +46,8 @@ from router import (
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
+PROTO_FILE = service_pb2.DESCRIPTOR
+"""The V2 protocol's proto file (with its imports), for server reflection."""
 _ROUTED = frozenset({"ModelInfer", "ModelMetadata", "ModelConfig"})
 _LOCAL = frozenset({"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelStatistics"})
 _REPOSITORY = frozenset(

@@ -237,6 +237,12 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):  # type: ignore[misc]
         return peer_pb2.EnsureLocalResponse(loaded=self._manager.holds(request.model_id))
 
 
+SERVICES = ("mmesh.ModelMesh", "meshserve.admin.v1.MeshAdmin")
+"""The services a client may call (the peer service is the nodes' own)."""
+PROTO_FILES = (pb2.DESCRIPTOR, admin_pb2.DESCRIPTOR)
+"""Their proto files, for server reflection (:mod:`mesh.edges.reflection_grpc`)."""
+
+
 def add_to_server(
     server: Any, handler: management.Management, manager: cache_manager.CacheManager
 ) -> None:

@@ -3,14 +3,19 @@ metrics port, /live and /ready on the probe port."""
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import re
 import urllib.error
 import urllib.request
+from typing import Any
 
 import grpc
+import grpc_tools.protoc
 import numpy as np
 import psutil
 import pytest
+from google.protobuf import descriptor_pb2
 
 from mesh.edges import etcd_process, health_grpc
 from meshserve import samples
@@ -107,3 +112,55 @@ def test_grpc_health_checks_follow_readiness_and_refuse_unknown_services(
     finally:
         module_etcd.start()
     mesh_fixtures.wait_for(lambda: _health(mesh_node.endpoint, "") == health_grpc.SERVING)
+
+
+@pytest.fixture(scope="module")
+def reflection_pb2(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The reflection messages compiled from the protocol's own proto file."""
+    out = tmp_path_factory.mktemp("reflection")
+    protos = pathlib.Path(__file__).parents[1] / "mesh" / "edges" / "protos"
+    code = grpc_tools.protoc.main(
+        ["protoc", f"-I{protos}", f"--python_out={out}", "reflection_v1alpha.proto"]
+    )
+    assert code == 0
+    spec = importlib.util.spec_from_file_location(
+        "reflection_v1alpha_pb2", out / "reflection_v1alpha_pb2.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_server_reflection_lists_the_services_and_serves_their_proto_files(
+    mesh_node: mesh_fixtures.NodeThread, reflection_pb2: Any
+) -> None:
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="inference.GRPCInferenceService"
+        ),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="mmesh.ModelMesh"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Symbol"),
+    ]
+    with grpc.insecure_channel(mesh_node.endpoint) as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        listed, inference, mmesh, unknown = list(info(iter(requests), timeout=30))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "mmesh.ModelMesh", "grpc.health.v1.Health"} <= names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in inference.file_descriptor_response.file_descriptor_proto
+    ]
+    assert [f.name for f in files] == ["grpc_service.proto", "model_config.proto"]
+    (service,) = files[0].service
+    assert "ModelInfer" in {m.name for m in service.method}
+    (mesh_file,) = mmesh.file_descriptor_response.file_descriptor_proto
+    assert "registerModel" in {
+        m.name for m in descriptor_pb2.FileDescriptorProto.FromString(mesh_file).service[0].method
+    }
+    assert unknown.error_response.error_code == 5

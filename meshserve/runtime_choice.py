@@ -1,0 +1,66 @@
+"""Which runtime adapter a node runs, by the name its settings give.
+
+``MESHSERVE_RUNTIME`` (or ``meshserve up --runtime``) names a runtime;
+this table turns the name into an adapter configured from the node's
+settings. A third runtime is one adapter module and one line in
+:data:`RUNTIMES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mesh.core import errors, interfaces, settings
+from router import client_messages
+from runtime_adapters import mlserver
+from runtime_adapters.triton import adapter as triton_adapter
+
+
+def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
+    return mlserver.MLServerAdapter(
+        mlserver.MLServerConfig(
+            model_dir=config.node.model_dir,
+            venv=config.runtime.venv / "mlserver",
+            endpoint=config.runtime.endpoint,
+            log_path=config.node.data_dir / "logs" / f"mlserver-{config.node.instance_id}.log",
+            start_timeout_seconds=config.runtime.start_timeout_seconds,
+            size_multiplier=config.cache.size_multiplier,
+            min_model_size_bytes=config.cache.min_model_size_bytes,
+            load_timeout_seconds=config.cache.load_timeout_seconds,
+            max_message_bytes=client_messages.transport_limit(config.service.max_message_bytes),
+        )
+    )
+
+
+def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:
+    return triton_adapter.TritonAdapter(
+        triton_adapter.TritonConfig(
+            model_dir=config.node.model_dir,
+            venv=config.runtime.venv / "triton",
+            endpoint=config.runtime.endpoint,
+            log_path=config.node.data_dir / "logs" / f"triton-{config.node.instance_id}.log",
+            start_timeout_seconds=config.runtime.start_timeout_seconds,
+            size_multiplier=config.cache.size_multiplier,
+            min_model_size_bytes=config.cache.min_model_size_bytes,
+            load_timeout_seconds=config.cache.load_timeout_seconds,
+        )
+    )
+
+
+RUNTIMES: dict[str, Callable[[settings.Settings], interfaces.RuntimeAdapter]] = {
+    "mlserver": _mlserver,
+    "triton": _triton,
+}
+"""Runtime name → adapter factory: a third runtime is one adapter module and
+one line here."""
+
+
+def make_runtime(config: settings.Settings) -> interfaces.RuntimeAdapter:
+    """The runtime adapter the settings ask for."""
+    factory = RUNTIMES.get(config.runtime.kind)
+    if factory is None:
+        raise errors.ConfigError(
+            f"MESHSERVE_RUNTIME: {config.runtime.kind!r} is not a known runtime "
+            f"(known: {', '.join(sorted(RUNTIMES))})"
+        )
+    return factory(config)
