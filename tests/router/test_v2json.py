@@ -175,6 +175,8 @@ def test_json_and_binary_inputs_mix() -> None:
             ),
             "no Inference-Header-Content-Length header",
         ),
+        (request_json(input_json("FP64", [2], [1.0, 2.0])).replace("2.0", "NaN"), "NaN"),
+        (request_json(input_json("FP64", [1], [1.0])).replace("1.0", "-Infinity"), "-Infinity"),
     ],
 )
 def test_malformed_requests_are_invalid_and_say_why(body: str, problem: str) -> None:
