@@ -49,28 +49,47 @@ class ModelStats:
         )
 
 
+class _Counts:
+    """One model's live counts on this node (updated in place: the request
+    path pays a few integer additions, not new objects)."""
+
+    __slots__ = ("fail_count", "fail_ns", "last_ms", "success_count", "success_ns")
+
+    def __init__(self) -> None:
+        self.success_count = self.success_ns = self.fail_count = self.fail_ns = 0
+        self.last_ms = 0
+
+    def snapshot(self) -> ModelStats:
+        return ModelStats(
+            Duration(self.success_count, self.success_ns),
+            Duration(self.fail_count, self.fail_ns),
+            self.last_ms,
+        )
+
+
 class StatsBook:
     """This node's counts, by model id."""
 
     def __init__(self) -> None:
-        self._by_model: dict[str, ModelStats] = {}
+        self._by_model: dict[str, _Counts] = {}
 
     def record(self, model_id: str, ok: bool, ns: int, now_ms: int) -> None:
         """One inference call to this node's runtime ended (``ok``: answered)."""
-        old = self._by_model.get(model_id, _NONE)
-        done = Duration(1, ns)
-        self._by_model[model_id] = ModelStats(
-            old.success.plus(done) if ok else old.success,
-            old.fail if ok else old.fail.plus(done),
-            now_ms,
-        )
+        counts = self._by_model.get(model_id)
+        if counts is None:
+            counts = self._by_model[model_id] = _Counts()
+        if ok:
+            counts.success_count += 1
+            counts.success_ns += ns
+        else:
+            counts.fail_count += 1
+            counts.fail_ns += ns
+        counts.last_ms = now_ms
 
     def of(self, model_id: str) -> ModelStats | None:
-        return self._by_model.get(model_id)
+        counts = self._by_model.get(model_id)
+        return counts.snapshot() if counts is not None else None
 
     def models(self) -> list[str]:
         """Every model this node has counted."""
         return list(self._by_model)
-
-
-_NONE = ModelStats()
