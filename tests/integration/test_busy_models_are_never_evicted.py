@@ -105,7 +105,7 @@ def test_a_model_serving_a_request_is_not_evicted_and_the_other_load_waits_for_i
         busy.wait_marks("held")  # the request is in the runtime now
         waiting = pool.submit(_infer, node.endpoint, "other", gated_models.free_input())
         _waits_for_room(caplog, other_spec.model_id)
-        assert _state(mesh, busy_spec.model_id) == {me: "LOADED"}
+        mesh_fixtures.wait_for(lambda: _state(mesh, busy_spec.model_id) == {me: "LOADED"})
         assert _runtime_ready(node, busy_spec.model_id)
         assert _state(mesh, other_spec.model_id) != {me: "LOADED"}
         assert not waiting.done() and not held.done()
@@ -114,7 +114,7 @@ def test_a_model_serving_a_request_is_not_evicted_and_the_other_load_waits_for_i
         assert waiting.result(60) == [2.0]
         # Only now, idle, does the busy model make room for the other one.
         mesh_fixtures.wait_for(lambda: _state(mesh, busy_spec.model_id) == {})
-        assert _state(mesh, other_spec.model_id) == {me: "LOADED"}
+        mesh_fixtures.wait_for(lambda: _state(mesh, other_spec.model_id) == {me: "LOADED"})
 
 
 def test_a_model_still_loading_is_not_evicted_and_the_other_load_waits_for_it(
@@ -136,11 +136,11 @@ def test_a_model_still_loading_is_not_evicted_and_the_other_load_waits_for_it(
         slow.wait_marks("load-started")  # the runtime is loading it now
         waiting = pool.submit(_infer, node.endpoint, "after-slow", gated_models.free_input())
         _waits_for_room(caplog, other_spec.model_id)
-        assert _state(mesh, slow_spec.model_id) == {me: "LOADING"}
+        mesh_fixtures.wait_for(lambda: _state(mesh, slow_spec.model_id) == {me: "LOADING"})
         assert not waiting.done() and not loading.done()
         slow.open_load()
         assert loading.result(60) == [2.0]
         assert waiting.result(60) == [2.0]
         assert slow.count("load-cancelled") == 0
         mesh_fixtures.wait_for(lambda: _state(mesh, slow_spec.model_id) == {})
-        assert _state(mesh, other_spec.model_id) == {me: "LOADED"}
+        mesh_fixtures.wait_for(lambda: _state(mesh, other_spec.model_id) == {me: "LOADED"})

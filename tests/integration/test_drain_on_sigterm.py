@@ -133,7 +133,10 @@ def test_sigterm_finishes_requests_in_flight_hands_over_and_exits_0(
         mesh.apply(spec)
         first = mesh_fixtures.infer(survivor.endpoint, "steady", gated_models.free_input())
         assert list(first) == [2.0]
-        assert _loaded_on(mesh, spec.model_id) == {leaving.instance_id}
+        # the answer may come before this node's mirror shows the copy LOADED
+        mesh_fixtures.wait_for(
+            lambda: _loaded_on(mesh, spec.model_id) == {leaving.instance_id}, 30, "the copy"
+        )
         held = [
             pool.submit(mesh_fixtures.infer, leaving.endpoint, "steady", gated_models.held_input())
             for _ in range(IN_FLIGHT)
@@ -182,7 +185,10 @@ def test_requests_outlasting_the_hand_over_still_finish_within_the_drain_timeout
     with survivor.client() as mesh, concurrent.futures.ThreadPoolExecutor(1) as pool:
         mesh.apply(spec)
         mesh_fixtures.infer(survivor.endpoint, "slow-drain", gated_models.free_input())
-        assert _loaded_on(mesh, spec.model_id) == {leaving.instance_id}
+        # the answer may come before this node's mirror shows the copy LOADED
+        mesh_fixtures.wait_for(
+            lambda: _loaded_on(mesh, spec.model_id) == {leaving.instance_id}, 30, "the copy"
+        )
         held = pool.submit(
             mesh_fixtures.infer, leaving.endpoint, "slow-drain", gated_models.held_input()
         )

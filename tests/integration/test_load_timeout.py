@@ -82,15 +82,25 @@ def test_a_load_past_the_timeout_is_cancelled_unloaded_and_recorded(
         assert _runtime_knows(runtime, spec.model_id) == "absent"
         assert not (impatient_node.config.node.model_dir / spec.model_id).exists()
         # The record says why; the next request fails fast with that reason.
+        mesh_fixtures.wait_for(
+            lambda: (
+                mesh.vmodel_status("hung").activeModelStatus.status
+                == pb2.ModelStatusInfo.LOADING_FAILED
+            ),
+            30,
+            "LOADING_FAILED in the model's status",
+        )
         status = mesh.vmodel_status("hung").activeModelStatus
-        assert status.status == pb2.ModelStatusInfo.LOADING_FAILED
         assert any(timed_out.search(e) for e in status.errors), status.errors
         again = _failed_request(impatient_node.endpoint, "hung")
         assert again.status() == "StatusCode.FAILED_PRECONDITION"
         assert timed_out.search(again.message())
         assert hung.count("load-started") == 1
-        (entry,) = [m for m in mesh.models() if m.model_id == spec.model_id]
-        assert not entry.copies
+        mesh_fixtures.wait_for(
+            lambda: not next(m for m in mesh.models() if m.model_id == spec.model_id).copies,
+            30,
+            "no copy of the model",
+        )
         # The runtime is not wedged: another model loads and answers.
         mesh.apply(mesh_fixtures.predictor_spec("fine", fine.folder))
         got = mesh_fixtures.infer(impatient_node.endpoint, "fine", gated_models.free_input())

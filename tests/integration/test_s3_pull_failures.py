@@ -94,8 +94,16 @@ def _failed_load(node: node_processes.NodeProcess, model_id: str, sample: sample
     assert info.value.status() == "StatusCode.FAILED_PRECONDITION", info.value.message()
     message = str(info.value.message())
     with node.client() as c:
+        # the node's mirror shows its own record a moment after the answer
+        mesh_fixtures.wait_for(
+            lambda: (
+                c.mesh.getModelStatus(pb2.GetStatusRequest(modelId=model_id)).status
+                == pb2.ModelStatusInfo.LOADING_FAILED
+            ),
+            30,
+            "LOADING_FAILED in the model's status",
+        )
         status = c.mesh.getModelStatus(pb2.GetStatusRequest(modelId=model_id))
-    assert status.status == pb2.ModelStatusInfo.LOADING_FAILED, status
     return "\n".join([message, *status.errors])
 
 
