@@ -53,13 +53,14 @@ def test_index_load_and_unload_follow_the_mesh(
         state, reason = _state(c, "iris-repo")
         assert state == "UNAVAILABLE" and "loads on its first request" in reason
         c.load_model("iris-repo")
-        assert _state(c, "iris-repo") == ("READY", "")
+        # the index reads the node's mirror, which follows the load a moment later
+        mesh_fixtures.wait_for(lambda: _state(c, "iris-repo") == ("READY", ""))
         assert "iris-repo" in _ready_names(mesh_node.endpoint)
         assert c.is_model_ready("iris-repo")
         c.unload_model("iris-repo")
         vmodel = mesh_node.node.table.vmodel("iris-repo")
         assert vmodel is not None and not manager.has_copy(vmodel.active_model)
-        assert _state(c, "iris-repo")[0] == "UNAVAILABLE"  # still registered
+        mesh_fixtures.wait_for(lambda: _state(c, "iris-repo")[0] == "UNAVAILABLE")  # kept
         assert "iris-repo" not in _ready_names(mesh_node.endpoint)
         got = mesh_fixtures.infer(mesh_node.endpoint, "iris-repo", iris.inputs)
         np.testing.assert_array_equal(got, iris.expected)  # loads again on demand
@@ -91,17 +92,20 @@ def test_server_metadata_lists_the_extensions_the_mesh_serves(
     assert not extensions & {"system_shared_memory", "cuda_shared_memory"}
 
 
+def _rest_state(c: triton_http.InferenceServerClient, name: str) -> str:
+    (entry,) = [m for m in c.get_model_repository_index() if m["name"] == name]
+    return str(entry["state"])
+
+
 def test_the_same_calls_work_over_rest(
     mesh_node: mesh_fixtures.NodeThread, iris: samples.Sample
 ) -> None:
     c = triton_http.InferenceServerClient(f"127.0.0.1:{mesh_node.node.rest.port}")
     try:
         c.load_model("iris-repo")
-        (entry,) = [m for m in c.get_model_repository_index() if m["name"] == "iris-repo"]
-        assert entry["state"] == "READY"
+        mesh_fixtures.wait_for(lambda: _rest_state(c, "iris-repo") == "READY")
         c.unload_model("iris-repo")
-        (entry,) = [m for m in c.get_model_repository_index() if m["name"] == "iris-repo"]
-        assert entry["state"] == "UNAVAILABLE"
+        mesh_fixtures.wait_for(lambda: _rest_state(c, "iris-repo") == "UNAVAILABLE")
         with pytest.raises(InferenceServerException) as info:
             c.load_model("not-registered")
         assert info.value.status() == "404"

@@ -57,6 +57,12 @@ def _infer(endpoint: str, sample: triton_fixtures.TritonSample, version: str = "
     return got
 
 
+def _state(c: triton.InferenceServerClient) -> str:
+    """The index's state of the model (from the node's mirror: it follows)."""
+    (entry,) = [m for m in c.get_model_repository_index().models if m.name == "double-t"]
+    return str(entry.state)
+
+
 def test_triton_clients_calls_work_through_the_mesh(
     triton_node: mesh_fixtures.NodeThread, double: triton_fixtures.TritonSample
 ) -> None:
@@ -74,12 +80,10 @@ def test_triton_clients_calls_work_through_the_mesh(
     with triton.InferenceServerClient(triton_node.endpoint) as c:
         (stats,) = c.get_inference_statistics("double-t").model_stats
         assert stats.inference_count == 2 and stats.name == "double-t"
-        (entry,) = [m for m in c.get_model_repository_index().models if m.name == "double-t"]
-        assert entry.state == "READY"
+        mesh_fixtures.wait_for(lambda: _state(c) == "READY")
         assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("double-t")
         assert "statistics" in c.get_server_metadata().extensions
         c.unload_model("double-t")
-        (entry,) = [m for m in c.get_model_repository_index().models if m.name == "double-t"]
-        assert entry.state == "UNAVAILABLE"
+        mesh_fixtures.wait_for(lambda: _state(c) == "UNAVAILABLE")
     registry = triton_node.node.metrics.registry
     assert registry.get_sample_value("modelmesh_loadmodel_milliseconds_count") == loads
