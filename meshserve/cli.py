@@ -192,6 +192,7 @@ def _options(args: argparse.Namespace) -> local_mesh.LocalMeshOptions:
         models_root=args.models_root,
         storage_config=args.storage_config,
         log_level=args.log_level.upper(),
+        runtimes_dir=process_env.runtimes_dir(os.environ),
     )
 
 

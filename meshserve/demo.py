@@ -114,6 +114,7 @@ def _start_mesh(grpc_port: int, data_dir: pathlib.Path) -> processes.ChildProces
         "meshserve up",
         [
             sys.executable,
+            "-P",  # the working directory's folders must not shadow meshserve's packages
             "-m",
             "meshserve.cli",
             "up",

@@ -287,7 +287,9 @@ class LocalMesh:
             log_path.write_bytes(b"")
             process = processes.ChildProcess(
                 f"meshserve node {i}",
-                [sys.executable, "-m", "meshserve.cli", "node"],
+                # -P: a folder in the working directory named like one of
+                # meshserve's packages (--data-dir mesh) must not shadow it.
+                [sys.executable, "-P", "-m", "meshserve.cli", "node"],
                 log_path,
                 env=self.node_env(i),
             )

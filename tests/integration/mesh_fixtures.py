@@ -98,15 +98,27 @@ def start_up(
     log: pathlib.Path,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    cwd: pathlib.Path | None = None,
 ) -> UpProcess:
     """Run ``meshserve up ARGS`` (REST, metrics and probes on free ports) and
-    return once it says it is up; fail with its output if it exits first."""
+    return once it says it is up; fail with its output if it exits first.
+    With ``cwd``, it runs there as a user runs it: the ``meshserve`` command."""
+    command = (
+        [str(pathlib.Path(sys.executable).parent / "meshserve")]
+        if cwd
+        else [
+            sys.executable,
+            "-m",
+            "meshserve.cli",
+        ]
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meshserve.cli", "up", *ANY_FREE_OPS_PORTS, *args],
+            [*command, "up", *ANY_FREE_OPS_PORTS, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
         )
     up = UpProcess(proc, log)
     deadline = time.monotonic() + timeout

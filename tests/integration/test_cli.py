@@ -285,3 +285,29 @@ def _environ_mentions(p: psutil.Process, text: str) -> bool:
         return any(text in v for v in p.environ().values())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+
+
+def test_up_serves_from_any_folder_whatever_its_folders_are_called(tmp_path: pathlib.Path) -> None:
+    """Started from a folder with no ``.runtimes`` and a data folder named
+    like one of meshserve's packages (``mesh``), without MESHSERVE_RUNTIMES_DIR."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "router").mkdir(parents=True)  # another package name, empty
+    port = ports.free_port()
+    sample = samples.train_iris_logistic(tmp_path / "iris")
+    env = {k: v for k, v in os.environ.items() if k != "MESHSERVE_RUNTIMES_DIR"}
+    up = mesh_fixtures.start_up(
+        ["--grpc-port", str(port), "--data-dir", "mesh"], tmp_path / "up.log", env, cwd=elsewhere
+    )
+    try:
+        f = tmp_path / "p.yaml"
+        f.write_text(PREDICTOR.format(name="anywhere", path=sample.folder))
+        applied = meshserve("predictor", "apply", "-f", str(f), endpoint=f"127.0.0.1:{port}")
+        assert applied.returncode == 0, applied.stderr
+        with triton.InferenceServerClient(f"127.0.0.1:{port}") as c:
+            inp = triton.InferInput("predict", list(sample.inputs.shape), "FP64")
+            inp.set_data_from_numpy(sample.inputs)
+            got = c.infer("anywhere", [inp]).as_numpy("predict").reshape(-1)
+        np.testing.assert_array_equal(got, sample.expected)
+        assert (elsewhere / "mesh" / "logs").is_dir()  # the data folder is where it was asked
+    finally:
+        assert up.stop(60) == 0, up.text()
