@@ -49,13 +49,13 @@ class MeshClient:
     def apply(
         self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False
     ) -> Any:
-        """Register a Predictor: a vmodel named after it, pointing at the
-        concrete model its spec defines."""
+        """Register a Predictor or InferenceService: a vmodel named after it,
+        owned by its kind, pointing at the concrete model its spec defines."""
         return self.mesh.setVModel(
             pb2.SetVModelRequest(
                 vModelId=spec.name,
                 targetModelId=spec.model_id,
-                owner=predictor.OWNER,
+                owner=spec.owner,
                 modelInfo=pb2.ModelInfo(
                     type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec)
                 ),
@@ -68,17 +68,21 @@ class MeshClient:
             timeout=self.timeout,
         )
 
-    def delete(self, name: str) -> bool:
-        """Delete a Predictor; ``False`` if there was none of that name."""
-        status = self.vmodel_status(name)
+    def delete(self, name: str, owner: str = "") -> bool:
+        """Delete a vmodel (of this ``owner`` only, when given: a Predictor's
+        deletion leaves an InferenceService of the same name alone);
+        ``False`` if there was none."""
+        status = self.vmodel_status(name, owner)
         if status.status == pb2.VModelStatusInfo.NOT_FOUND:
             return False
-        self.mesh.deleteVModel(pb2.DeleteVModelRequest(vModelId=name), timeout=self.timeout)
+        self.mesh.deleteVModel(
+            pb2.DeleteVModelRequest(vModelId=name, owner=owner), timeout=self.timeout
+        )
         return True
 
-    def vmodel_status(self, name: str) -> Any:
+    def vmodel_status(self, name: str, owner: str = "") -> Any:
         return self.mesh.getVModelStatus(
-            pb2.GetVModelStatusRequest(vModelId=name), timeout=self.timeout
+            pb2.GetVModelStatusRequest(vModelId=name, owner=owner), timeout=self.timeout
         )
 
     def vmodels(self) -> Sequence[Any]:

@@ -57,6 +57,10 @@ class PredictorSpec:
     """Annotation ``meshserve.io/min-copies``: copies kept loaded without traffic."""
     max_copies: int = 0
     """Annotation ``meshserve.io/max-copies``: most copies added for load (0: no limit)."""
+    owner: str = OWNER
+    """The vmodel's owner in the mesh: which kind of resource registered the
+    name (``predictor``, or ``inferenceservice``: :mod:`kube.inference_service`).
+    Not part of :attr:`model_id`: the same files are the same model."""
 
     @property
     def model_id(self) -> str:
@@ -78,90 +82,111 @@ class PredictorSpec:
         return f"{self.name}__ksp-{digest}"
 
 
-def _mapping(value: object, field: str, required: bool = False) -> Mapping[str, Any]:
+def mapping_field(
+    value: object, field: str, required: bool = False, kind: str = KIND
+) -> Mapping[str, Any]:
+    """A field that must be a mapping (``{}`` when absent and optional)."""
     if value is None:
         if required:
-            raise errors.InvalidPredictor(field, "is required")
+            raise errors.InvalidPredictor(field, "is required", kind)
         return {}
     if not isinstance(value, Mapping):
-        raise errors.InvalidPredictor(field, f"must be a mapping, not {type(value).__name__}")
+        raise errors.InvalidPredictor(field, f"must be a mapping, not {type(value).__name__}", kind)
     return value
 
 
-def _string(value: object, field: str, required: bool = False) -> str:
+def string_field(value: object, field: str, required: bool = False, kind: str = KIND) -> str:
+    """A field that must be a string (numbers are taken as YAML wrote them)."""
     if value is None or value == "":
         if required:
-            raise errors.InvalidPredictor(field, "is required")
+            raise errors.InvalidPredictor(field, "is required", kind)
         return ""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise errors.InvalidPredictor(field, f"must be a string, not {type(value).__name__}")
+        raise errors.InvalidPredictor(field, f"must be a string, not {type(value).__name__}", kind)
     return str(value)
 
 
-def _count(value: object, field: str) -> int:
-    text = _string(value, field)
+def count_field(value: object, field: str, kind: str = KIND) -> int:
+    """A field that must be a whole number (0 when absent)."""
+    text = string_field(value, field, kind=kind)
     if not text:
         return 0
     if not text.isdigit():
-        raise errors.InvalidPredictor(field, f"must be a whole number, not {text!r}")
+        raise errors.InvalidPredictor(field, f"must be a whole number, not {text!r}", kind)
     return int(text)
+
+
+def string_map(value: object, field: str, kind: str = KIND) -> dict[str, str]:
+    """A mapping of strings to strings (``storage.parameters``)."""
+    raw = mapping_field(value, field, kind=kind)
+    return {str(k): string_field(v, f"{field}.{k}", kind=kind) for k, v in raw.items()}
 
 
 def parse(doc: object) -> PredictorSpec:
     """A :class:`PredictorSpec` from one parsed YAML document."""
-    doc = _mapping(doc, "(document)", required=True)
-    api_version = _string(doc.get("apiVersion"), "apiVersion", required=True)
+    doc = mapping_field(doc, "(document)", required=True)
+    api_version = string_field(doc.get("apiVersion"), "apiVersion", required=True)
     if api_version != API_VERSION:
         raise errors.InvalidPredictor("apiVersion", f"must be {API_VERSION!r}, not {api_version!r}")
-    kind = _string(doc.get("kind"), "kind", required=True)
+    kind = string_field(doc.get("kind"), "kind", required=True)
     if kind != KIND:
         raise errors.InvalidPredictor("kind", f"must be {KIND!r}, not {kind!r}")
-    metadata = _mapping(doc.get("metadata"), "metadata", required=True)
-    name = _string(metadata.get("name"), "metadata.name", required=True)
-    try:
-        ids.validate(name, "metadata.name")
-    except errors.InvalidRequest as e:
-        raise errors.InvalidPredictor("metadata.name", e.message) from None
-    if "__" in name:
-        raise errors.InvalidPredictor("metadata.name", "may not contain '__'")
-    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
-    copies = {
-        key: _count(annotations.get(key), f"metadata.annotations.{key}")
-        for key in (MIN_COPIES, MAX_COPIES)
-    }
-    if copies[MAX_COPIES] and copies[MIN_COPIES] > copies[MAX_COPIES]:
-        raise errors.InvalidPredictor(
-            f"metadata.annotations.{MIN_COPIES}", f"is more than {MAX_COPIES}"
-        )
-    spec = _mapping(doc.get("spec"), "spec", required=True)
-    model_type = _mapping(spec.get("modelType"), "spec.modelType", required=True)
-    runtime = _mapping(spec.get("runtime"), "spec.runtime")
-    storage = _mapping(spec.get("storage"), "spec.storage")
-    s3 = _mapping(storage.get("s3"), "spec.storage.s3")
-    path = _string(storage.get("path"), "spec.storage.path") or _string(
+    name, _, copies = read_metadata(doc, KIND)
+    spec = mapping_field(doc.get("spec"), "spec", required=True)
+    model_type = mapping_field(spec.get("modelType"), "spec.modelType", required=True)
+    runtime = mapping_field(spec.get("runtime"), "spec.runtime")
+    storage = mapping_field(spec.get("storage"), "spec.storage")
+    s3 = mapping_field(storage.get("s3"), "spec.storage.s3")
+    path = string_field(storage.get("path"), "spec.storage.path") or string_field(
         spec.get("path"), "spec.path"
     )
     if not path:
         raise errors.InvalidPredictor("spec.storage.path", "is required")
-    raw_params = _mapping(storage.get("parameters"), "spec.storage.parameters")
-    params = {str(k): _string(v, f"spec.storage.parameters.{k}") for k, v in raw_params.items()}
-    bucket = _string(s3.get("bucket"), "spec.storage.s3.bucket")
+    params = string_map(storage.get("parameters"), "spec.storage.parameters")
+    bucket = string_field(s3.get("bucket"), "spec.storage.s3.bucket")
     if bucket:
         params.setdefault("bucket", bucket)
     return PredictorSpec(
         name=name,
-        model_type=_string(model_type.get("name"), "spec.modelType.name", required=True),
-        model_type_version=_string(model_type.get("version"), "spec.modelType.version"),
+        model_type=string_field(model_type.get("name"), "spec.modelType.name", required=True),
+        model_type_version=string_field(model_type.get("version"), "spec.modelType.version"),
         path=path,
-        runtime=_string(runtime.get("name"), "spec.runtime.name"),
-        storage_key=_string(storage.get("key"), "spec.storage.key")
-        or _string(s3.get("secretKey"), "spec.storage.s3.secretKey"),
+        runtime=string_field(runtime.get("name"), "spec.runtime.name"),
+        storage_key=string_field(storage.get("key"), "spec.storage.key")
+        or string_field(s3.get("secretKey"), "spec.storage.s3.secretKey"),
         storage_params=params,
-        schema_path=_string(storage.get("schemaPath"), "spec.storage.schemaPath")
-        or _string(spec.get("schemaPath"), "spec.schemaPath"),
-        min_copies=copies[MIN_COPIES],
-        max_copies=copies[MAX_COPIES],
+        schema_path=string_field(storage.get("schemaPath"), "spec.storage.schemaPath")
+        or string_field(spec.get("schemaPath"), "spec.schemaPath"),
+        min_copies=copies[0],
+        max_copies=copies[1],
     )
+
+
+def read_metadata(
+    doc: Mapping[str, Any], kind: str
+) -> tuple[str, Mapping[str, Any], tuple[int, int]]:
+    """``metadata.name`` (checked as a vmodel id), the annotations, and the
+    copy limits they set (min, max), as both kinds read them."""
+
+    def invalid(field: str, problem: str) -> errors.InvalidPredictor:
+        return errors.InvalidPredictor(field, problem, kind)
+
+    metadata = mapping_field(doc.get("metadata"), "metadata", required=True, kind=kind)
+    name = string_field(metadata.get("name"), "metadata.name", required=True, kind=kind)
+    try:
+        ids.validate(name, "metadata.name")
+    except errors.InvalidRequest as e:
+        raise invalid("metadata.name", e.message) from None
+    if "__" in name:
+        raise invalid("metadata.name", "may not contain '__'")
+    annotations = mapping_field(metadata.get("annotations"), "metadata.annotations", kind=kind)
+    low, high = (
+        count_field(annotations.get(key), f"metadata.annotations.{key}", kind)
+        for key in (MIN_COPIES, MAX_COPIES)
+    )
+    if high and low > high:
+        raise invalid(f"metadata.annotations.{MIN_COPIES}", f"is more than {MAX_COPIES}")
+    return name, annotations, (low, high)
 
 
 def storage_key_json(spec: PredictorSpec) -> str:

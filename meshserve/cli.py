@@ -89,10 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         _client_options(c, default_endpoint)
         return c
 
-    pred = sub.add_parser("predictor", help="manage Predictors (KServe ModelMesh YAML)")
+    pred = sub.add_parser(
+        "predictor", help="manage Predictors and InferenceServices (KServe ModelMesh YAML)"
+    )
     psub = pred.add_subparsers(dest="action", required=True)
     for name, help in (
-        ("apply", "register or update the Predictors in a YAML file"),
+        ("apply", "register or update the Predictors and InferenceServices in a YAML file"),
         ("delete", "delete a Predictor and unload its model"),
         ("list", "list Predictors"),
         ("status", "show one Predictor's status"),
@@ -306,7 +308,7 @@ def _client_command(args: argparse.Namespace) -> int:
                 raise errors.InvalidRequest(f"cannot read {args.filename}: {e.strerror}") from None
             for spec in client.load_predictors(text):
                 c.apply(spec, load_now=args.load_now)
-                print(f"predictor/{spec.name} configured (model {spec.model_id})")
+                print(f"{spec.owner}/{spec.name} configured (model {spec.model_id})")
         elif args.action == "delete":
             if not c.delete(args.name):
                 print(f"predictor/{args.name} not found", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from kube import predictor
+from kube import model_resources, predictor
 from kube import predictor_status as kube_status
 from mesh.core import clock, errors, records
 from mesh.edges import tls
@@ -45,14 +45,15 @@ def tls_credentials(
 
 
 def load_predictors(text: str) -> list[predictor.PredictorSpec]:
-    """Every Predictor in a YAML file (several documents allowed)."""
+    """Every Predictor and InferenceService in a YAML file (several documents
+    allowed; an InferenceService with or without the ModelMesh annotation)."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
         raise errors.InvalidRequest(f"not valid YAML: {e}") from None
     if not docs:
-        raise errors.InvalidRequest("the file holds no Predictor")
-    return [predictor.parse(d) for d in docs]
+        raise errors.InvalidRequest("the file holds no Predictor or InferenceService")
+    return [model_resources.parse(d) for d in docs]
 
 
 # -- presentation -----------------------------------------------------------------

@@ -7,7 +7,7 @@ status code in a single table, so no handler picks status codes itself::
     MeshError
     ├── ConfigError             a setting or environment variable is invalid
     ├── InvalidRequest          the caller sent something malformed  → INVALID_ARGUMENT
-    │   └── InvalidPredictor    a Predictor document is wrong (names the field)
+    │   └── InvalidPredictor    a Predictor or InferenceService is wrong (names the field)
     ├── ModelNotFound           no model or vmodel with that id       → NOT_FOUND
     │   ├── UnknownModel        an inference call names nothing registered
     │   └── UnknownVersion      the model is there, the version asked for is not
@@ -60,11 +60,13 @@ class InvalidRequest(MeshError):
 
 
 class InvalidPredictor(InvalidRequest):
-    """A Predictor document is not valid; ``field`` is its dotted path."""
+    """A Predictor (or InferenceService, ``kind``) document is not valid;
+    ``field`` is its dotted path."""
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"Predictor field {field!r}: {problem}")
+    def __init__(self, field: str, problem: str, kind: str = "Predictor") -> None:
+        super().__init__(f"{kind} field {field!r}: {problem}")
         self.field = field
+        self.kind = kind
 
 
 class ModelNotFound(MeshError):

@@ -1,0 +1,39 @@
+"""The two kinds of resource that name a model: Predictor and InferenceService.
+
+ModelMesh Serving users write either, often both in one file; the CLI and the
+controller read any document through :func:`parse`, which picks the reader by
+``kind`` and returns the one :class:`kube.predictor.PredictorSpec` both become.
+Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kube import inference_service, predictor
+from mesh.core import errors
+
+KINDS = (predictor.KIND, inference_service.KIND)
+OWNERS: Mapping[str, str] = {
+    predictor.KIND: predictor.OWNER,
+    inference_service.KIND: inference_service.OWNER,
+}
+"""Each kind's vmodel owner in the mesh."""
+
+
+def parse(doc: object) -> predictor.PredictorSpec:
+    """The spec of a Predictor or InferenceService document."""
+    kind = doc.get("kind") if isinstance(doc, Mapping) else None
+    if kind == inference_service.KIND:
+        return inference_service.parse(doc)
+    if kind == predictor.KIND or kind is None:
+        return predictor.parse(doc)
+    raise errors.InvalidPredictor(
+        "kind", f"must be one of {', '.join(map(repr, KINDS))}, not {kind!r}"
+    )
+
+
+def kind_of_owner(owner: str) -> str:
+    """The kind whose resources register vmodels owned by ``owner`` (``""``
+    for a vmodel registered some other way)."""
+    return next((kind for kind, o in OWNERS.items() if o == owner), "")
