@@ -20,11 +20,14 @@ from typing import Any
 import kopf
 import kubernetes
 
-from kube import runtime_deployment, runtime_selection
+from kube import inference_service, predictor, runtime_deployment, runtime_selection
 from mesh.core import errors
 
 GROUP, VERSION = runtime_selection.GROUP, runtime_selection.VERSION
 PREDICTORS = (GROUP, VERSION, "predictors")
+INFERENCE_SERVICES = (inference_service.GROUP, inference_service.VERSION, inference_service.PLURAL)
+RESOURCES = {predictor.KIND: PREDICTORS, inference_service.KIND: INFERENCE_SERVICES}
+"""The resource (group, version, plural) of each kind that names a model."""
 SERVING_RUNTIMES = (GROUP, VERSION, "servingruntimes")
 CLUSTER_SERVING_RUNTIMES = (GROUP, VERSION, "clusterservingruntimes")
 DEPLOYMENTS = ("apps", "v1", "deployments")
@@ -91,14 +94,17 @@ class KubeApi:
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
 
-    async def patch_predictor_status(self, name: str, status: Mapping[str, Any]) -> bool:
-        """Merge-patch a Predictor's ``/status``; ``False`` if it is gone."""
+    async def patch_status(self, kind: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch the ``/status`` of a Predictor or InferenceService
+        (``kind``); ``False`` if it is gone."""
+        group, version, plural = RESOURCES[kind]
         try:
             await asyncio.to_thread(
                 self._objects.patch_namespaced_custom_object_status,
-                *PREDICTORS[:2],
+                group,
+                version,
                 self.namespace,
-                PREDICTORS[2],
+                plural,
                 name,
                 {"status": dict(status)},
                 _content_type="application/merge-patch+json",

@@ -2,8 +2,11 @@
 
 The controller's handlers (:mod:`kube.predictor_handlers`,
 :mod:`kube.runtime_sync`) run under kopf, which watches the Predictors,
-ServingRuntimes, ClusterServingRuntimes and managed Deployments of the
-namespace. kopf treats every task of its event loop as its own (when it
+InferenceServices, ServingRuntimes, ClusterServingRuntimes and managed
+Deployments of the namespace. Of the InferenceServices it sees only those
+annotated ``serving.kserve.io/deploymentMode: ModelMesh``, so KServe's own
+controller keeps the rest (kopf's filter: no finalizer, no annotation, no
+status is ever written on them). kopf treats every task of its event loop as its own (when it
 stops it waits for them, then cancels them), so it gets a loop of its own in
 a thread, holding nothing else: etcd, the placement-table mirror and the
 status writer stay on the controller's loop and are reached through
@@ -30,21 +33,37 @@ import kubernetes
 
 from kube import (
     api_client,
+    inference_service,
     mesh_client,
+    model_resources,
     predictor_handlers,
     runtime_deployment,
     runtime_selection,
     runtime_sync,
     status_writer,
 )
-from kube.api_client import CLUSTER_SERVING_RUNTIMES, DEPLOYMENTS, PREDICTORS, SERVING_RUNTIMES
+from kube.api_client import (
+    CLUSTER_SERVING_RUNTIMES,
+    DEPLOYMENTS,
+    INFERENCE_SERVICES,
+    PREDICTORS,
+    SERVING_RUNTIMES,
+)
 from kube.controller_settings import ControllerSettings
 from mesh.core import errors
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "meshserve.io/controller"
-"""Held by every Predictor until its vmodel is deleted from the mesh."""
+"""Held by every Predictor and served InferenceService until its vmodel is
+deleted from the mesh."""
+MODELMESH_ONLY = {inference_service.DEPLOYMENT_MODE: inference_service.MODELMESH_MODE}
+"""kopf's filter: the InferenceServices that are the mesh's to serve."""
+MODEL_RESOURCES: tuple[tuple[tuple[str, str, str], dict[str, str] | None], ...] = (
+    (PREDICTORS, None),
+    (INFERENCE_SERVICES, MODELMESH_ONLY),
+)
+"""Each resource that names a model, and the annotations it must carry."""
 KOPF_PREFIX = "meshserve.io"
 """Prefix of kopf's bookkeeping annotations."""
 
@@ -145,7 +164,10 @@ def _register_indexes(reg: kopf.OperatorRegistry) -> None:
         return _parsed_runtime(body)
 
     @kopf.index(*PREDICTORS, registry=reg, id="predictors")
-    def index_predictor(body: kopf.Body, name: str, **_: Any) -> dict[str, dict[str, Any]]:
+    @kopf.index(
+        *INFERENCE_SERVICES, registry=reg, id="inference_services", annotations=MODELMESH_ONLY
+    )
+    def index_resource(body: kopf.Body, name: str, **_: Any) -> dict[str, dict[str, Any]]:
         return {name: copy.deepcopy(dict(body))}
 
 
@@ -155,9 +177,25 @@ def _register_predictor_handlers(
     indexes: predictor_handlers.KopfIndexes,
     handlers: predictor_handlers.PredictorHandlers,
 ) -> None:
-    @kopf.on.resume(*PREDICTORS, registry=reg, id="register")
-    @kopf.on.create(*PREDICTORS, registry=reg, id="register")
-    @kopf.on.update(*PREDICTORS, registry=reg, id="register")
+    for resource, required in MODEL_RESOURCES:
+        _register_model_resource(reg, cfg, indexes, handlers, resource, required)
+
+
+def _register_model_resource(
+    reg: kopf.OperatorRegistry,
+    cfg: ControllerSettings,
+    indexes: predictor_handlers.KopfIndexes,
+    handlers: predictor_handlers.PredictorHandlers,
+    resource: tuple[str, str, str],
+    annotations: dict[str, str] | None,
+) -> None:
+    """The handlers of one kind that names a model (``annotations``: the
+    filter its objects must pass)."""
+    only: dict[str, Any] = {"annotations": annotations} if annotations else {}
+
+    @kopf.on.resume(*resource, registry=reg, id="register", **only)
+    @kopf.on.create(*resource, registry=reg, id="register", **only)
+    @kopf.on.update(*resource, registry=reg, id="register", **only)
     async def register(body: kopf.Body, **kwargs: Any) -> None:
         indexes.remember(kwargs)
         verdict, loading = await handlers.reconcile(dict(body), indexes.visible())
@@ -166,20 +204,21 @@ def _register_predictor_handlers(
         elif loading:
             kopf.info(body, reason="Registered", message=f"Loading model {verdict.model_id}")
 
-    @kopf.on.delete(*PREDICTORS, registry=reg, id="unregister")
-    async def unregister(name: str, **_: Any) -> None:
-        await handlers.unregister(name)
+    @kopf.on.delete(*resource, registry=reg, id="unregister", **only)
+    async def unregister(body: kopf.Body, **_: Any) -> None:
+        await handlers.unregister(model_resources.ref_of(body))
 
     @kopf.timer(
-        *PREDICTORS,
+        *resource,
         registry=reg,
         id="resync",
         interval=cfg.resync_seconds,
         initial_delay=cfg.resync_seconds,
+        **only,
     )
-    async def resync(body: kopf.Body, name: str, meta: kopf.Meta, **kwargs: Any) -> None:
+    async def resync(body: kopf.Body, meta: kopf.Meta, **kwargs: Any) -> None:
         indexes.remember(kwargs)
-        if meta.get("deletionTimestamp") is None and handlers.stale(name):
+        if meta.get("deletionTimestamp") is None and handlers.stale(model_resources.ref_of(body)):
             await handlers.reconcile(dict(body), indexes.visible())
 
 

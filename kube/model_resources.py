@@ -8,7 +8,9 @@ Pure.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from kube import inference_service, predictor
 from mesh.core import errors
@@ -37,3 +39,26 @@ def kind_of_owner(owner: str) -> str:
     """The kind whose resources register vmodels owned by ``owner`` (``""``
     for a vmodel registered some other way)."""
     return next((kind for kind, o in OWNERS.items() if o == owner), "")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ResourceRef:
+    """One Predictor or InferenceService: the controller's key for it (a
+    Predictor and an InferenceService may share a name, never a ref)."""
+
+    kind: str
+    name: str
+
+    @property
+    def owner(self) -> str:
+        """The vmodel owner this kind registers with."""
+        return OWNERS[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.kind.lower()}/{self.name}"
+
+
+def ref_of(body: Mapping[str, Any]) -> ResourceRef:
+    """The ref of a document of either kind (no ``kind``: a Predictor)."""
+    kind = body.get("kind") or predictor.KIND
+    return ResourceRef(str(kind), str(body["metadata"]["name"]))

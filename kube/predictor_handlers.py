@@ -1,9 +1,15 @@
-"""What the controller does when a Predictor is created, changed, resumed or deleted.
+"""What the controller does when a Predictor or an InferenceService is created,
+changed, resumed or deleted.
 
-A Predictor's spec is registered through a node's management API
-(``setVModel`` with the Predictor's name as vmodel, owner ``predictor``, a
-concrete model id that changes with the spec, auto-delete), exactly as
-``meshserve predictor apply`` and ModelMesh Serving's controller do; the mesh
+Both kinds are handled alike, keyed by :class:`kube.model_resources.ResourceRef`
+(an InferenceService is read into the same spec: :mod:`kube.inference_service`).
+A spec is registered through a node's management API (``setVModel`` with the
+resource's name as vmodel, owned by its kind, a concrete model id that changes
+with the spec, auto-delete), exactly as ``meshserve predictor apply`` and
+ModelMesh Serving's controller do. A Predictor and an InferenceService of one
+name are one vmodel: the first registered holds it, the other is refused by
+the mesh and says so in its status (``InvalidSpec``) until the name is free,
+and deleting it leaves the holder alone. The mesh
 keeps the old model serving until the new one is loaded, then deletes it. A
 spec no runtime can serve is not registered and gets ``InvalidSpec``; a
 deletion waits (kopf's finalizer) until the vmodel, and with it its models,
@@ -27,8 +33,9 @@ from typing import Any
 import grpc
 import kopf
 
-from kube import mesh_client, predictor, predictor_status, runtime_selection, status_writer
+from kube import mesh_client, model_resources, predictor_status, runtime_selection, status_writer
 from kube.controller_settings import ControllerSettings
+from kube.model_resources import ResourceRef
 from mesh.core import clock, errors
 
 log = logging.getLogger(__name__)
@@ -45,15 +52,21 @@ other error means the mesh could not be reached or could not answer:
 
 
 class KopfIndexes:
-    """kopf's live indexes of the runtimes and Predictors, kept from the
-    first handler call for the work done outside a handler (the runtime sync)."""
+    """kopf's live indexes of the runtimes, Predictors and InferenceServices,
+    kept from the first handler call for the work done outside a handler (the
+    runtime sync)."""
 
     def __init__(self) -> None:
         self._indexes: tuple[kopf.Index[str, Any], ...] = ()
 
     def remember(self, kwargs: Mapping[str, Any]) -> None:
         if not self._indexes:
-            self._indexes = (kwargs["runtimes"], kwargs["cluster_runtimes"], kwargs["predictors"])
+            self._indexes = (
+                kwargs["runtimes"],
+                kwargs["cluster_runtimes"],
+                kwargs["predictors"],
+                kwargs["inference_services"],
+            )
 
     @property
     def known(self) -> bool:
@@ -63,14 +76,19 @@ class KopfIndexes:
         """The runtimes the namespace sees (:func:`kube.runtime_selection.visible_runtimes`)."""
         if not self._indexes:
             return {}
-        namespaced, cluster, _ = self._indexes
+        namespaced, cluster = self._indexes[:2]
         return runtime_selection.visible_runtimes(
             _values_by_name(namespaced).values(), _values_by_name(cluster).values()
         )
 
-    def predictors(self) -> dict[str, dict[str, Any]]:
-        """The namespace's Predictor documents, by name."""
-        return _values_by_name(self._indexes[2]) if self._indexes else {}
+    def resources(self) -> dict[ResourceRef, dict[str, Any]]:
+        """The namespace's Predictor and (ModelMesh-mode) InferenceService
+        documents, by ref."""
+        out: dict[ResourceRef, dict[str, Any]] = {}
+        for index in self._indexes[2:]:
+            for body in _values_by_name(index).values():
+                out[model_resources.ref_of(body)] = body
+        return out
 
 
 def _values_by_name(index: kopf.Index[str, Any]) -> dict[str, Any]:
@@ -84,8 +102,8 @@ def _values_by_name(index: kopf.Index[str, Any]) -> dict[str, Any]:
 
 
 class PredictorHandlers:
-    """Registers Predictors with the mesh and unregisters them, one at a time
-    per Predictor, recording a verdict on each."""
+    """Registers Predictors and InferenceServices with the mesh and
+    unregisters them, one at a time per resource, recording a verdict on each."""
 
     def __init__(
         self,
@@ -96,29 +114,29 @@ class PredictorHandlers:
         self.config = config
         self.bridge = bridge
         self.mesh = mesh
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._supported: dict[str, bool] = {}
+        self._locks: dict[ResourceRef, asyncio.Lock] = {}
+        self._supported: dict[ResourceRef, bool] = {}
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+    def _lock(self, ref: ResourceRef) -> asyncio.Lock:
+        return self._locks.setdefault(ref, asyncio.Lock())
 
     async def reconcile(
         self, body: Mapping[str, Any], visible: Mapping[str, runtime_selection.Runtime]
     ) -> tuple[predictor_status.Verdict, bool]:
-        """Register a Predictor's spec (or record why it cannot be), and hand
+        """Register a resource's spec (or record why it cannot be), and hand
         the verdict to the status writer. Returns the verdict, and whether a
         model was registered to load now. Raises :class:`kopf.TemporaryError`
         while the mesh cannot be reached."""
-        name = str(body["metadata"]["name"])
-        async with self._lock(name):
-            return await self._reconcile(name, body, visible)
+        ref = model_resources.ref_of(body)
+        async with self._lock(ref):
+            return await self._reconcile(ref, body, visible)
 
     def _failure(
-        self, name: str, reason: predictor_status.FailureReason, message: str, model_id: str
+        self, ref: ResourceRef, reason: predictor_status.FailureReason, message: str, model_id: str
     ) -> predictor_status.FailureInfo:
         """A failure dated now, or when the same failure was first seen (so a
         retry does not rewrite the status)."""
-        before = self.bridge.verdict(name)
+        before = self.bridge.verdict(ref)
         old = before.failure if before is not None else None
         if old is not None and (old.reason, old.message, old.model_id) == (
             reason,
@@ -129,26 +147,29 @@ class PredictorHandlers:
         return predictor_status.FailureInfo(reason, message, model_id, time_ms=clock.now_ms())
 
     async def _reconcile(
-        self, name: str, body: Mapping[str, Any], visible: Mapping[str, runtime_selection.Runtime]
+        self,
+        ref: ResourceRef,
+        body: Mapping[str, Any],
+        visible: Mapping[str, runtime_selection.Runtime],
     ) -> tuple[predictor_status.Verdict, bool]:
         try:
-            spec = predictor.parse(body)
+            spec = model_resources.parse(body)
         except errors.InvalidRequest as e:
-            self._supported[name] = False
-            failure = self._failure(name, _REASONS.INVALID_PREDICTOR_SPEC, e.message, "")
-            return self._decided(name, predictor_status.Verdict(failure=failure)), False
+            self._supported[ref] = False
+            failure = self._failure(ref, _REASONS.INVALID_PREDICTOR_SPEC, e.message, "")
+            return self._decided(ref, predictor_status.Verdict(failure=failure)), False
         found = runtime_selection.support(spec, visible)
-        self._supported[name] = found.supported
+        self._supported[ref] = found.supported
         if not found.supported:
             assert found.reason is not None
-            failure = self._failure(name, found.reason, found.message, spec.model_id)
-            log.info("predictor %s cannot be served: %s", name, found.message)
-            return self._decided(name, predictor_status.Verdict(spec.model_id, failure)), False
-        previous = self.bridge.verdict(name)
+            failure = self._failure(ref, found.reason, found.message, spec.model_id)
+            log.info("%s cannot be served: %s", ref, found.message)
+            return self._decided(ref, predictor_status.Verdict(spec.model_id, failure)), False
+        previous = self.bridge.verdict(ref)
         if previous is None or previous.model_id != spec.model_id or previous.invalid:
-            self.bridge.set_verdict(name, predictor_status.Verdict(spec.model_id))
+            self.bridge.set_verdict(ref, predictor_status.Verdict(spec.model_id))
         load_now = predictor_status.wants_load(
-            self.bridge.vmodel(name),
+            self.bridge.vmodel(ref.name),
             spec.model_id,
             self.bridge.models(),
             now_ms=clock.now_ms(),
@@ -157,29 +178,50 @@ class PredictorHandlers:
         try:
             await asyncio.to_thread(self.mesh.apply, spec, load_now)
         except grpc.RpcError as e:
-            code, details = e.code(), e.details()
-            refused = MESH_REFUSALS.get(code)
-            if refused is not None:
-                failure = self._failure(name, refused, details, spec.model_id)
-                log.warning("predictor %s was refused by the mesh: %s", name, details)
-                return self._decided(name, predictor_status.Verdict(spec.model_id, failure)), False
-            message = f"Waiting for the mesh at {self.config.mesh_endpoint}: {code.name}: {details}"
-            failure = self._failure(name, _REASONS.RUNTIME_UNHEALTHY, message, spec.model_id)
-            self.bridge.set_verdict(name, predictor_status.Verdict(spec.model_id, failure))
-            raise kopf.TemporaryError(message, delay=self.config.retry_seconds) from None
-        log.info(
-            "predictor %s registered as model %s (load now: %s)", name, spec.model_id, load_now
-        )
-        return self._decided(name, predictor_status.Verdict(spec.model_id)), load_now
+            return self._refused(ref, spec.model_id, e)
+        log.info("%s registered as model %s (load now: %s)", ref, spec.model_id, load_now)
+        return self._decided(ref, predictor_status.Verdict(spec.model_id)), load_now
 
-    def _decided(self, name: str, verdict: predictor_status.Verdict) -> predictor_status.Verdict:
-        self.bridge.set_verdict(name, verdict)
+    def _refused(
+        self, ref: ResourceRef, model_id: str, e: grpc.RpcError
+    ) -> tuple[predictor_status.Verdict, bool]:
+        """The verdict on a registration the mesh did not take: a refusal of
+        the spec, or (raised as :class:`kopf.TemporaryError`) an unreachable mesh."""
+        code, details = e.code(), e.details()
+        refused = MESH_REFUSALS.get(code)
+        if refused is not None:
+            if code is grpc.StatusCode.ALREADY_EXISTS:
+                details = self._name_taken(ref, details)
+            failure = self._failure(ref, refused, details, model_id)
+            log.warning("%s was refused by the mesh: %s", ref, details)
+            return self._decided(ref, predictor_status.Verdict(model_id, failure)), False
+        message = f"Waiting for the mesh at {self.config.mesh_endpoint}: {code.name}: {details}"
+        failure = self._failure(ref, _REASONS.RUNTIME_UNHEALTHY, message, model_id)
+        self.bridge.set_verdict(ref, predictor_status.Verdict(model_id, failure))
+        raise kopf.TemporaryError(message, delay=self.config.retry_seconds) from None
+
+    def _name_taken(self, ref: ResourceRef, details: str) -> str:
+        """The mesh's "owned by another" refusal, said in the user's words."""
+        vmodel = self.bridge.vmodel(ref.name)
+        holder = model_resources.kind_of_owner(vmodel.owner) if vmodel is not None else ""
+        if not holder or holder == ref.kind:
+            return details
+        return (
+            f"the name {ref.name!r} is served by the {holder} {ref.name!r}: a Predictor and an "
+            f"InferenceService of one name are one model name, and the first registered "
+            f"keeps it. Delete one of them; this {ref.kind} is registered once the name is free"
+        )
+
+    def _decided(
+        self, ref: ResourceRef, verdict: predictor_status.Verdict
+    ) -> predictor_status.Verdict:
+        self.bridge.set_verdict(ref, verdict)
         return verdict
 
-    def stale(self, name: str) -> bool:
-        """Whether a Predictor's registration failed or is missing from etcd."""
-        verdict = self.bridge.verdict(name)
-        vmodel = self.bridge.vmodel(name)
+    def stale(self, ref: ResourceRef) -> bool:
+        """Whether a resource's registration failed or is missing from etcd."""
+        verdict = self.bridge.verdict(ref)
+        vmodel = self.bridge.vmodel(ref.name)
         return (
             verdict is None
             or verdict.failure is not None
@@ -187,43 +229,44 @@ class PredictorHandlers:
             or vmodel.target_model != verdict.model_id
         )
 
-    async def unregister(self, name: str) -> None:
-        """Delete a Predictor's vmodel (the mesh deletes its auto-delete
-        models with it). Raises :class:`kopf.TemporaryError` while the mesh
-        cannot be reached."""
-        async with self._lock(name):
-            self.bridge.forget(name)
-            self._supported.pop(name, None)
-            if self.bridge.vmodel(name) is None:
+    async def unregister(self, ref: ResourceRef) -> None:
+        """Delete a resource's vmodel, if its kind holds it (the mesh deletes
+        its auto-delete models with it). Raises :class:`kopf.TemporaryError`
+        while the mesh cannot be reached."""
+        async with self._lock(ref):
+            self.bridge.forget(ref)
+            self._supported.pop(ref, None)
+            vmodel = self.bridge.vmodel(ref.name)
+            if vmodel is None or (vmodel.owner and vmodel.owner != ref.owner):
                 return
             try:
-                await asyncio.to_thread(self.mesh.delete, name)
+                await asyncio.to_thread(self.mesh.delete, ref.name, ref.owner)
             except grpc.RpcError as e:
                 message = (
-                    f"cannot delete vmodel {name} through {self.config.mesh_endpoint}: "
+                    f"cannot delete vmodel {ref.name} through {self.config.mesh_endpoint}: "
                     f"{e.code().name}: {e.details()}"
                 )
                 raise kopf.TemporaryError(message, delay=self.config.retry_seconds) from None
-            log.info("predictor %s unregistered", name)
-        self._locks.pop(name, None)
+            log.info("%s unregistered", ref)
+        self._locks.pop(ref, None)
 
     async def recheck(
         self,
-        bodies: Mapping[str, Mapping[str, Any]],
+        bodies: Mapping[ResourceRef, Mapping[str, Any]],
         visible: Mapping[str, runtime_selection.Runtime],
     ) -> None:
-        """Reconcile again the Predictors whose runtime support changed."""
-        for name, body in bodies.items():
+        """Reconcile again the resources whose runtime support changed."""
+        for ref, body in bodies.items():
             if (body.get("metadata") or {}).get("deletionTimestamp"):
                 continue
             try:
-                spec = predictor.parse(body)
+                spec = model_resources.parse(body)
             except errors.InvalidRequest:
                 continue
             supported = runtime_selection.support(spec, visible).supported
-            if self._supported.get(name, supported) == supported:
+            if self._supported.get(ref, supported) == supported:
                 continue  # unchanged, or not reconciled yet (kopf will: create/resume)
             try:
                 await self.reconcile(body, visible)
             except kopf.TemporaryError as e:
-                log.info("predictor %s: %s (the resync timer retries)", name, e)
+                log.info("%s: %s (the resync timer retries)", ref, e)

@@ -59,7 +59,8 @@ class RuntimeSync:
 
     async def sync(self) -> None:
         """Make the namespace's runtime Deployments what the runtimes ask for,
-        then look again at Predictors whose runtime support changed."""
+        then look again at Predictors and InferenceServices whose runtime
+        support changed."""
         visible = self.indexes.visible()
         for rt in visible.values():
             if not rt.usable and rt.problem:
@@ -81,4 +82,4 @@ class RuntimeSync:
             await self.kube.delete_deployment(name)
             log.info("deleted Deployment %s (its runtime is gone or unusable)", name)
         if self.indexes.known:
-            await self.handlers.recheck(self.indexes.predictors(), visible)
+            await self.handlers.recheck(self.indexes.resources(), visible)

@@ -29,5 +29,7 @@ def rendered(kubectl: str) -> dict[str, manifests.Rendered]:
 
 @pytest.fixture(scope="session")
 def crds(rendered: dict[str, manifests.Rendered]) -> dict[str, manifests.Obj]:
-    """The CRDs of deploy/crd by kind."""
-    return {c["spec"]["names"]["kind"]: c for c in rendered["crd"].objects}
+    """The CRDs of deploy/crd (and of deploy/crd/inferenceservice, for
+    clusters without KServe) by kind."""
+    objects = rendered["crd"].objects + rendered["crd/inferenceservice"].objects
+    return {c["spec"]["names"]["kind"]: c for c in objects}

@@ -24,6 +24,8 @@ CONTROLLER_NEEDS: dict[tuple[str, str, str, str], frozenset[str]] = {
     # (These are the requests tests/integration/test_controller.py records.)
     (NAMESPACE, GROUP, "predictors", ""): frozenset({"list", "watch", "patch"}),
     (NAMESPACE, GROUP, "predictors/status", ""): frozenset({"patch"}),
+    (NAMESPACE, GROUP, "inferenceservices", ""): frozenset({"list", "watch", "patch"}),
+    (NAMESPACE, GROUP, "inferenceservices/status", ""): frozenset({"patch"}),
     # Runtimes are only read: one Deployment is kept per runtime.
     (NAMESPACE, GROUP, "servingruntimes", ""): frozenset({"list", "watch"}),
     # ClusterServingRuntimes are cluster-scoped: only a ClusterRole reaches them.

@@ -27,7 +27,14 @@ import numpy as np
 import pytest
 from sklearn import datasets, dummy
 
-from kube import controller, controller_settings, predictor, runtime_deployment, runtime_selection
+from kube import (
+    controller,
+    controller_settings,
+    inference_service,
+    predictor,
+    runtime_deployment,
+    runtime_selection,
+)
 from mesh.core import settings
 from mesh.edges import etcd_process
 from meshserve import samples
@@ -143,11 +150,12 @@ class Kube:
         self.client.close()  # type: ignore[no-untyped-call]
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        group, version = str(body["apiVersion"]).split("/")
         if plural == "clusterservingruntimes":
-            out = self.api.create_cluster_custom_object(GROUP, VERSION, plural, body)
+            out = self.api.create_cluster_custom_object(group, version, plural, body)
         else:
             out = self.api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, body
+                group, version, self.namespace, plural, body
             )
         assert isinstance(out, dict)
         return out
@@ -179,6 +187,17 @@ class Kube:
         assert isinstance(found, dict)
         return {o["metadata"]["name"] for o in found["items"]}
 
+    def names_of(self, plural: str) -> set[str]:
+        """The names of the namespace's ``plural`` of either API version."""
+        group, version = (
+            (inference_service.GROUP, inference_service.VERSION)
+            if plural == inference_service.PLURAL
+            else (GROUP, VERSION)
+        )
+        found = self.api.list_namespaced_custom_object(group, version, self.namespace, plural)
+        assert isinstance(found, dict)
+        return {o["metadata"]["name"] for o in found["items"]}
+
     def resource_version(self, plural: str) -> str:
         """The version a list of ``plural`` was taken at (to watch from)."""
         found = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
@@ -190,7 +209,17 @@ class Kube:
 
     def status(self, name: str) -> dict[str, Any]:
         """A Predictor's status (``{}`` if it has none or is gone)."""
-        obj = self.get("predictors", name)
+        return self.status_of("predictors", name)
+
+    def status_of(self, plural: str, name: str) -> dict[str, Any]:
+        """The status of a Predictor or (``inferenceservices``) an
+        InferenceService; ``{}`` if it has none or is gone."""
+        group, version = (
+            (inference_service.GROUP, inference_service.VERSION)
+            if plural == inference_service.PLURAL
+            else (GROUP, VERSION)
+        )
+        obj = self.get(plural, name, group, version)
         status = (obj or {}).get("status") or {}
         assert isinstance(status, dict)
         return status
@@ -236,6 +265,36 @@ def predictor_doc(
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+def isvc_doc(name: str, predictor_part: dict[str, Any], modelmesh: bool = True) -> dict[str, Any]:
+    annotations = (
+        {inference_service.DEPLOYMENT_MODE: inference_service.MODELMESH_MODE} if modelmesh else {}
+    )
+    return {
+        "apiVersion": inference_service.API_VERSION,
+        "kind": inference_service.KIND,
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"predictor": predictor_part},
+    }
+
+
+def sklearn_model(sample: samples.Sample) -> dict[str, Any]:
+    """``spec.predictor`` in the current form, the model's folder as ``storage.path``."""
+    return {"model": {"modelFormat": {"name": "sklearn"}, "storage": {"path": str(sample.folder)}}}
+
+
+def isvc_ready(kube: Kube, name: str) -> dict[str, Any] | None:
+    """An InferenceService's status once Ready and up to date, else ``None``."""
+    status = kube.status_of(inference_service.PLURAL, name)
+    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+    model = status.get("modelStatus", {})
+    done = (
+        conditions.get("Ready") == "True"
+        and model.get("states", {}).get("activeModelState") == "Loaded"
+        and model.get("transitionStatus") == "UpToDate"
+    )
+    return status if done else None
 
 
 # -- what the controller wrote ---------------------------------------------------------

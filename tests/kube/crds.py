@@ -165,9 +165,10 @@ MINIMAL: tuple[dict[str, Any], ...] = (
 
 
 def from_deploy() -> list[dict[str, Any]]:
-    """The CRDs in ``deploy/crd/`` (empty if that folder does not exist yet)."""
+    """The CRDs in ``deploy/crd/`` and below it (KServe's InferenceService is
+    in ``deploy/crd/inferenceservice``); empty if that folder does not exist."""
     docs: list[dict[str, Any]] = []
-    for path in sorted(CRD_DIR.glob("*.yaml")) if CRD_DIR.is_dir() else []:
+    for path in sorted(CRD_DIR.rglob("*.yaml")) if CRD_DIR.is_dir() else []:
         for doc in yaml.safe_load_all(path.read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 docs.append(doc)

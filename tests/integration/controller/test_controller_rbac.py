@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kube import api_client, runtime_deployment
+from kube import api_client, inference_service, runtime_deployment
 from meshserve import samples
 from tests.integration import controller_fixtures as cf
 from tests.kube import crds
@@ -42,6 +42,11 @@ def _tour(kube: cf.Kube, models: dict[str, samples.Sample]) -> None:
     cf.wait_for(lambda: cf.loaded(kube, served), what="Loaded")
     kube.delete("predictors", served)
     cf.wait_for(lambda: kube.get("predictors", served) is None, what="Predictor released")
+    isvc = cf.unique_name("tour-isvc")
+    kube.create(inference_service.PLURAL, cf.isvc_doc(isvc, cf.sklearn_model(models["iris"])))
+    cf.wait_for(lambda: cf.isvc_ready(kube, isvc), what="InferenceService Ready")
+    kube.delete(inference_service.PLURAL, isvc, inference_service.GROUP, inference_service.VERSION)
+    cf.wait_for(lambda: isvc not in kube.names_of(inference_service.PLURAL) or None, what="gone")
     nobody = cf.unique_name("tour-nobody")
     kube.create("predictors", cf.predictor_doc(nobody, models["iris"].folder, "no-such-format"))
     cf.wait_for(lambda: kube.status(nobody).get("lastFailureInfo"), what="InvalidSpec written")

@@ -1,0 +1,161 @@
+"""The controller serves InferenceServices in ModelMesh mode as KServe users expect.
+
+End to end, as in the Predictor tests: the stand-in API server (with the
+InferenceService CRD of deploy/crd/inferenceservice), kopf running the real
+controller, a real etcd and a mesh node with its own MLServer. An
+InferenceService annotated for ModelMesh loads and answers, in either form,
+from a PVC by ``storageUri``, with KServe's status (modelStatus, conditions,
+URL); one without the annotation is left to KServe untouched; one naming a
+transformer says why it is not served; and a Predictor and an
+InferenceService of one name never take the name from each other.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import numpy as np
+
+from kube import inference_service, predictor
+from meshserve import samples
+from tests.integration import controller_fixtures as cf
+from tests.integration import mesh_fixtures
+
+NS = cf.NS
+ISVCS = inference_service.PLURAL
+
+
+def failure(kube: cf.Kube, plural: str, name: str) -> dict[str, Any] | None:
+    status = kube.status_of(plural, name)
+    if plural == ISVCS:
+        status = status.get("modelStatus", {})
+    found = status.get("lastFailureInfo")
+    return found if isinstance(found, dict) else None
+
+
+def test_an_inference_service_loads_answers_and_reports_kserves_status(
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+) -> None:
+    name = cf.unique_name("isvc")
+    iris = models["iris"]
+    kube.create(ISVCS, cf.isvc_doc(name, cf.sklearn_model(iris)))
+    status = cf.wait_for(lambda: cf.isvc_ready(kube, name), what="Ready")
+    assert status["url"] == f"grpc://meshserve.{NS}:8033"
+    assert status["components"]["predictor"]["restUrl"] == f"http://meshserve.{NS}:8008"
+    assert status["modelStatus"]["copies"] == {"totalCopies": 1, "failedCopies": 0}
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "PredictorReady"}
+    assert "lastFailureInfo" not in status["modelStatus"]
+    vmodel = mesh_node.node.table.vmodel(name)
+    assert vmodel is not None and vmodel.owner == inference_service.OWNER
+    got = mesh_fixtures.infer(mesh_node.endpoint, name, iris.inputs)
+    np.testing.assert_array_equal(got, iris.expected)
+    kube.delete(ISVCS, name, inference_service.GROUP, inference_service.VERSION)
+    cf.wait_for(lambda: name not in kube.names_of(ISVCS) or None, what="deleted")
+    assert mesh_node.node.table.vmodel(name) is None
+    assert cf.predictor_models(mesh_node, name) == []
+
+
+def test_the_old_form_from_a_pvc_uri_serves_the_same_answers(
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+) -> None:
+    """``storageUri: pvc://<claim>/<path>`` finds the file where the claim is
+    mounted (``<models root>/<claim>``), as in ModelMesh Serving."""
+    name = cf.unique_name("isvc-pvc")
+    iris = models["iris"]
+    claim = mesh_node.config.node.models_root / "models-pvc-1"
+    shutil.copytree(iris.folder, claim / name)
+    kube.create(ISVCS, cf.isvc_doc(name, {"sklearn": {"storageUri": f"pvc://models-pvc-1/{name}"}}))
+    cf.wait_for(lambda: cf.isvc_ready(kube, name), what="Ready")
+    got = mesh_fixtures.infer(mesh_node.endpoint, name, iris.inputs)
+    np.testing.assert_array_equal(got, iris.expected)
+
+
+def test_one_without_the_modelmesh_annotation_is_left_to_kserve(
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+) -> None:
+    part = {
+        "model": {
+            "modelFormat": {"name": "sklearn"},
+            "storage": {"path": str(models["iris"].folder)},
+        }
+    }
+    kserves = cf.unique_name("kserve-owned")
+    kube.create(ISVCS, cf.isvc_doc(kserves, part, modelmesh=False))
+    ours = cf.unique_name("mesh-owned")
+    kube.create(ISVCS, cf.isvc_doc(ours, part))
+    cf.wait_for(
+        lambda: cf.isvc_ready(kube, ours), what="Ready"
+    )  # created after: its events came later
+    untouched = kube.get(ISVCS, kserves, inference_service.GROUP, inference_service.VERSION)
+    assert untouched is not None
+    assert "status" not in untouched
+    assert not untouched["metadata"].get("finalizers")
+    assert not any(k.startswith("meshserve.io") for k in untouched["metadata"]["annotations"])
+    assert mesh_node.node.table.vmodel(kserves) is None
+
+
+def test_a_transformer_is_refused_with_a_reason_kserve_users_can_read(
+    ctl: list[cf.ControllerThread], kube: cf.Kube, models: dict[str, samples.Sample]
+) -> None:
+    name = cf.unique_name("isvc-tf")
+    doc = cf.isvc_doc(
+        name,
+        {
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "storage": {"path": str(models["iris"].folder)},
+            }
+        },
+    )
+    doc["spec"]["transformer"] = {"containers": [{"name": "t", "image": "example/t:1"}]}
+    kube.create(ISVCS, doc)
+    found = cf.wait_for(lambda: failure(kube, ISVCS, name), what="failure")
+    assert found["reason"] == "InvalidPredictorSpec"
+    assert "spec.transformer" in found["message"] and "ModelMesh mode" in found["message"]
+    status = kube.status_of(ISVCS, name)
+    assert status["modelStatus"]["transitionStatus"] == "InvalidSpec"
+    ready_condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready_condition["status"] == "False"
+    assert ready_condition["reason"] == "InvalidPredictorSpec"
+
+
+def test_a_predictor_and_an_inference_service_of_one_name_never_take_it_from_each_other(
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+) -> None:
+    name = cf.unique_name("shared")
+    kube.create("predictors", cf.predictor_doc(name, models["iris"].folder))
+    cf.wait_for(lambda: cf.loaded(kube, name), what="the Predictor Loaded")
+    part = {
+        "model": {
+            "modelFormat": {"name": "sklearn"},
+            "storage": {"path": str(models["twos"].folder)},
+        }
+    }
+    kube.create(ISVCS, cf.isvc_doc(name, part))
+    found = cf.wait_for(lambda: failure(kube, ISVCS, name), what="the clash said")
+    assert "Predictor" in found["message"] and "Delete one of them" in found["message"]
+    status = kube.status_of(ISVCS, name)
+    assert status["modelStatus"]["transitionStatus"] == "InvalidSpec"
+    assert status["modelStatus"]["states"]["activeModelState"] == "Pending"
+    assert "url" not in status
+    vmodel = mesh_node.node.table.vmodel(name)
+    assert vmodel is not None and vmodel.owner == predictor.OWNER
+    # Deleting the one that does not hold the name leaves the holder serving.
+    kube.delete(ISVCS, name, inference_service.GROUP, inference_service.VERSION)
+    cf.wait_for(lambda: name not in kube.names_of(ISVCS) or None, what="deleted")
+    assert cf.loaded(kube, name) is not None
+    got = mesh_fixtures.infer(mesh_node.endpoint, name, models["iris"].inputs)
+    np.testing.assert_array_equal(got, models["iris"].expected)
