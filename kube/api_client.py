@@ -31,6 +31,9 @@ RESOURCES = {predictor.KIND: PREDICTORS, inference_service.KIND: INFERENCE_SERVI
 SERVING_RUNTIMES = (GROUP, VERSION, "servingruntimes")
 CLUSTER_SERVING_RUNTIMES = (GROUP, VERSION, "clusterservingruntimes")
 DEPLOYMENTS = ("apps", "v1", "deployments")
+HPAS = ("autoscaling", "v2", "horizontalpodautoscalers")
+Resource = tuple[str, str, str]
+"""(group, version, plural)."""
 USER_AGENT = "meshserve-controller"
 """How the controller's own API calls name it (kopf's say ``kopf/<version>``)."""
 
@@ -115,49 +118,50 @@ class KubeApi:
             raise
         return True
 
-    async def managed_deployments(self) -> dict[str, dict[str, Any]]:
-        """The namespace's Deployments this controller manages, by name."""
+    async def managed(self, resource: Resource) -> dict[str, dict[str, Any]]:
+        """The namespace's objects of ``resource`` (Deployments, HPAs) this
+        controller manages, by name."""
         managed = f"{runtime_deployment.LABEL_MANAGED_BY}={runtime_deployment.MANAGED_BY}"
         found = await asyncio.to_thread(
             self._objects.list_namespaced_custom_object,
-            *DEPLOYMENTS[:2],
+            *resource[:2],
             self.namespace,
-            DEPLOYMENTS[2],
+            resource[2],
             label_selector=managed,
         )
         items = found.get("items", []) if isinstance(found, dict) else []
         return {str(d["metadata"]["name"]): d for d in items}
 
-    async def create_deployment(self, manifest: Mapping[str, Any]) -> None:
+    async def create(self, resource: Resource, manifest: Mapping[str, Any]) -> None:
         await asyncio.to_thread(
             self._objects.create_namespaced_custom_object,
-            *DEPLOYMENTS[:2],
+            *resource[:2],
             self.namespace,
-            DEPLOYMENTS[2],
+            resource[2],
             dict(manifest),
         )
 
-    async def replace_deployment(
-        self, manifest: Mapping[str, Any], current: Mapping[str, Any]
+    async def replace(
+        self, resource: Resource, manifest: Mapping[str, Any], current: Mapping[str, Any]
     ) -> None:
         """Replace ``current`` with ``manifest`` (409 if it changed meanwhile)."""
         body = copy.deepcopy(dict(manifest))
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         await asyncio.to_thread(
             self._objects.replace_namespaced_custom_object,
-            *DEPLOYMENTS[:2],
+            *resource[:2],
             self.namespace,
-            DEPLOYMENTS[2],
+            resource[2],
             body["metadata"]["name"],
             body,
         )
 
-    async def delete_deployment(self, name: str) -> None:
+    async def delete(self, resource: Resource, name: str) -> None:
         with contextlib.suppress(kubernetes.client.exceptions.NotFoundException):
             await asyncio.to_thread(
                 self._objects.delete_namespaced_custom_object,
-                *DEPLOYMENTS[:2],
+                *resource[:2],
                 self.namespace,
-                DEPLOYMENTS[2],
+                resource[2],
                 name,
             )

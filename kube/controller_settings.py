@@ -17,7 +17,7 @@ import pathlib
 import socket
 from collections.abc import Mapping
 
-from kube import runtime_deployment
+from kube import runtime_deployment, runtime_replicas
 from mesh.core import errors, settings
 from mesh.edges import process_env
 
@@ -59,6 +59,11 @@ class ControllerSettings:
     """Deadline of each management API call."""
     kopf_watch_seconds: float | None = None
     """Length of one kopf watch request (``None``: the API server decides)."""
+    scale_to_zero: runtime_replicas.ScaleToZero = dataclasses.field(
+        default_factory=runtime_replicas.ScaleToZero
+    )
+    """Runtimes no resource needs go to zero pods (``MESHSERVE_SCALE_TO_ZERO``,
+    default true) after a grace period (``MESHSERVE_SCALE_TO_ZERO_GRACE``, 60 s)."""
 
     @property
     def leader_key(self) -> str:
@@ -90,6 +95,12 @@ def settings_from_env(
     grpc_port = node.service.grpc_port
     endpoint = get("MESHSERVE_ENDPOINT") or f"{service}:{grpc_port}"
     settings.parse_endpoint(endpoint, "MESHSERVE_ENDPOINT")
+    scale_to_zero = get("MESHSERVE_SCALE_TO_ZERO").lower() or "true"
+    if scale_to_zero not in ("true", "false"):
+        raise errors.ConfigError(f"MESHSERVE_SCALE_TO_ZERO: {scale_to_zero!r} is not true or false")
+    grace = number("MESHSERVE_SCALE_TO_ZERO_GRACE", 60.0)
+    if grace < 0:
+        raise errors.ConfigError("MESHSERVE_SCALE_TO_ZERO_GRACE: must be 0 or more")
     replicas = int(number("MESHSERVE_RUNTIME_REPLICAS", 1))
     if replicas < 0:
         raise errors.ConfigError("MESHSERVE_RUNTIME_REPLICAS: must be 0 or more")
@@ -111,4 +122,5 @@ def settings_from_env(
         grpc_port=grpc_port,
         failure_expiry_seconds=node.cache.failure_expiry_seconds,
         resync_seconds=number("MESHSERVE_RESYNC_INTERVAL", 60.0),
+        scale_to_zero=runtime_replicas.ScaleToZero(scale_to_zero == "true", grace),
     )

@@ -149,7 +149,7 @@ class KopfOperator:
             return api_client.connection_info(self.kube_config, cfg.namespace)
 
         _register_indexes(reg)
-        _register_predictor_handlers(reg, cfg, indexes, handlers)
+        _register_predictor_handlers(reg, cfg, indexes, handlers, sync)
         _register_runtime_events(reg, indexes, sync)
         return reg
 
@@ -176,9 +176,10 @@ def _register_predictor_handlers(
     cfg: ControllerSettings,
     indexes: predictor_handlers.KopfIndexes,
     handlers: predictor_handlers.PredictorHandlers,
+    sync: runtime_sync.RuntimeSync,
 ) -> None:
     for resource, required in MODEL_RESOURCES:
-        _register_model_resource(reg, cfg, indexes, handlers, resource, required)
+        _register_model_resource(reg, cfg, indexes, handlers, sync, resource, required)
 
 
 def _register_model_resource(
@@ -186,11 +187,13 @@ def _register_model_resource(
     cfg: ControllerSettings,
     indexes: predictor_handlers.KopfIndexes,
     handlers: predictor_handlers.PredictorHandlers,
+    sync: runtime_sync.RuntimeSync,
     resource: tuple[str, str, str],
     annotations: dict[str, str] | None,
 ) -> None:
     """The handlers of one kind that names a model (``annotations``: the
-    filter its objects must pass)."""
+    filter its objects must pass). Each change also wakes the runtime sync:
+    a runtime scaled to zero comes back when a resource needs it."""
     only: dict[str, Any] = {"annotations": annotations} if annotations else {}
 
     @kopf.on.resume(*resource, registry=reg, id="register", **only)
@@ -198,6 +201,7 @@ def _register_model_resource(
     @kopf.on.update(*resource, registry=reg, id="register", **only)
     async def register(body: kopf.Body, **kwargs: Any) -> None:
         indexes.remember(kwargs)
+        sync.soon()
         verdict, loading = await handlers.reconcile(dict(body), indexes.visible())
         if verdict.failure is not None:
             kopf.warn(body, reason=verdict.failure.reason.value, message=verdict.failure.message)
@@ -207,6 +211,7 @@ def _register_model_resource(
     @kopf.on.delete(*resource, registry=reg, id="unregister", **only)
     async def unregister(body: kopf.Body, **_: Any) -> None:
         await handlers.unregister(model_resources.ref_of(body))
+        sync.soon()
 
     @kopf.timer(
         *resource,

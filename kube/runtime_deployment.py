@@ -253,8 +253,13 @@ def _pod_template(rt: runtime_selection.Runtime, opts: DeploymentOptions) -> dic
     return {"metadata": metadata, "spec": pod_spec}
 
 
-def runtime_deployment(rt: runtime_selection.Runtime, opts: DeploymentOptions) -> dict[str, Any]:
-    """The Deployment that runs ``rt``'s pods in ``opts.namespace``."""
+def runtime_deployment(
+    rt: runtime_selection.Runtime, opts: DeploymentOptions, replicas: int | None = None
+) -> dict[str, Any]:
+    """The Deployment that runs ``rt``'s pods in ``opts.namespace``, with
+    ``replicas`` pods (default: the runtime's own count, else the default)."""
+    if replicas is None:
+        replicas = rt.replicas if rt.replicas is not None else opts.default_replicas
     selector = selector_labels(rt)
     manifest: dict[str, Any] = {
         "apiVersion": "apps/v1",
@@ -265,7 +270,7 @@ def runtime_deployment(rt: runtime_selection.Runtime, opts: DeploymentOptions) -
             "labels": {**selector, LABEL_MANAGED_BY: MANAGED_BY},
         },
         "spec": {
-            "replicas": rt.replicas if rt.replicas is not None else opts.default_replicas,
+            "replicas": replicas,
             "selector": {"matchLabels": selector},
             # Never fewer ready nodes during a rollout: a leaving node drains
             # (hands its recently used models over) before it stops.
@@ -299,11 +304,16 @@ def spec_hash(manifest: Mapping[str, Any]) -> str:
 
 
 def desired_deployments(
-    runtimes: Mapping[str, runtime_selection.Runtime], opts: DeploymentOptions
+    runtimes: Mapping[str, runtime_selection.Runtime],
+    opts: DeploymentOptions,
+    replicas: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Deployment name → manifest, for every usable runtime the namespace sees."""
+    """Deployment name → manifest, for every usable runtime the namespace
+    sees, with the replica counts given by runtime name (default: each
+    runtime's own)."""
+    counts = replicas or {}
     return {
-        deployment_name(rt.name): runtime_deployment(rt, opts)
+        deployment_name(rt.name): runtime_deployment(rt, opts, counts.get(rt.name))
         for rt in runtimes.values()
         if rt.usable
     }

@@ -81,6 +81,8 @@ class Runtime:
     """The spec's pod fields as written (containers, volumes, labels...)."""
     problem: str = ""
     """Why this runtime cannot run as mesh nodes ("" if it can)."""
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """``metadata.annotations`` (the autoscaler's: :mod:`kube.runtime_replicas`)."""
 
     @property
     def usable(self) -> bool:
@@ -155,6 +157,9 @@ def parse_runtime(doc: Mapping[str, Any]) -> Runtime:
         runtime_port=runtime_port,
         replicas=replicas if isinstance(replicas, int) and replicas >= 0 else None,
         pod=pod,
+        annotations={
+            str(k): str(v) for k, v in (meta.get("annotations") or {}).items() if v is not None
+        },
     )
     return dataclasses.replace(runtime, problem=_problem(runtime))
 

@@ -27,8 +27,9 @@ EXAMPLES = {
 
 
 def _version(crds: dict[str, Obj]) -> Obj:
-    (version,) = crds["InferenceService"]["spec"]["versions"]
-    return version
+    versions: list[Obj] = crds["InferenceService"]["spec"]["versions"]
+    assert len(versions) == 1
+    return versions[0]
 
 
 def test_it_is_kserves_kind_version_names_and_columns(crds: dict[str, Obj]) -> None:

@@ -35,6 +35,11 @@ CONTROLLER_NEEDS: dict[tuple[str, str, str, str], frozenset[str]] = {
     (NAMESPACE, "apps", "deployments", ""): frozenset(
         {"create", "list", "watch", "update", "delete"}
     ),
+    # The HPAs of runtimes annotated for one, kept in step and deleted with
+    # the annotation (listed on each pass, never watched).
+    (NAMESPACE, "autoscaling", "horizontalpodautoscalers", ""): frozenset(
+        {"create", "list", "update", "delete"}
+    ),
     # Events about what it did (core v1 events).
     (NAMESPACE, "", "events", ""): frozenset({"create"}),
 }

@@ -33,6 +33,7 @@ from kube import (
     inference_service,
     predictor,
     runtime_deployment,
+    runtime_replicas,
     runtime_selection,
 )
 from mesh.core import settings
@@ -49,6 +50,7 @@ LATE_RUNTIME = "late-runtime"
 """A runtime that does not exist when the tests start, but the mesh node
 carries its label (``rt:late-runtime``), as its pods would."""
 _names = itertools.count(1)
+NO_SCALE_TO_ZERO = runtime_replicas.ScaleToZero(enabled=False)
 
 
 def unique_name(prefix: str) -> str:
@@ -61,8 +63,10 @@ def controller_settings_for(
     prefix: str,
     mesh_endpoint: str,
     instance_id: str = "controller-a",
+    scale_to_zero: runtime_replicas.ScaleToZero = NO_SCALE_TO_ZERO,
 ) -> controller_settings.ControllerSettings:
-    """Settings of a test controller: short lease, retries and resyncs."""
+    """Settings of a test controller: short lease, retries and resyncs; no
+    scale to zero unless asked (the scaling tests set their own grace)."""
     return controller_settings.ControllerSettings(
         namespace=namespace,
         deployment=runtime_deployment.DeploymentOptions(namespace=namespace),
@@ -72,6 +76,7 @@ def controller_settings_for(
         resync_seconds=1.0,
         retry_seconds=0.3,
         mesh_timeout_seconds=30.0,
+        scale_to_zero=scale_to_zero,
     )
 
 

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from kube import controller_settings
+from kube import controller_settings, runtime_replicas
 from mesh.core import errors
 from meshserve import cli
 
@@ -37,6 +37,20 @@ def test_the_namespace_is_chosen_before_the_pods_then_the_default(tmp_path: path
     both = {"POD_NAMESPACE": "pod", "MESHSERVE_NAMESPACE": "chosen"}
     assert read(both, missing).namespace == "chosen"
     assert read({}, missing).namespace == "default"
+
+
+def test_scale_to_zero_is_on_with_modelmesh_servings_grace_unless_turned_off(
+    tmp_path: pathlib.Path,
+) -> None:
+    read = controller_settings.settings_from_env
+    missing = tmp_path / "absent"
+    assert read({}, missing).scale_to_zero == runtime_replicas.ScaleToZero(True, 60.0)
+    env = {"MESHSERVE_SCALE_TO_ZERO": "False", "MESHSERVE_SCALE_TO_ZERO_GRACE": "5"}
+    assert read(env, missing).scale_to_zero == runtime_replicas.ScaleToZero(False, 5.0)
+    with pytest.raises(errors.ConfigError, match="MESHSERVE_SCALE_TO_ZERO"):
+        read({"MESHSERVE_SCALE_TO_ZERO": "sometimes"}, missing)
+    with pytest.raises(errors.ConfigError, match="MESHSERVE_SCALE_TO_ZERO_GRACE"):
+        read({"MESHSERVE_SCALE_TO_ZERO_GRACE": "-1"}, missing)
 
 
 def test_a_bad_variable_is_named(tmp_path: pathlib.Path) -> None:

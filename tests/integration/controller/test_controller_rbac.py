@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kube import api_client, inference_service, runtime_deployment
+from kube import api_client, inference_service, runtime_deployment, runtime_replicas
 from meshserve import samples
 from tests.integration import controller_fixtures as cf
 from tests.kube import crds
@@ -34,8 +34,16 @@ def _tour(kube: cf.Kube, models: dict[str, samples.Sample]) -> None:
     cf.wait_for(
         lambda: "mt:xgboost" in str(kube.deployment(deployment)), what="Deployment rewritten"
     )
+    hpa = ("horizontalpodautoscalers", deployment, "autoscaling", "v2")
+    notes = {runtime_replicas.AUTOSCALER_CLASS: "hpa", runtime_replicas.MAX_SCALE: "2"}
+    kube.patch("servingruntimes", runtime, {"metadata": {"annotations": notes}})
+    cf.wait_for(lambda: kube.get(*hpa), what="HPA created")
+    notes[runtime_replicas.MAX_SCALE] = "3"
+    kube.patch("servingruntimes", runtime, {"metadata": {"annotations": notes}})
+    cf.wait_for(lambda: (kube.get(*hpa) or {}).get("spec", {}).get("maxReplicas") == 3 or None)
     kube.patch("servingruntimes", runtime, {"spec": {"disabled": True}})
     cf.wait_for(lambda: kube.deployment(deployment) is None, what="Deployment deleted")
+    cf.wait_for(lambda: kube.get(*hpa) is None or None, what="HPA deleted")
 
     served = cf.unique_name("tour-served")
     kube.create("predictors", cf.predictor_doc(served, models["iris"].folder))

@@ -84,10 +84,11 @@ def _builtin(
     namespaced: bool = True,
     short: tuple[str, ...] = (),
     status: bool = False,
+    version: str = "v1",
 ) -> ResourceType:
     return ResourceType(
         group=group,
-        version="v1",
+        version=version,
         plural=plural,
         singular=kind.lower(),
         kind=kind,
@@ -105,6 +106,14 @@ BUILTINS: tuple[ResourceType, ...] = (
     _builtin("", "serviceaccounts", "ServiceAccount", short=("sa",)),
     _builtin("", "events", "Event", short=("ev",)),
     _builtin("apps", "deployments", "Deployment", short=("deploy",), status=True),
+    _builtin(
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        short=("hpa",),
+        status=True,
+        version="v2",
+    ),
     _builtin("coordination.k8s.io", "leases", "Lease"),
     _builtin(
         "apiextensions.k8s.io",
