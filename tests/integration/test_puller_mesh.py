@@ -6,6 +6,7 @@ serving."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import pathlib
@@ -15,14 +16,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tritonclient import http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client, predictor
 from mesh.edges import etcd_process
 from mesh.edges.proto import model_mesh_pb2 as pb2
 from meshserve import client, samples
+from router import rest
 from tests.integration import mesh_fixtures
 from tests.integration import storage_fixtures as sf
+from tests.kube import test_inference_service as isvc_examples
 
 _names = itertools.count(1)
 WRONG_SECRET = "WrongSecret-Zq8Xv2Lm5Np7Rt1Wy4Ku6Hj9Df3Gb0Sa"
@@ -180,3 +184,43 @@ def test_a_wrong_secret_fails_the_load_clearly_and_the_node_keeps_serving(
     serve_through_node(
         node, mesh, storage_predictor(f"good-{next(_names)}", "good", "mesh/guarded"), iris_sample
     )
+
+
+@pytest.mark.parametrize("example", ["OLD_FORM_S3", "NEW_FORM_S3"])
+def test_modelmesh_servings_example_inference_services_are_served_unchanged_from_s3(
+    example: str,
+    node: mesh_fixtures.NodeThread,
+    mesh: mesh_client.MeshClient,
+    s3_server: sf.S3Server,
+    config_dir: pathlib.Path,
+    iris_sample: samples.Sample,
+) -> None:
+    """ModelMesh Serving's example InferenceServices, as they are written:
+    ``storageUri: s3://modelmesh-example-models/sklearn/mnist-svm.joblib``
+    and the annotation ``serving.kserve.io/secretKey: localMinIO``. The file
+    at that key is a model of ours; gRPC and REST answers are its own."""
+    sf.write_config(config_dir, "localMinIO", s3_server.config())
+    s3 = s3_server.client()
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket="modelmesh-example-models")
+    s3.upload_file(
+        str(iris_sample.folder / "model.joblib"),
+        "modelmesh-example-models",
+        "sklearn/mnist-svm.joblib",
+    )
+    (spec,) = client.load_predictors(getattr(isvc_examples, example))
+    assert spec.owner == "inferenceservice"
+    mesh.apply(spec)
+    got = mesh_fixtures.infer(node.endpoint, spec.name, iris_sample.inputs)
+    np.testing.assert_array_equal(got, iris_sample.expected)
+    server = rest.RestServer(node.node.plane, node.node.ready, "test", "127.0.0.1", 0, 1 << 24)
+    node.run(server.start())
+    try:
+        with triton_http.InferenceServerClient(f"127.0.0.1:{server.port}") as c:
+            inp = triton_http.InferInput("predict", list(iris_sample.inputs.shape), "FP64")
+            inp.set_data_from_numpy(iris_sample.inputs)
+            answer = c.infer(spec.name, [inp]).as_numpy("predict")
+        np.testing.assert_array_equal(answer.reshape(-1), iris_sample.expected)
+    finally:
+        node.run(server.stop())
+    mesh.delete(spec.name, spec.owner)

@@ -71,6 +71,18 @@ def shared_memory_regions() -> set[str]:
     return {p.name for p in pathlib.Path("/dev/shm").glob(f"{SHM_PREFIX}*")}
 
 
+def regions_mapped_by(family: list[psutil.Process]) -> set[str]:
+    """The Python backend's shared-memory regions these processes map (other
+    Tritons, in a parallel test worker, have their own: not these)."""
+    found = set()
+    for proc in family:
+        for line in pathlib.Path(f"/proc/{proc.pid}/maps").read_text().splitlines():
+            name = line.rsplit("/", 1)[-1]
+            if "/dev/shm/" in line and name.startswith(SHM_PREFIX):
+                found.add(name.removesuffix(" (deleted)"))
+    return found
+
+
 def assert_answers(
     got: Mapping[str, npt.NDArray[np.generic]], sample: triton_fixtures.TritonSample
 ) -> None:
@@ -313,7 +325,6 @@ async def test_waiting_for_an_endpoint_that_never_answers_is_unavailable(
 async def test_stop_leaves_no_tritonserver_stub_or_shared_memory_behind(
     triton_venv: pathlib.Path, tmp_path: pathlib.Path, double_sample: triton_fixtures.TritonSample
 ) -> None:
-    shm_before = shared_memory_regions()
     model_dir = tmp_path / "models"
     adapter = triton_adapter.TritonAdapter(
         triton_adapter.TritonConfig(model_dir=model_dir, venv=triton_venv)
@@ -325,12 +336,14 @@ async def test_stop_leaves_no_tritonserver_stub_or_shared_memory_behind(
     assert pid is not None
     family = memory.process_tree(pid)
     assert len(family) == 2  # tritonserver and the model's stub
+    regions = regions_mapped_by(family)
+    assert regions, "the Python backend maps no shared memory: the check below would be empty"
 
     await adapter.stop()
 
     _gone, alive = psutil.wait_procs(family, timeout=5)
     assert not alive, f"still running after stop: {alive}"
-    assert shared_memory_regions() <= shm_before
+    assert not regions & shared_memory_regions(), "shared memory left behind"
     assert not await adapter.ready()
     await adapter.stop()  # idempotent
 
