@@ -125,7 +125,7 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _capacity(rt: runtime_selection.Runtime) -> int | None:
+def node_capacity(rt: runtime_selection.Runtime) -> int | None:
     """Model capacity of an injected node: the runtime container's memory
     limit less ``builtInAdapter.memBufferBytes`` (as ModelMesh Serving sizes it)."""
     adapter = rt.pod.get("builtInAdapter") or {}
@@ -165,7 +165,7 @@ def _mesh_container(rt: runtime_selection.Runtime, opts: DeploymentOptions) -> d
         _field_env("MM_INSTANCE_ID", "metadata.name"),
         _field_env("MESHSERVE_ADVERTISE_HOST", "status.podIP"),
     ]
-    capacity = _capacity(rt)
+    capacity = node_capacity(rt)
     if capacity is not None:
         env.append({"name": "MESHSERVE_CAPACITY", "value": str(capacity)})
     adapter_env = (rt.pod.get("builtInAdapter") or {}).get("env") or []

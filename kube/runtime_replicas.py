@@ -17,6 +17,11 @@ ModelMesh Serving's rules, so its settings and annotations mean the same here:
   when the annotation goes, and while the runtime is scaled to zero (an HPA
   cannot hold a Deployment at zero). While an HPA is in charge the controller
   leaves the Deployment's replica count to it.
+- **A floor for pinned models** (beyond ModelMesh Serving): a runtime never
+  gets fewer pods than the copies its resources pin with ``minCopies`` need,
+  both in count (copies of one model sit on different pods) and in bytes
+  (their measured sizes over a pod's model capacity), so neither a
+  scale-down nor an HPA evicts a minimum.
 
 Pure: runtimes and times in, counts and manifests out. The controller's
 :mod:`kube.runtime_sync` applies them.
@@ -106,6 +111,29 @@ class ReplicaPlan:
     """Malformed autoscaler annotations (those runtimes get no HPA)."""
 
 
+def pinned_floor(
+    rt: runtime_selection.Runtime,
+    specs: Iterable[predictor.PredictorSpec],
+    sizes: Mapping[str, int],
+    capacity: int | None,
+) -> int:
+    """The fewest pods that hold every copy pinned (``min_copies``) by the
+    ``specs`` this runtime can serve: as many as the most copies of one model,
+    and enough for their bytes (``sizes`` by model id; unmeasured: 0) when a
+    pod's ``capacity`` is known."""
+    pinned = [
+        (s.min_copies, sizes.get(s.model_id, 0))
+        for s in specs
+        if s.min_copies and rt.name in runtime_selection.support(s, {rt.name: rt}).runtimes
+    ]
+    if not pinned:
+        return 0
+    by_count = max(copies for copies, _ in pinned)
+    total = sum(copies * size for copies, size in pinned)
+    by_bytes = -(-total // capacity) if capacity else 0
+    return max(by_count, by_bytes)
+
+
 def plan(
     runtimes: Mapping[str, runtime_selection.Runtime],
     specs: Iterable[predictor.PredictorSpec],
@@ -114,11 +142,14 @@ def plan(
     now_ms: int,
     policy: ScaleToZero,
     default_replicas: int,
+    sizes: Mapping[str, int] | None = None,
 ) -> ReplicaPlan:
     """The replicas and HPAs of the usable ``runtimes``, given the specs of
     the namespace's resources and since when each runtime was idle before.
     An idle runtime is idle since ``previous_idle``'s time, else since now (a
-    controller that starts gives every idle runtime the whole grace period)."""
+    controller that starts gives every idle runtime the whole grace period).
+    ``sizes``: the measured size of each model id, for :func:`pinned_floor`."""
+    specs = list(specs)
     usable = {name: rt for name, rt in runtimes.items() if rt.usable}
     needed: set[str] = set()
     for spec in specs:
@@ -136,17 +167,32 @@ def plan(
             continue
         if policy.enabled and since is not None:
             pending.append(since + grace_ms)
-        try:
-            hpa = hpa_spec(rt)
-        except errors.InvalidRequest as e:
-            problems.append(e.message)
-            hpa = None
+        floor = pinned_floor(rt, specs, sizes or {}, runtime_deployment.node_capacity(rt))
+        counts[name], hpa, problem = _running_count(rt, floor, default_replicas)
         if hpa is not None:
             hpas[name] = hpa
-            counts[name] = hpa.min_replicas
-        else:
-            counts[name] = rt.replicas if rt.replicas is not None else default_replicas
+        if problem:
+            problems.append(problem)
     return ReplicaPlan(counts, hpas, idle, min(pending) if pending else None, tuple(problems))
+
+
+def _running_count(
+    rt: runtime_selection.Runtime, floor: int, default_replicas: int
+) -> tuple[int, HpaSpec | None, str]:
+    """A runtime's count while it runs, its HPA (raised to the ``floor``),
+    and the problem with its autoscaler annotations, if any."""
+    try:
+        hpa = hpa_spec(rt)
+    except errors.InvalidRequest as e:
+        hpa, problem = None, e.message
+    else:
+        problem = ""
+    if hpa is not None:
+        low = max(hpa.min_replicas, floor)
+        hpa = dataclasses.replace(hpa, min_replicas=low, max_replicas=max(low, hpa.max_replicas))
+        return low, hpa, problem
+    own = rt.replicas if rt.replicas is not None else default_replicas
+    return max(own, floor), None, problem
 
 
 def hpa_manifest(

@@ -97,6 +97,7 @@ class RuntimeSync:
             now_ms=clock.now_ms(),
             policy=self.config.scale_to_zero,
             default_replicas=self.config.deployment.default_replicas,
+            sizes={mid: r.size_bytes for mid, r in self.handlers.bridge.models().items()},
         )
         self._idle, self._wake_at_ms = planned.idle, planned.wake_at_ms
         return planned

@@ -125,3 +125,56 @@ def test_the_hpa_targets_the_runtimes_deployment() -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     target = hpa["spec"]["metrics"][0]["resource"]
     assert target == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
+
+
+def pinned(model_type: str, copies: int, name: str = "m") -> predictor.PredictorSpec:
+    return predictor.PredictorSpec(name=name, model_type=model_type, path="x", min_copies=copies)
+
+
+def test_pinned_copies_raise_the_floor_by_count_and_by_bytes() -> None:
+    sized = runtime(
+        "sk",
+        "sklearn",
+        containers=[
+            {"name": "mesh-node", "image": "meshserve:latest"},
+            {"name": "mlserver", "resources": {"limits": {"memory": "1Gi"}}},
+        ],
+    )
+    a, b = pinned("sklearn", 3, "a"), pinned("sklearn", 2, "b")
+    gib = 1 << 30
+    # Three copies of one model sit on three pods, whatever their size.
+    p = plan([a], {}, now=0, runtimes={"sk": sized})
+    assert p.replicas == {"sk": 3}
+    # 3 × 0.5 GiB + 2 × 0.75 GiB = 3 GiB of pinned copies: 3 pods of 1 GiB.
+    sizes = {a.model_id: gib // 2, b.model_id: 3 * gib // 4}
+    p = runtime_replicas.plan(
+        {"sk": sized},
+        [a, b],
+        previous_idle={},
+        now_ms=0,
+        policy=GRACE,
+        default_replicas=1,
+        sizes=sizes,
+    )
+    assert p.replicas == {"sk": 3}
+    sizes[b.model_id] = gib  # 3.5 GiB: a fourth pod
+    p = runtime_replicas.plan(
+        {"sk": sized},
+        [a, b],
+        previous_idle={},
+        now_ms=0,
+        policy=GRACE,
+        default_replicas=1,
+        sizes=sizes,
+    )
+    assert p.replicas == {"sk": 4}
+
+
+def test_an_hpa_never_goes_below_the_pinned_floor() -> None:
+    notes = {runtime_replicas.AUTOSCALER_CLASS: "hpa", runtime_replicas.MAX_SCALE: "2"}
+    rts = {"sk": runtime("sk", "sklearn", notes)}
+    p = plan([pinned("sklearn", 3)], {}, now=0, runtimes=rts)
+    assert p.hpas["sk"].min_replicas == 3 and p.hpas["sk"].max_replicas == 3
+    assert p.replicas == {"sk": 3}
+    unpinned = plan([pinned("xgboost", 3)], {}, now=0, runtimes=rts)
+    assert unpinned.hpas["sk"].min_replicas == 1  # the pinned model is another runtime's
