@@ -1,6 +1,6 @@
 """What the node a client called does with the client's messages and their
-answers, and no other node does: check their size, and copy them to the
-payload log.
+answers, and no other node does: check their size and form, and copy them to
+the payload log.
 
 **Size limits.** A client may send and receive messages of up to
 ``MM_SVC_GRPC_MAX_MSG_SIZE`` bytes, checked on the node it called, with a
@@ -9,6 +9,11 @@ hops inside the mesh (node → peer, node → runtime, and the runtime's own
 limit) allow :data:`HEADROOM_BYTES` more (:func:`transport_limit`): replacing
 a Predictor's name by its longer model id must never push a request that fit
 the client's limit over an inner hop's.
+
+**Form.** An inference request with an input given both as ``contents`` and
+as raw data is refused (``INVALID_ARGUMENT``) before it is sent: Triton
+refuses it, MLServer reads one of the two and answers. Only tags and lengths
+are read (:func:`router.wire.input_in_both_forms`).
 
 **Payload log.** With a payload recorder (:mod:`mesh.edges.payload_log`),
 the node the client called hands it the request and response bytes of
@@ -20,6 +25,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from mesh.core import errors
+from router import wire
 
 LIMIT_VARIABLE = "MM_SVC_GRPC_MAX_MSG_SIZE"
 HEADROOM_BYTES = 64 * 1024
@@ -67,3 +73,14 @@ class PayloadRecorder(Protocol):
         data: bytes,
         sequence: int = 0,
     ) -> None: ...
+
+
+def refuse_mixed_forms(request: bytes) -> None:
+    """Raise :class:`mesh.core.errors.InvalidRequest` for a ``ModelInfer``
+    with an input given both as ``contents`` and as raw data."""
+    name = wire.input_in_both_forms(request)
+    if name is not None:
+        raise errors.InvalidRequest(
+            f"input {errors.shown(name)!r} is sent both as contents and as "
+            "raw_input_contents: send one of the two"
+        )

@@ -91,6 +91,8 @@ class DataPlane:
         asked = request_parsing.requested(request, headers)
         if not asked.balanced:
             client_messages.check_size(request, "the request", self._limit)
+            if method == "ModelInfer":
+                client_messages.refuse_mixed_forms(request)
         model_id = await request_parsing.resolve_current(self._table, asked)
         with logs.about_model(model_id):
             request_id = ""

@@ -1,4 +1,5 @@
-"""What is wrong with an inference request, asked only once a runtime refused it.
+"""What is wrong with an inference request: asked once a runtime refused it,
+and one cheap check before it is sent.
 
 The data plane forwards a ``ModelInferRequest`` without decoding it (the
 model name aside: :mod:`router.wire`). A request the runtime cannot use
@@ -8,13 +9,21 @@ datatype, one input sent both as ``contents`` and raw) comes back with the
 runtime's own status, often ``INTERNAL`` or ``UNKNOWN``: the server's fault
 as a client reads it. When a runtime says no with such a status, the edge
 decodes the request once and, if it finds the client's mistake, answers
-``INVALID_ARGUMENT`` naming the input. The hot path pays nothing: only a
-refused request is decoded.
+``INVALID_ARGUMENT`` naming the input. A request that decodes fine but does
+not fit the model (a wrong feature count, strings for a numeric model) is
+known only by the runtime's own words: :data:`RUNTIME_WORDS` lists those of
+the libraries the runtimes run, and a refusal in them is the client's
+mistake too. Only a refused request is decoded. One mistake no runtime
+reports the same way is caught before sending: an input given both as
+``contents`` and as raw data (Triton refuses it, MLServer silently reads one
+of the two), by :func:`router.client_messages.refuse_mixed_forms`, which
+reads tags and lengths only.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 
 from google.protobuf import message as pb_message
@@ -50,6 +59,27 @@ _CONTENTS_FIELDS = (
     "fp64_contents",
     "bytes_contents",
 )
+
+RUNTIME_WORDS = re.compile(
+    "|".join(
+        (
+            # scikit-learn: a batch with the wrong number of columns.
+            r"X has \d+ features?, but \w+ is expecting \d+ features?",
+            # XGBoost and LightGBM: the same, in their words.
+            r"[Ff]eature shape mismatch",
+            r"feature_names mismatch",
+            r"number of features in data \(\d+\) is not the same as it was in training data",
+            # numpy, under every runtime's codecs: bytes that do not fit the
+            # datatype the model reads, or a shape that does not fit the data.
+            r"buffer size must be a multiple of element size",
+            r"cannot reshape array of size \d+ into shape",
+            r"could not convert string to float",
+            r"invalid literal for int\(\) with base",
+        )
+    )
+)
+"""A runtime's refusal in these words means the request does not fit the
+model: the client's mistake, whatever status the runtime gave it."""
 
 CHECKED_CODES = frozenset({"INTERNAL", "UNKNOWN", "INVALID_ARGUMENT", "FAILED_PRECONDITION"})
 """Runtime statuses after which the request is checked."""
@@ -123,4 +153,15 @@ def refined(method: str, request: bytes, error: Exception) -> Exception:
         fault = client_fault(request)
         if fault:
             return errors.InvalidRequest(f"{fault} (the runtime said: {error.details})")
+        if RUNTIME_WORDS.search(error.details):
+            return errors.InvalidRequest(
+                f"{_inputs_named(request)} do not fit the model: {errors.shown(error.details)}"
+            )
     return error
+
+
+def _inputs_named(request: bytes) -> str:
+    """``the inputs 'a', 'b'`` of a request that decodes."""
+    names = [errors.shown(i.name) for i in service_pb2.ModelInferRequest.FromString(request).inputs]
+    listed = ", ".join(repr(n) for n in names) or "(none)"
+    return f"the inputs {listed}"

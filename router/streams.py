@@ -60,8 +60,9 @@ def stream_message(
             f"a stream serves one model: it opened with {asked.name!r}, "
             f"a later request names {name!r}"
         )
-    if limit is not None:
+    if limit is not None:  # the node the client called
         client_messages.check_size(data, "a request", limit)
+        client_messages.refuse_mixed_forms(data)
     return wire.rewrite_name(data, model_id)
 
 
@@ -230,6 +231,7 @@ class StreamRouter:
         asked = request_parsing.requested(first, headers)
         if not asked.balanced:
             client_messages.check_size(first, "the request", self._limit)
+            client_messages.refuse_mixed_forms(first)
         model_id = await request_parsing.resolve_current(self._table, asked)
         s = _Stream(method, asked, model_id, first, self._limit, self._payloads)
         pumping = asyncio.create_task(s.pump(requests), name=f"stream-requests-{model_id}")

@@ -22,6 +22,11 @@ from mesh.core import errors
 NAME_FIELD = 1
 VERSION_FIELD = 2
 """``model_version`` / ``version`` of every model-scoped V2 request."""
+INPUTS_FIELD = 5
+"""``ModelInferRequest.inputs``; in each, field 1 is its name, 5 its contents."""
+RAW_INPUTS_FIELD = 7
+"""``ModelInferRequest.raw_input_contents``."""
+_CONTENTS_FIELD = 5
 _LEN = 2  # wire type of length-delimited fields
 
 
@@ -55,11 +60,12 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _fields(data: bytes) -> list[tuple[int, int, int, int]]:
-    """Each top-level field as (number, start, value_start, end)."""
+def _fields(data: bytes, pos: int = 0, end: int = -1) -> list[tuple[int, int, int, int]]:
+    """Each top-level field as (number, start, value_start, end), of the
+    whole of ``data`` or of the message embedded in ``data[pos:end]``."""
     out = []
-    pos = 0
-    end = len(data)
+    if end < 0:
+        end = len(data)
     while pos < end:
         start = pos
         key = data[pos]  # one-byte tags (fields 1-15) skip the general reader
@@ -113,6 +119,24 @@ def read_name(data: bytes) -> str:
 def read_version(data: bytes) -> str:
     """The model version a request names (field 2), or ``""`` for none."""
     return _read_string(data, VERSION_FIELD, "model version")
+
+
+def input_in_both_forms(data: bytes) -> str | None:
+    """The name of the first input of a ``ModelInferRequest`` that carries
+    ``contents`` while the request also has ``raw_input_contents`` (which
+    Triton refuses and other runtimes read one way or the other); ``None``
+    if there is none. Walks the top-level fields and, only when raw data is
+    present, each input's few small fields: never the tensors."""
+    fields = _fields(data)
+    if not any(number == RAW_INPUTS_FIELD for number, *_ in fields):
+        return None
+    for number, start, value_start, end in fields:
+        if number != INPUTS_FIELD or data[start] & 7 != _LEN:
+            continue
+        inner = _fields(data, value_start, end)
+        if any(n == _CONTENTS_FIELD and e > v for n, _, v, e in inner):
+            return _read_string(data[value_start:end], NAME_FIELD, "input name")
+    return None
 
 
 def read_flag(data: bytes, field: int) -> bool:

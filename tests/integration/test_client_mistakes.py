@@ -8,7 +8,9 @@
 - A huge unknown name is NOT_FOUND with the name cut short (whole, it broke
   the client's metadata limit: RESOURCE_EXHAUSTED).
 - Malformed inference requests the runtime refuses with its own INTERNAL or
-  UNKNOWN are INVALID_ARGUMENT naming the input.
+  UNKNOWN are INVALID_ARGUMENT naming the input, and so are well-formed ones
+  that do not fit the model (a wrong feature count, strings for numbers),
+  and one input sent both as contents and raw (which MLServer would answer).
 
 In every case the model's copy is neither unloaded nor loaded again. Real
 etcd, MLServer and gRPC.
@@ -118,10 +120,26 @@ def _malformed(name: str) -> dict[str, bytes]:
     )
     unknown.raw_input_contents.append(b"\0" * 32)
     named = service_pb2.ModelInferRequest(model_name=name).SerializeToString()
+    features = service_pb2.ModelInferRequest(
+        model_name=name, inputs=[tensor(name="predict", datatype="FP64", shape=[1, 3])]
+    )
+    features.raw_input_contents.append(b"\0" * 24)  # iris has 4 features
+    both = service_pb2.ModelInferRequest(
+        model_name=name, inputs=[tensor(name="predict", datatype="FP64", shape=[1, 4])]
+    )
+    both.inputs[0].contents.fp64_contents.extend([1.0, 2.0, 3.0, 4.0])
+    both.raw_input_contents.append(b"\0" * 32)
+    strings = service_pb2.ModelInferRequest(
+        model_name=name, inputs=[tensor(name="predict", datatype="BYTES", shape=[1, 4])]
+    )
+    strings.inputs[0].contents.bytes_contents.extend([b"a", b"b", b"c", b"d"])
     return {
         "short raw tensor": short.SerializeToString(),
         "unknown datatype": unknown.SerializeToString(),
         "not protobuf after the name": named + b"\x12\xff\xff",
+        "wrong feature count": features.SerializeToString(),
+        "contents and raw": both.SerializeToString(),
+        "strings for a numeric model": strings.SerializeToString(),
     }
 
 

@@ -192,14 +192,25 @@ def test_malformed_body_is_400_naming_the_problem(
     assert problem in answer["error"]
 
 
-def test_the_runtimes_own_refusal_keeps_its_meaning(
+def test_a_batch_that_does_not_fit_the_model_is_400_naming_the_input(
     rest_url: str, iris: tuple[str, samples.Sample]
 ) -> None:
-    name, _ = iris
+    name, sample = iris
     with pytest.raises(InferenceServerException) as info:
         _infer(rest_url, name, np.zeros((1, 3)), True)  # iris has 4 features
-    assert info.value.status() in ("400", "500")
-    assert info.value.message()
+    assert info.value.status() == "400"
+    assert "'predict'" in info.value.message() and "features" in info.value.message()
+    words = {
+        "inputs": [
+            {"name": "predict", "datatype": "BYTES", "shape": [1, 4], "data": ["a", "b", "c", "d"]}
+        ]
+    }
+    status, answer = _get(rest_url, f"/v2/models/{name}/infer", "POST", json.dumps(words).encode())
+    assert status == 400, answer
+    np.testing.assert_array_equal(  # and the model serves on
+        _infer(rest_url, name, sample.inputs, True).as_numpy("predict").reshape(-1),
+        sample.expected,
+    )
 
 
 def test_a_model_that_fails_to_load_is_503(

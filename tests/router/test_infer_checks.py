@@ -76,3 +76,23 @@ def test_only_a_refused_model_infer_is_refined() -> None:
     assert infer_checks.refined("ModelInfer", bad, unavailable) is unavailable
     good = _request(Input(name="x", datatype="FP64", shape=[1]), raw=[b"\0" * 8])
     assert infer_checks.refined("ModelInfer", good, refused) is refused  # the runtime's own
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "X has 3 features, but LogisticRegression is expecting 4 features as input.",
+        "Feature shape mismatch, expected: 4, got 3",
+        "The number of features in data (3) is not the same as it was in training data (4).",
+        "buffer size must be a multiple of element size",
+        "cannot reshape array of size 6 into shape (4)",
+    ],
+)
+def test_a_refusal_in_the_libraries_words_for_a_misfit_is_the_clients(words: str) -> None:
+    fits_v2 = _request(Input(name="predict", datatype="FP64", shape=[1, 3]), raw=[b"\0" * 24])
+    refused = upstream.UpstreamError("INTERNAL", words)
+    refined = infer_checks.refined("ModelInfer", fits_v2, refused)
+    assert isinstance(refined, errors.InvalidRequest)
+    assert "'predict'" in refined.message and words in refined.message
+    crash = upstream.UpstreamError("INTERNAL", "KeyError: 29")
+    assert infer_checks.refined("ModelInfer", fits_v2, crash) is crash

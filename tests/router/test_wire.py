@@ -130,3 +130,18 @@ def test_reads_a_ready_flag_as_protobuf_does(ready: bool) -> None:
     # the request the mesh builds to ask is a valid ModelReadyRequest
     asked = service_pb2.ModelReadyRequest.FromString(wire.rewrite_name(b"", "iris__ksp-1"))
     assert asked.name == "iris__ksp-1" and asked.version == ""
+
+
+def test_an_input_in_both_forms_is_found_by_tags_and_lengths_alone() -> None:
+    tensor = service_pb2.ModelInferRequest.InferInputTensor
+    both = tensor(name="b", datatype="FP32", shape=[1])
+    both.contents.fp32_contents.append(1.0)
+    plain = tensor(name="a", datatype="FP32", shape=[1])
+    mixed = service_pb2.ModelInferRequest(model_name="m", inputs=[plain, both])
+    mixed.raw_input_contents.extend([b"\0" * 4, b"\0" * 4])
+    assert wire.input_in_both_forms(mixed.SerializeToString()) == "b"
+    only_raw = service_pb2.ModelInferRequest(model_name="m", inputs=[plain])
+    only_raw.raw_input_contents.append(b"\0" * 4)
+    assert wire.input_in_both_forms(only_raw.SerializeToString()) is None
+    only_contents = service_pb2.ModelInferRequest(model_name="m", inputs=[both])
+    assert wire.input_in_both_forms(only_contents.SerializeToString()) is None
