@@ -182,14 +182,39 @@ def test_unknown_model_is_404_naming_it(rest_url: str) -> None:
             b'{"inputs": [{"name": "predict", "datatype": "FP64", "shape": [1, 4], "data": [1]}]}',
             "1 elements where shape [1, 4] needs 4",
         ),
+        (
+            b'{"inputs": [{"name": "predict", "datatype": "FP64", "shape": [1, 4],'
+            b' "data": [1, NaN, 3, 4]}]}',
+            "NaN",
+        ),
+        (
+            b'{"inputs": [{"name": "predict", "datatype": "FLOAT64", "shape": [1, 4],'
+            b' "data": [1, 2, 3, 4]}]}',
+            "FLOAT64",
+        ),
+        (
+            b'{"inputs": [{"name": "predict", "datatype": "FP64", "shape": [1, 3],'
+            b' "data": [1, 2, 3]}]}',
+            "features",
+        ),
     ],
+    ids=["json", "no-data", "short", "nan", "datatype", "features"],
 )
-def test_malformed_body_is_400_naming_the_problem(
-    rest_url: str, iris: tuple[str, samples.Sample], body: bytes, problem: str
+def test_malformed_body_is_400_naming_the_problem_and_the_copy_is_untouched(
+    rest_url: str,
+    iris: tuple[str, samples.Sample],
+    mesh_node: mesh_fixtures.NodeThread,
+    body: bytes,
+    problem: str,
 ) -> None:
+    registry = mesh_node.node.manager.metrics.registry
+    counts = ("modelmesh_loadmodel_milliseconds_count", "modelmesh_unloadmodel_milliseconds_count")
+    _infer(rest_url, iris[0], iris[1].inputs, True)  # loaded before
+    before = [registry.get_sample_value(c) for c in counts]
     status, answer = _get(rest_url, f"/v2/models/{iris[0]}/infer", "POST", body)
-    assert status == 400
+    assert status == 400, answer
     assert problem in answer["error"]
+    assert [registry.get_sample_value(c) for c in counts] == before
 
 
 def test_a_batch_that_does_not_fit_the_model_is_400_naming_the_input(

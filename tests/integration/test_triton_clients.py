@@ -87,3 +87,44 @@ def test_triton_clients_calls_work_through_the_mesh(
         mesh_fixtures.wait_for(lambda: _state(c) == "UNAVAILABLE")
     registry = triton_node.node.metrics.registry
     assert registry.get_sample_value("modelmesh_loadmodel_milliseconds_count") == loads
+
+
+UPPER_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        config.add_input({"name": "TEXT", "data_type": "TYPE_STRING", "dims": [-1]})
+        config.add_output({"name": "UPPER", "data_type": "TYPE_STRING", "dims": [-1]})
+        config.set_max_batch_size(0)
+        return config
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            upper = np.array([t.upper() for t in text], dtype=np.object_)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("UPPER", upper)]))
+        return responses
+"""
+
+
+def test_string_tensors_go_through_the_mesh_both_ways(
+    triton_node: mesh_fixtures.NodeThread, tmp_path: pathlib.Path
+) -> None:
+    """BYTES tensors (Triton's string examples): UTF-8 and binary elements,
+    an empty one, arrive and come back byte for byte."""
+    folder = tmp_path / "upper"
+    folder.mkdir()
+    (folder / "model.py").write_text(UPPER_MODEL)
+    with triton_node.client() as c:
+        c.apply(mesh_fixtures.predictor_spec("upper-t", folder, "python"))
+    words = np.array(["héllo".encode(), b"", b"\x00\xffbin", b"mesh"], dtype=np.object_)
+    with triton.InferenceServerClient(triton_node.endpoint) as c:
+        inp = triton.InferInput("TEXT", [len(words)], "BYTES")
+        inp.set_data_from_numpy(words)
+        got = c.infer("upper-t", [inp], client_timeout=120).as_numpy("UPPER")
+    assert list(got) == [w.upper() for w in words]
