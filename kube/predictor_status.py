@@ -22,7 +22,9 @@ it (``kubectl get predictors``, scripts waiting for ``Loaded``) works unchanged:
   ``InvalidSpec`` (the spec cannot be served: it does not parse, or no runtime
   supports it — nothing was registered for it).
 - ``available``: requests for the Predictor can be served now: the active
-  model is loaded, or registered and loadable on demand (``Standby``).
+  model is loaded, loading (a request waits for it) or registered and
+  loadable on demand (``Standby``), as ModelMesh Serving has it; so an
+  InferenceService's ``Ready`` does not flicker off while its first copy loads.
 - ``lastFailureInfo``: why the spec is invalid; or the latest recorded load
   failure (node, message, time) of the model being brought up while it is not
   loaded; or ``RuntimeUnhealthy`` while the controller cannot reach the
@@ -239,7 +241,7 @@ def predictor_status(
     active = models.get(vmodel.active_model) if vmodel is not None else None
     rising_record = models.get(rising) if rising else None
     return PredictorStatus(
-        available=active_state in (ModelState.LOADED, ModelState.STANDBY),
+        available=active_state in (ModelState.LOADED, ModelState.LOADING, ModelState.STANDBY),
         transition_status=transition,
         active_model_state=active_state,
         target_model_state=target_state,

@@ -205,7 +205,12 @@ class Kube:
 
     def resource_version(self, plural: str) -> str:
         """The version a list of ``plural`` was taken at (to watch from)."""
-        found = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        group, version = (
+            (inference_service.GROUP, inference_service.VERSION)
+            if plural == inference_service.PLURAL
+            else (GROUP, VERSION)
+        )
+        found = self.api.list_namespaced_custom_object(group, version, self.namespace, plural)
         assert isinstance(found, dict)
         return str(found["metadata"]["resourceVersion"])
 

@@ -62,7 +62,8 @@ def test_a_settled_predictor_reports_its_model_state_and_copies() -> None:
     )
     assert _status(ps.Verdict(OLD), settled, {OLD: IDLE}).available  # loads on the first request
     loading = _status(ps.Verdict(OLD), settled, {OLD: LOADING})
-    assert loading.active_model_state is ps.ModelState.LOADING and not loading.available
+    # A request while it loads waits for the load (ModelMesh Serving's rule).
+    assert loading.active_model_state is ps.ModelState.LOADING and loading.available
 
 
 def test_a_transition_shows_both_models() -> None:

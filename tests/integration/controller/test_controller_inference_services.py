@@ -13,8 +13,10 @@ InferenceService of one name never take the name from each other.
 from __future__ import annotations
 
 import shutil
+import threading
 from typing import Any
 
+import kubernetes
 import numpy as np
 
 from kube import inference_service, predictor
@@ -24,6 +26,32 @@ from tests.integration import mesh_fixtures
 
 NS = cf.NS
 ISVCS = inference_service.PLURAL
+
+
+def _watch_states(
+    config: kubernetes.client.Configuration, name: str, since: str, seen: list[tuple[str, str]]
+) -> None:
+    """Each change of (activeModelState, Ready) of one InferenceService, from
+    ``since`` until it is Loaded and Ready."""
+    with kubernetes.client.ApiClient(config) as api:
+        w = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        for event in w.stream(  # type: ignore[no-untyped-call]
+            kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object,
+            inference_service.GROUP,
+            inference_service.VERSION,
+            NS,
+            ISVCS,
+            field_selector=f"metadata.name={name}",
+            resource_version=since,
+            timeout_seconds=30,
+        ):
+            status = event["object"].get("status") or {}
+            state = status.get("modelStatus", {}).get("states", {}).get("activeModelState")
+            ready = {c["type"]: c["status"] for c in status.get("conditions", [])}.get("Ready")
+            if state and ready and (not seen or seen[-1] != (state, ready)):
+                seen.append((state, ready))
+            if (state, ready) == ("Loaded", "True"):
+                return
 
 
 def failure(kube: cf.Kube, plural: str, name: str) -> dict[str, Any] | None:
@@ -37,13 +65,24 @@ def failure(kube: cf.Kube, plural: str, name: str) -> dict[str, Any] | None:
 def test_an_inference_service_loads_answers_and_reports_kserves_status(
     ctl: list[cf.ControllerThread],
     kube: cf.Kube,
+    kube_config: kubernetes.client.Configuration,
     mesh_node: mesh_fixtures.NodeThread,
     models: dict[str, samples.Sample],
 ) -> None:
     name = cf.unique_name("isvc")
     iris = models["iris"]
+    seen: list[tuple[str, str]] = []
+    watcher = threading.Thread(
+        target=_watch_states, args=(kube_config, name, kube.resource_version(ISVCS), seen)
+    )
+    watcher.start()
     kube.create(ISVCS, cf.isvc_doc(name, cf.sklearn_model(iris)))
     status = cf.wait_for(lambda: cf.isvc_ready(kube, name), what="Ready")
+    watcher.join(30)
+    # Not ready until registered; then ready for good: a request while the
+    # first copy loads waits for it (Ready never flickers off).
+    assert seen[-1] == ("Loaded", "True"), seen
+    assert all(ready == "True" for state, ready in seen if state != "Pending"), seen
     assert status["url"] == f"grpc://meshserve.{NS}:8033"
     assert status["components"]["predictor"]["restUrl"] == f"http://meshserve.{NS}:8008"
     assert status["modelStatus"]["copies"] == {"totalCopies": 1, "failedCopies": 0}
