@@ -4,6 +4,13 @@
 this table turns the name into an adapter configured from the node's
 settings. A third runtime is one adapter module and one line in
 :data:`RUNTIMES`.
+
+The model formats each adapter serves follow from whether the node starts
+its runtime (the builds ``make install`` makes: MLServer with meshserve's
+onnxruntime class, Triton with the Python backend only) or reaches one at
+``MESHSERVE_RUNTIME_ENDPOINT`` (the images in ``deploy/runtimes``:
+``seldonio/mlserver`` without that class, NVIDIA's Triton with every
+backend); the node labels itself ``mt:<format>`` for each.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from mesh.core import errors, interfaces, settings
 from router import client_messages
 from runtime_adapters import mlserver
 from runtime_adapters.triton import adapter as triton_adapter
+from runtime_adapters.triton import formats as triton_formats
 
 
 def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
@@ -33,6 +41,14 @@ def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
 
 
 def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:
+    # Our own Triton is the nvidia-pytriton build (Python backend only); one
+    # reached at an endpoint is NVIDIA's image (deploy/runtimes/triton.yaml),
+    # which has every backend in the format table.
+    served = (
+        tuple(triton_formats.FORMATS)
+        if config.runtime.endpoint
+        else triton_formats.WHEEL_MODEL_TYPES
+    )
     return triton_adapter.TritonAdapter(
         triton_adapter.TritonConfig(
             model_dir=config.node.model_dir,
@@ -43,6 +59,7 @@ def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:
             size_multiplier=config.cache.size_multiplier,
             min_model_size_bytes=config.cache.min_model_size_bytes,
             load_timeout_seconds=config.cache.load_timeout_seconds,
+            model_types=served,
         )
     )
 

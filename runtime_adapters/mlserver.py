@@ -2,8 +2,9 @@
 
 A mesh node serves models through an unmodified MLServer process next to it.
 This module is the only place that knows how MLServer wants to be driven:
-its ``settings.json`` and per-model ``model-settings.json`` files, which
-implementation class serves which model type, and its V2 model-repository
+its ``settings.json`` and per-model ``model-settings.json`` files (which
+implementation class serves which model type, and from which file, is
+:mod:`runtime_adapters.mlserver_formats`' table), and its V2 model-repository
 calls (``RepositoryModelLoad`` / ``RepositoryModelUnload``, which MLServer
 answers over gRPC although its ServerMetadata lists no extensions).
 
@@ -12,10 +13,10 @@ register the same proto symbols and cannot share a process. MLServer runs as a
 child process from its own virtual environment (``mlserver start DIR``), and we
 speak to it with the V2 protos that ``tritonclient`` ships.
 
-The deciding parts (which file is the model, what ``model-settings.json``
-says, what size to report) are pure functions at the top of the module, tested
-without a server; :class:`MLServerAdapter` wraps them with the process and
-gRPC I/O, the part it shares with Triton's adapter coming from
+The deciding parts (what ``model-settings.json`` says, what size to report)
+are pure functions at the top of the module, tested without a server;
+:class:`MLServerAdapter` wraps them with the process and gRPC I/O, the part
+it shares with Triton's adapter coming from
 :class:`runtime_adapters.v2_runtime.V2RuntimeAdapter`.
 """
 
@@ -31,14 +32,14 @@ import posixpath
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psutil
 
 from mesh.core import errors, eviction
 from mesh.edges import ports, processes
-from runtime_adapters import memory, v2_runtime
+from runtime_adapters import memory, mlserver_formats, v2_runtime
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = ()
 TREE_REFRESH_SECONDS = 30.0
 """How long the process tree found for a load is reused (see ``_process_tree``)."""
 
-MODEL_SETTINGS_FILE = "model-settings.json"
+MODEL_SETTINGS_FILE = mlserver_formats.MODEL_SETTINGS_FILE
 """The file MLServer reads in each model folder."""
 
 SERVER_SETTINGS_FILE = "settings.json"
@@ -58,85 +59,15 @@ WORK_DIR_NAME = ".mlserver"
 """Folder under ``model_dir`` for the runtime's own files (log, working
 directory). Hidden, so MLServer's search for ``model-settings.json`` skips it."""
 
-IMPLEMENTATIONS: Mapping[str, str] = {
-    "sklearn": "mlserver_sklearn.SKLearnModel",
-    "xgboost": "mlserver_xgboost.XGBoostModel",
-    # One line per further type, once its package is in the MLServer venv
-    # (runtime_adapters/requirements-mlserver.txt), e.g.
-    # "lightgbm": "mlserver_lightgbm.LightGBMModel",
-}
-"""Model type → MLServer implementation class that serves it."""
-
-MODEL_FILE_SUFFIXES: Mapping[str, tuple[str, ...]] = {
-    "sklearn": (".joblib", ".pkl", ".pickle"),
-    "xgboost": (".json", ".ubj", ".bst", ".model"),
-    "lightgbm": (".bst", ".txt", ".model"),
-}
-"""Model type → file name endings that mark its model file."""
-
-WELL_KNOWN_FILES: Mapping[str, tuple[str, ...]] = {
-    "sklearn": ("model.joblib", "model.pickle", "model.pkl"),
-    "xgboost": ("model.bst", "model.json", "model.ubj"),
-    "lightgbm": ("model.bst",),
-}
-"""File names MLServer's own runtimes look for first; they break a tie when a
-folder holds several candidates."""
-
 
 # --------------------------------------------------------------------------
 # Pure parts
 
 
-def implementation_for(model_id: str, model_type: str) -> str:
-    """The MLServer class that serves ``model_type``; raises
-    :class:`mesh.core.errors.ModelLoadFailed` naming the supported types."""
-    try:
-        return IMPLEMENTATIONS[model_type]
-    except KeyError:
-        raise errors.ModelLoadFailed(
-            model_id,
-            f"model type {model_type!r} is not supported by the mlserver runtime "
-            f"(supported: {', '.join(IMPLEMENTATIONS)})",
-        ) from None
-
-
 def is_runtime_file(relative: str) -> bool:
     """Whether a path in a model folder is the runtime's or a marker, not the
     model: ``model-settings.json`` at the top, and hidden files or folders."""
-    return v2_runtime.is_runtime_file(relative, MODEL_SETTINGS_FILE)
-
-
-def choose_model_file(model_id: str, model_type: str, files: Iterable[str]) -> str:
-    """The model file among ``files`` (paths relative to the model folder,
-    ``/``-separated).
-
-    The one file whose ending marks the type; among several, the single one
-    with a name MLServer knows (``model.joblib``...) at the top of the folder;
-    with none, a folder of exactly one file, whatever its name. Raises
-    :class:`mesh.core.errors.ModelLoadFailed` otherwise, listing what was there.
-    """
-    model_files = sorted(f for f in files if not is_runtime_file(f))
-    suffixes = MODEL_FILE_SUFFIXES.get(model_type, ())
-    candidates = [f for f in model_files if f.lower().endswith(suffixes)]
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(candidates) > 1:
-        known = [f for f in candidates if f in WELL_KNOWN_FILES.get(model_type, ())]
-        if len(known) == 1:
-            return known[0]
-        raise errors.ModelLoadFailed(
-            model_id,
-            f"several {model_type} model files in the folder "
-            f"({v2_runtime.some_names(candidates)}); keep one, or name it in "
-            f"{MODEL_SETTINGS_FILE} as parameters.uri",
-        )
-    if len(model_files) == 1:
-        return model_files[0]
-    wanted = ", ".join(f"*{s}" for s in suffixes) or "a single file"
-    found = v2_runtime.some_names(model_files) if model_files else "the folder is empty"
-    raise errors.ModelLoadFailed(
-        model_id, f"no {model_type} model file ({wanted}) in the folder: {found}"
-    )
+    return mlserver_formats.is_runtime_file(relative)
 
 
 def resolve_uri(model_id: str, model_path: pathlib.Path, uri: str, files: Iterable[str]) -> str:
@@ -179,6 +110,7 @@ def build_model_settings(
     model_path: pathlib.Path,
     files: Iterable[str],
     user_settings: Mapping[str, Any] | None = None,
+    served: Sequence[str] = mlserver_formats.ALL_MODEL_TYPES,
 ) -> dict[str, Any]:
     """The ``model-settings.json`` that makes MLServer serve the model in
     ``model_path`` under the name ``model_id``.
@@ -189,9 +121,9 @@ def build_model_settings(
     id (the router sends requests under that name) and its ``uri`` resolved to
     an absolute path inside the folder. Raises
     :class:`mesh.core.errors.ModelLoadFailed` for a type this runtime does not
-    support or a folder with no clear model file.
+    serve (``served``) or a folder with no clear model file.
     """
-    implementation = implementation_for(model_id, model_type)
+    implementation = mlserver_formats.format_for(model_id, model_type, served).implementation
     listed = list(files)
     settings: dict[str, Any] = dict(user_settings or {})
     settings["name"] = model_id
@@ -207,7 +139,7 @@ def build_model_settings(
     if user_uri:
         parameters["uri"] = resolve_uri(model_id, model_path, str(user_uri), listed)
     else:
-        chosen = choose_model_file(model_id, model_type, listed)
+        chosen = mlserver_formats.choose_model_file(model_id, model_type, listed)
         parameters["uri"] = posixpath.join(model_path.as_posix(), chosen)
     settings["parameters"] = parameters
     return settings
@@ -244,11 +176,14 @@ def _write_json_atomically(path: pathlib.Path, data: Mapping[str, Any]) -> None:
 
 
 def prepare_model_folder(
-    model_id: str, model_type: str, model_path: pathlib.Path
+    model_id: str,
+    model_type: str,
+    model_path: pathlib.Path,
+    served: Sequence[str] = mlserver_formats.ALL_MODEL_TYPES,
 ) -> tuple[dict[str, Any], int]:
-    """Write the folder's ``model-settings.json``; return it and the bytes of
-    the model's files on disk."""
-    implementation_for(model_id, model_type)
+    """Write the folder's ``model-settings.json`` for an MLServer that serves
+    the types ``served``; return it and the bytes of the model's files on disk."""
+    mlserver_formats.format_for(model_id, model_type, served)
     if not model_path.is_dir():
         raise errors.ModelLoadFailed(model_id, f"model folder {model_path} does not exist")
     files = v2_runtime.list_folder(model_path)
@@ -262,7 +197,9 @@ def prepare_model_folder(
         if not isinstance(loaded, dict):
             raise errors.ModelLoadFailed(model_id, f"{MODEL_SETTINGS_FILE} is not a JSON object")
         user = loaded
-    settings = build_model_settings(model_id, model_type, model_path.absolute(), files, user)
+    settings = build_model_settings(
+        model_id, model_type, model_path.absolute(), files, user, served
+    )
     try:
         _write_json_atomically(settings_path, settings)
     except OSError as e:
@@ -362,7 +299,13 @@ class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
         return False
 
     def supported_model_types(self) -> tuple[str, ...]:
-        return tuple(IMPLEMENTATIONS)
+        """Every type in :data:`runtime_adapters.mlserver_formats.FORMATS` for
+        an MLServer this adapter starts (its ``PYTHONPATH`` holds meshserve's
+        own runtime classes, its venv is ``make install``'s); those of
+        MLServer's own runtime packages for one reached at an endpoint."""
+        if self.config.endpoint:
+            return mlserver_formats.IMAGE_MODEL_TYPES
+        return mlserver_formats.ALL_MODEL_TYPES
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -391,6 +334,10 @@ class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
         _write_json_atomically(cfg.model_dir / SERVER_SETTINGS_FILE, settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER_")}
         env["PYTHONUNBUFFERED"] = "1"
+        # meshserve's own runtime classes (meshserve_onnx...) import from here.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(mlserver_formats.BUNDLED_RUNTIMES_DIR), env.get("PYTHONPATH")) if p
+        )
         child = processes.ChildProcess(
             "mlserver",
             [str(executable), "start", str(cfg.model_dir.absolute())],
@@ -428,7 +375,7 @@ class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
         for a 1 KB model) which stays after the model goes.
         """
         settings, disk = await asyncio.to_thread(
-            prepare_model_folder, model_id, model_type, model_path
+            prepare_model_folder, model_id, model_type, model_path, self.supported_model_types()
         )
         implementation = str(settings["implementation"])
         predicted = eviction.predicted_size(

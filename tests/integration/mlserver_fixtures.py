@@ -113,6 +113,18 @@ def xgboost_sample(sample_dir: pathlib.Path, mlserver_venv: pathlib.Path) -> sam
 
 
 @pytest.fixture(scope="session")
+def lightgbm_sample(sample_dir: pathlib.Path, mlserver_venv: pathlib.Path) -> samples.Sample:
+    """LightGBM booster on iris (``model.bst``, text), trained in MLServer's venv."""
+    return samples.train_lightgbm_in(mlserver_venv / "bin" / "python", sample_dir / "lightgbm")
+
+
+@pytest.fixture(scope="session")
+def onnx_sample(sample_dir: pathlib.Path, mlserver_venv: pathlib.Path) -> samples.Sample:
+    """A linear ONNX model (``model.onnx``), built and run in MLServer's venv."""
+    return samples.build_onnx_in(mlserver_venv / "bin" / "python", sample_dir / "onnx")
+
+
+@pytest.fixture(scope="session")
 def corrupt_sample(sample_dir: pathlib.Path, iris_sample: samples.Sample) -> samples.Sample:
     """A folder whose ``model.joblib`` is not a joblib file (iris's batch)."""
     folder = sample_dir / "corrupt"

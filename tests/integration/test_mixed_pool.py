@@ -41,7 +41,8 @@ def test_each_model_lands_on_a_node_whose_runtime_serves_its_type(
             runtimes = {i.instance_id: set(i.labels) for i in c.instances()}
             c.apply(mesh_fixtures.predictor_spec("iris", iris.folder))
             c.apply(mesh_fixtures.predictor_spec("double", double.folder, "python"))
-            c.apply(mesh_fixtures.predictor_spec("onnx-model", iris.folder, "onnx"))
+            # Served by NVIDIA's Triton image only, not the wheel's Triton.
+            c.apply(mesh_fixtures.predictor_spec("tf-model", iris.folder, "tensorflow"))
             for endpoint in endpoints:
                 np.testing.assert_array_equal(
                     mesh_fixtures.infer(endpoint, "iris", iris.inputs), iris.expected
@@ -57,8 +58,8 @@ def test_each_model_lands_on_a_node_whose_runtime_serves_its_type(
         assert "rt:mlserver" in runtimes[iris_node] and "mt:sklearn" in runtimes[iris_node]
         assert "rt:triton" in runtimes[double_node] and "mt:python" in runtimes[double_node]
         with pytest.raises(InferenceServerException) as info:
-            mesh_fixtures.infer(endpoints[1], "onnx-model", iris.inputs)
-        assert "mt:onnx" in info.value.message()
+            mesh_fixtures.infer(endpoints[1], "tf-model", iris.inputs)
+        assert "mt:tensorflow" in info.value.message()
         assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
     finally:
         assert up.stop(90) == 0, up.text()

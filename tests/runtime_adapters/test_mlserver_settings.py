@@ -9,68 +9,9 @@ import pathlib
 import pytest
 
 from mesh.core import errors, interfaces
-from runtime_adapters import mlserver
+from runtime_adapters import mlserver, mlserver_formats
 
 FOLDER = pathlib.Path("/models/m1")
-
-
-# -- choosing the model file ------------------------------------------------
-
-
-def test_picks_the_one_file_with_the_types_ending() -> None:
-    files = ["README.md", "model.joblib", "metrics.csv"]
-    assert mlserver.choose_model_file("m1", "sklearn", files) == "model.joblib"
-
-
-def test_picks_a_pickle_in_a_subfolder() -> None:
-    assert mlserver.choose_model_file("m1", "sklearn", ["v1/clf.pkl"]) == "v1/clf.pkl"
-
-
-def test_picks_an_xgboost_json_but_not_model_settings() -> None:
-    files = ["model-settings.json", "booster.json"]
-    assert mlserver.choose_model_file("m1", "xgboost", files) == "booster.json"
-
-
-def test_ignores_hidden_files_and_folders() -> None:
-    files = [".complete", ".cache/old.joblib", "model.joblib"]
-    assert mlserver.choose_model_file("m1", "sklearn", files) == "model.joblib"
-
-
-def test_takes_a_single_file_of_any_name() -> None:
-    assert mlserver.choose_model_file("m1", "sklearn", ["my-model.bin"]) == "my-model.bin"
-
-
-def test_prefers_the_name_mlserver_knows_among_several_candidates() -> None:
-    files = ["model.joblib", "scaler.joblib"]
-    assert mlserver.choose_model_file("m1", "sklearn", files) == "model.joblib"
-
-
-def test_refuses_several_candidates_without_a_known_name() -> None:
-    with pytest.raises(errors.ModelLoadFailed) as caught:
-        mlserver.choose_model_file("m1", "sklearn", ["a.joblib", "b.joblib"])
-    assert caught.value.model_id == "m1"
-    assert "a.joblib, b.joblib" in caught.value.reason
-    assert "parameters.uri" in caught.value.reason
-
-
-def test_refuses_a_folder_without_a_model_file_and_lists_what_is_there() -> None:
-    with pytest.raises(errors.ModelLoadFailed) as caught:
-        mlserver.choose_model_file("m1", "sklearn", ["notes.txt", "data.csv"])
-    assert "*.joblib" in caught.value.reason
-    assert "data.csv, notes.txt" in caught.value.reason
-
-
-def test_refuses_an_empty_folder() -> None:
-    with pytest.raises(errors.ModelLoadFailed, match="empty"):
-        mlserver.choose_model_file("m1", "sklearn", ["model-settings.json"])
-
-
-def test_lists_at_most_ten_files_in_an_error() -> None:
-    files = [f"f{i:02}.txt" for i in range(25)]
-    with pytest.raises(errors.ModelLoadFailed) as caught:
-        mlserver.choose_model_file("m1", "sklearn", files)
-    assert "f09.txt and 15 more" in caught.value.reason
-    assert "f10.txt" not in caught.value.reason
 
 
 # -- building model-settings.json -------------------------------------------
@@ -169,20 +110,30 @@ def test_refuses_user_parameters_that_are_not_an_object() -> None:
 
 def test_refuses_an_unknown_type_naming_the_supported_ones() -> None:
     with pytest.raises(errors.ModelLoadFailed) as caught:
-        mlserver.build_model_settings("m1", "onnx", FOLDER, ["model.onnx"])
-    assert "'onnx'" in caught.value.reason
-    assert "sklearn, xgboost" in caught.value.reason
+        mlserver.build_model_settings("m1", "pmml", FOLDER, ["model.pmml"])
+    assert "'pmml'" in caught.value.reason
+    assert "sklearn, xgboost, lightgbm, onnx" in caught.value.reason
 
 
 def test_refuses_an_unknown_type_even_with_a_user_implementation() -> None:
-    user = {"implementation": "my_package.MyModel", "parameters": {"uri": "model.onnx"}}
+    user = {"implementation": "my_package.MyModel", "parameters": {"uri": "model.pmml"}}
     with pytest.raises(errors.ModelLoadFailed, match="not supported"):
-        mlserver.build_model_settings("m1", "onnx", FOLDER, ["model.onnx"], user)
+        mlserver.build_model_settings("m1", "pmml", FOLDER, ["model.pmml"], user)
 
 
-def test_every_supported_type_has_file_endings() -> None:
-    for model_type in mlserver.IMPLEMENTATIONS:
-        assert mlserver.MODEL_FILE_SUFFIXES[model_type]
+def test_serves_lightgbm_and_onnx_with_their_classes() -> None:
+    lgb = mlserver.build_model_settings("m1", "lightgbm", FOLDER, ["model.bst"])
+    assert lgb["implementation"] == "mlserver_lightgbm.LightGBMModel"
+    assert lgb["parameters"]["uri"] == "/models/m1/model.bst"
+    onnx = mlserver.build_model_settings("m1", "onnx", FOLDER, ["model.onnx"])
+    assert onnx["implementation"] == "meshserve_onnx.OnnxRuntimeModel"
+
+
+def test_refuses_onnx_where_the_mlserver_is_not_its_own() -> None:
+    with pytest.raises(errors.ModelLoadFailed, match="only by an MLServer the node starts"):
+        mlserver.build_model_settings(
+            "m1", "onnx", FOLDER, ["model.onnx"], served=mlserver_formats.IMAGE_MODEL_TYPES
+        )
 
 
 # -- server settings --------------------------------------------------------
@@ -227,18 +178,30 @@ def test_refuses_a_missing_folder(tmp_path: pathlib.Path) -> None:
 
 def test_checks_the_type_before_the_folder(tmp_path: pathlib.Path) -> None:
     with pytest.raises(errors.ModelLoadFailed, match="supported: sklearn, xgboost"):
-        mlserver.prepare_model_folder("m1", "onnx", tmp_path / "nope")
+        mlserver.prepare_model_folder("m1", "pmml", tmp_path / "nope")
 
 
 # -- the adapter without a server -------------------------------------------
 
 
-def test_is_a_runtime_adapter_for_sklearn_and_xgboost(tmp_path: pathlib.Path) -> None:
+def test_is_a_runtime_adapter_for_sklearn_xgboost_lightgbm_and_onnx(
+    tmp_path: pathlib.Path,
+) -> None:
     config = mlserver.MLServerConfig(model_dir=tmp_path, venv=tmp_path)
     adapter: interfaces.RuntimeAdapter = mlserver.MLServerAdapter(config)  # checked by mypy
     assert adapter.name == "mlserver"
-    assert {"sklearn", "xgboost"} <= set(adapter.supported_model_types())
+    assert set(adapter.supported_model_types()) == {"sklearn", "xgboost", "lightgbm", "onnx"}
     assert mlserver.MLServerAdapter(config).counts_gpu_memory is False
+
+
+def test_an_mlserver_reached_at_an_endpoint_serves_no_onnx(tmp_path: pathlib.Path) -> None:
+    # seldonio/mlserver has neither onnxruntime nor meshserve's ONNX class.
+    config = mlserver.MLServerConfig(model_dir=tmp_path, venv=tmp_path, endpoint="rt:9000")
+    assert mlserver.MLServerAdapter(config).supported_model_types() == (
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+    )
 
 
 def test_grpc_target_is_the_endpoint_when_one_is_given(tmp_path: pathlib.Path) -> None:
