@@ -5,6 +5,7 @@
 #   make test      lint, types, layering, and the whole test suite
 #   make proto     regenerate mesh/edges/proto/*_pb2*.py from the .proto files
 #   make bench     every benchmark scenario in load_tests/ (python -m load_tests all), latency, forwarding
+#   make image     the container image deploy/ runs (Dockerfile), with docker or podman; not part of test
 
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -14,7 +15,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client libpython3.11
 
-.PHONY: install apt venv runtimes node demo test lint proto bench clean
+.PHONY: install apt venv runtimes node demo test lint proto bench image clean
 
 install: apt venv runtimes node
 
@@ -97,6 +98,14 @@ bench: install
 	$(PY) -m load_tests all
 	$(PY) -m load_tests.latency
 	$(PY) -m load_tests.forwarding
+
+# The image the manifests in deploy/ run. IMAGE=registry/meshserve:0.1.0 for
+# the production overlay's pinned tag; CONTAINER_ENGINE=podman to choose.
+IMAGE ?= meshserve:latest
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs docker or podman on PATH" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build --target meshserve --tag $(IMAGE) .
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
