@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kube import predictor
+from kube import inference_service, predictor
 from mesh.core import errors, settings
 from tests.deploy import manifests
 from tests.deploy.manifests import NAMESPACE, Obj, Rendered, find, ident, one
@@ -233,6 +233,19 @@ def test_quickstart_samples_find_their_storage_key_and_parse_as_meshserve_predic
         assert spec.storage_key in keys, f"{ident(doc)}: no storage-config key {spec.storage_key!r}"
     legacy = one(objs, "Predictor", "example-sklearn-mnist-svm")
     assert legacy["spec"]["storage"]["s3"]["secretKey"] in keys
+
+
+def test_the_quickstart_sample_inference_service_is_served_and_finds_its_storage_key(
+    rendered: dict[str, Rendered],
+) -> None:
+    objs = rendered["overlays/quickstart"].objects
+    keys = set(one(objs, "Secret", "storage-config")["stringData"])
+    (isvc,) = find(objs, "InferenceService")
+    assert inference_service.in_modelmesh_mode(isvc), "the controller serves ModelMesh mode only"
+    spec = inference_service.parse(isvc)
+    assert spec.storage_key in keys, f"{ident(isvc)}: no storage-config key {spec.storage_key!r}"
+    names = {p["metadata"]["name"] for p in find(objs, "Predictor")}
+    assert isvc["metadata"]["name"] not in names, "a name is one vmodel: not a Predictor's too"
 
 
 def _limits(container: Obj) -> dict[str, Any]:
