@@ -9,19 +9,44 @@ from __future__ import annotations
 
 import pathlib
 
+import grpc
 import numpy as np
 import pytest
 from tritonclient import grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from kube import mesh_client
-from mesh.edges import ports
+from mesh.edges import health_grpc, ports
 from meshserve import samples
 from tests.integration import mesh_fixtures, triton_fixtures
 
 
 def _holder(c: mesh_client.MeshClient, model_id: str) -> list[str]:
     return [x.instance for m in c.models() if m.model_id == model_id for x in m.copies]
+
+
+def _index(tc: triton.InferenceServerClient) -> dict[str, str]:
+    return {m.name: m.state for m in tc.get_model_repository_index().models}
+
+
+def _triton_clients_calls_answer_for_both_runtimes(endpoint: str) -> None:
+    """tritonclient's statistics, repository and health calls through either
+    node of ``meshserve up``, for the MLServer model and the Triton one:
+    each was inferred once through each node."""
+    with triton.InferenceServerClient(endpoint) as tc:
+        assert tc.is_server_live() and tc.is_server_ready()
+        for name in ("iris", "double"):
+            (stats,) = tc.get_inference_statistics(name).model_stats
+            assert (stats.name, stats.inference_count) == (name, 2), stats
+            assert tc.is_model_ready(name)
+        mesh_fixtures.wait_for(lambda: _index(tc).get("double") == "READY")
+        tc.unload_model("double")
+        mesh_fixtures.wait_for(lambda: _index(tc).get("double") == "UNAVAILABLE")
+        tc.load_model("double")
+        mesh_fixtures.wait_for(lambda: _index(tc).get("double") == "READY")
+    with grpc.insecure_channel(endpoint) as channel:  # grpc.health.v1, as probes ask
+        answer = channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=30)
+    assert answer == b"\x08" + bytes([health_grpc.SERVING])
 
 
 def test_each_model_lands_on_a_node_whose_runtime_serves_its_type(
@@ -61,5 +86,7 @@ def test_each_model_lands_on_a_node_whose_runtime_serves_its_type(
             mesh_fixtures.infer(endpoints[1], "tf-model", iris.inputs)
         assert "mt:tensorflow" in info.value.message()
         assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
+        for endpoint in endpoints:
+            _triton_clients_calls_answer_for_both_runtimes(endpoint)
     finally:
         assert up.stop(90) == 0, up.text()
