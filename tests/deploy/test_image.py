@@ -48,8 +48,14 @@ DOCKERFILE = dockerfile.parse((REPO / "Dockerfile").read_text())
 FINAL = DOCKERFILE.stages[-1]
 PYPROJECT: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())
 IMAGE_NAME = re.compile(r"^(?:[^/]+/)*(?P<name>[^/:@]+)(?::(?P<tag>[^@]+))?(?:@.+)?$")
-DEV_ONLY_MODULES = ("meshserve.demo", "meshserve.samples")
-"""Need scikit-learn (a dev extra): `meshserve demo` is not an image feature."""
+DEV_ONLY_MODULES = (
+    "meshserve.demo",
+    "meshserve.samples",
+    "runtime_adapters.mlserver_runtimes.meshserve_onnx",
+)
+"""Need scikit-learn (a dev extra): `meshserve demo` is not an image feature.
+The ONNX class runs inside an MLServer the node starts itself (its own venv,
+with onnxruntime), never in the image's environment."""
 
 
 def _pod_specs(obj: Obj) -> Iterator[Obj]:
