@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         _client_options(c, default_endpoint)
         return c
 
+    _predictor_parser(sub, default_endpoint)
+    client_parser("models", "the placement table: model, state, node, size, last used")
+    client_parser("nodes", "each node's capacity, use, model count and load")
+    return p
+
+
+def _predictor_parser(sub: Any, default_endpoint: str) -> None:
+    """``meshserve predictor apply|delete|list|status``."""
     pred = sub.add_parser(
         "predictor", help="manage Predictors and InferenceServices (KServe ModelMesh YAML)"
     )
@@ -106,9 +114,6 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--load-now", action="store_true", help="load the model right away")
         elif name in ("delete", "status"):
             c.add_argument("name")
-    client_parser("models", "the placement table: model, state, node, size, last used")
-    client_parser("nodes", "each node's capacity, use, model count and load")
-    return p
 
 
 def _client_options(p: argparse.ArgumentParser, default_endpoint: str) -> None:
