@@ -200,20 +200,26 @@ class VModelRecord:
     """Who manages this vmodel (e.g. ``predictor``); empty for anyone."""
     failed: bool = False
     """The target failed to load, so the transition is stuck."""
+    canary_percent: int | None = None
+    """While a canary rollout holds the transition: the share of requests
+    (0-100) the loaded target takes from the active model
+    (:mod:`mesh.core.traffic_split`); ``None``: no canary, the alias moves
+    once the target is loaded."""
 
     @property
     def transitioning(self) -> bool:
         return self.active_model != self.target_model
 
     def to_json(self) -> bytes:
-        return _dump(
-            {
-                "owner": self.owner,
-                "active": self.active_model,
-                "target": self.target_model,
-                "failed": self.failed,
-            }
-        )
+        out: dict[str, object] = {
+            "owner": self.owner,
+            "active": self.active_model,
+            "target": self.target_model,
+            "failed": self.failed,
+        }
+        if self.canary_percent is not None:
+            out["canary"] = self.canary_percent
+        return _dump(out)
 
     @classmethod
     def from_json(cls, data: bytes) -> VModelRecord:
@@ -224,6 +230,7 @@ class VModelRecord:
                 target_model=str(d["target"]),
                 owner=str(d.get("owner", "")),
                 failed=bool(d.get("failed", False)),
+                canary_percent=None if d.get("canary") is None else int(d["canary"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise errors.InvalidRequest(f"malformed VModelRecord: {e!r}") from e

@@ -3,10 +3,15 @@
 A vmodel is a stable name (a Predictor's) for a concrete model. Pointing it
 at a new target keeps the active model serving until the target is loaded,
 unless the caller forces the move, the active model is not loaded anywhere,
-or the target is the active model already. These are pure functions from the
-record as read (or ``None``) and the request to the next record; the node's
-management (:mod:`mesh.node.management`) applies them with a compare-and-set
-and loads the target in between.
+or the target is the active model already. A canary percent holds the move:
+the loaded target takes that share of requests (:mod:`mesh.core.traffic_split`)
+until the percent is removed or set to 100 (the alias moves: promoted); 0
+keeps every request on the active model with the target still loaded
+(blue-green). Pointing the vmodel back at its active model rolls back.
+
+These are pure functions from the record as read (or ``None``) and the
+request to the next record; the node's management (:mod:`mesh.node.management`)
+applies them with a compare-and-set and loads the target in between.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class VModelRequest:
     """Move the alias at once, without waiting for the target to load."""
     expected_target_model_id: str = ""
     """Refuse unless the current target is this one (empty: any)."""
+    canary_percent: int | None = None
+    """Hold the move and split requests (0-100); ``None`` or 100: no hold."""
 
 
 def check_owner(vmodel_id: str, current: records.VModelRecord | None, owner: str) -> None:
@@ -64,15 +71,30 @@ def requested(
             raise errors.ModelNotFound(request.vmodel_id, "vmodel")
         return records.VModelRecord(target, target, owner=request.owner)
     check_owner(request.vmodel_id, current, request.owner)
+    canary = canary_of(request.canary_percent)
     if current.target_model == target and not current.failed:
-        return current
+        held = canary if current.transitioning else None
+        if current.canary_percent == held:
+            return current
+        return dataclasses.replace(current, canary_percent=held)  # None: promoted
     switch = request.force or not active_loaded or current.active_model == target
     return dataclasses.replace(
         current,
         target_model=target,
         active_model=target if switch else current.active_model,
         failed=False,
+        canary_percent=None if switch else canary,
     )
+
+
+def canary_of(percent: int | None) -> int | None:
+    """The hold a requested canary percent means: ``None`` for none or 100
+    (nothing to hold); raises :class:`mesh.core.errors.InvalidRequest` out of 0-100."""
+    if percent is None or percent == 100:
+        return None
+    if not 0 <= percent <= 100:
+        raise errors.InvalidRequest(f"canary percent {percent} is not between 0 and 100")
+    return percent
 
 
 def completed(
@@ -85,6 +107,8 @@ def completed(
         return current
     if target_failed:
         return dataclasses.replace(current, failed=True)
+    if current.canary_percent is not None:
+        return current  # loaded: the split holds until promoted
     return dataclasses.replace(current, active_model=target_model_id, failed=False)
 
 

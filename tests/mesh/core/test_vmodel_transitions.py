@@ -99,3 +99,45 @@ def test_a_vmodel_deleted_or_retargeted_meanwhile_is_left_alone() -> None:
 def test_a_vmodel_refers_to_its_active_and_target_models() -> None:
     assert vt.models_of(records.VModelRecord("m1", "m2")) == {"m1", "m2"}
     assert vt.models_of(None) == set()
+
+
+def test_a_canary_holds_the_move_until_promoted_and_back_to_the_old_model_rolls_back() -> None:
+    split = vt.requested(
+        SETTLED, vt.VModelRequest("v", "m2", canary_percent=10), active_loaded=True
+    )
+    assert (split.active_model, split.target_model, split.canary_percent) == ("m1", "m2", 10)
+    loaded = vt.completed(split, "m2", target_failed=False)
+    assert loaded == split  # loaded, but the split holds
+    wider = vt.requested(loaded, vt.VModelRequest("v", "m2", canary_percent=50), active_loaded=True)
+    assert wider.canary_percent == 50 and wider.active_model == "m1"
+    for promote in (None, 100):
+        promoted = vt.requested(
+            wider, vt.VModelRequest("v", "m2", canary_percent=promote), active_loaded=True
+        )
+        assert promoted.canary_percent is None and promoted.transitioning  # the node moves it
+        moved = vt.completed(promoted, "m2", target_failed=False)
+        assert moved is not None and moved.active_model == "m2"
+    back = vt.requested(wider, vt.VModelRequest("v", "m1"), active_loaded=True)
+    assert (back.active_model, back.target_model, back.canary_percent) == ("m1", "m1", None)
+
+
+def test_a_canary_that_fails_to_load_leaves_everything_on_the_old_model() -> None:
+    split = vt.requested(
+        SETTLED, vt.VModelRequest("v", "m2", canary_percent=30), active_loaded=True
+    )
+    failed = vt.completed(split, "m2", target_failed=True)
+    assert failed is not None and failed.failed and failed.active_model == "m1"
+
+
+@pytest.mark.parametrize("percent", [-1, 101])
+def test_a_canary_percent_outside_0_to_100_is_refused(percent: int) -> None:
+    with pytest.raises(errors.InvalidRequest, match="between 0 and 100"):
+        vt.requested(
+            SETTLED, vt.VModelRequest("v", "m2", canary_percent=percent), active_loaded=True
+        )
+
+
+def test_a_canary_survives_the_records_json() -> None:
+    v = records.VModelRecord("m1", "m2", owner="inferenceservice", canary_percent=0)
+    assert records.VModelRecord.from_json(v.to_json()) == v
+    assert "canary" not in SETTLED.to_json().decode()
