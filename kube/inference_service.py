@@ -112,6 +112,9 @@ def parse(doc: object) -> predictor.PredictorSpec:
         min_copies=copies[0],
         max_copies=copies[1],
         owner=OWNER,
+        canary_percent=predictor.percent_field(
+            pred.get("canaryTrafficPercent"), "spec.predictor.canaryTrafficPercent", KIND
+        ),
     )
 
 

@@ -50,23 +50,26 @@ class MeshClient:
         self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False
     ) -> Any:
         """Register a Predictor or InferenceService: a vmodel named after it,
-        owned by its kind, pointing at the concrete model its spec defines."""
-        return self.mesh.setVModel(
-            pb2.SetVModelRequest(
-                vModelId=spec.name,
-                targetModelId=spec.model_id,
-                owner=spec.owner,
-                modelInfo=pb2.ModelInfo(
-                    type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec)
-                ),
-                autoDeleteTargetModel=True,
-                loadNow=load_now,
-                sync=sync,
-                minCopies=spec.min_copies,
-                maxCopies=spec.max_copies,
+        owned by its kind, pointing at the concrete model its spec defines
+        (with a canary, through meshserve's admin API: ``setVModel`` has no
+        field for it)."""
+        request = pb2.SetVModelRequest(
+            vModelId=spec.name,
+            targetModelId=spec.model_id,
+            owner=spec.owner,
+            modelInfo=pb2.ModelInfo(
+                type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec)
             ),
-            timeout=self.timeout,
+            autoDeleteTargetModel=True,
+            loadNow=load_now,
+            sync=sync,
+            minCopies=spec.min_copies,
+            maxCopies=spec.max_copies,
         )
+        if spec.canary_percent is None:
+            return self.mesh.setVModel(request, timeout=self.timeout)
+        split = admin_pb2.SetVModelSplitRequest(request=request, canary_percent=spec.canary_percent)
+        return self.admin.SetVModelSplit(split, timeout=self.timeout)
 
     def delete(self, name: str, owner: str = "") -> bool:
         """Delete a vmodel (of this ``owner`` only, when given: a Predictor's

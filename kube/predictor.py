@@ -31,6 +31,10 @@ MIN_COPIES = "meshserve.io/min-copies"
 MAX_COPIES = "meshserve.io/max-copies"
 """Annotations setting a Predictor's copy limits (KServe's spec has no field
 for them; annotations keep ModelMesh Serving's YAML valid)."""
+CANARY = "meshserve.io/canary-traffic-percent"
+"""A Predictor's canary (an InferenceService has KServe's
+``spec.predictor.canaryTrafficPercent``): a changed spec's model takes this
+share of requests, the last rolled-out one the rest, until 100 or removed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,10 @@ class PredictorSpec:
     """The vmodel's owner in the mesh: which kind of resource registered the
     name (``predictor``, or ``inferenceservice``: :mod:`kube.inference_service`).
     Not part of :attr:`model_id`: the same files are the same model."""
+    canary_percent: int | None = None
+    """The share of requests (0-100) a changed spec's model takes while the
+    last rolled-out one keeps the rest; ``None``: none (the new model takes
+    over once loaded). Not part of :attr:`model_id`: a percent is not a model."""
 
     @property
     def model_id(self) -> str:
@@ -131,7 +139,7 @@ def parse(doc: object) -> PredictorSpec:
     kind = string_field(doc.get("kind"), "kind", required=True)
     if kind != KIND:
         raise errors.InvalidPredictor("kind", f"must be {KIND!r}, not {kind!r}")
-    name, _, copies = read_metadata(doc, KIND)
+    name, annotations, copies = read_metadata(doc, KIND)
     spec = mapping_field(doc.get("spec"), "spec", required=True)
     model_type = mapping_field(spec.get("modelType"), "spec.modelType", required=True)
     runtime = mapping_field(spec.get("runtime"), "spec.runtime")
@@ -159,7 +167,20 @@ def parse(doc: object) -> PredictorSpec:
         or string_field(spec.get("schemaPath"), "spec.schemaPath"),
         min_copies=copies[0],
         max_copies=copies[1],
+        canary_percent=percent_field(
+            annotations.get(CANARY), f"metadata.annotations.{CANARY}", KIND
+        ),
     )
+
+
+def percent_field(value: object, field: str, kind: str) -> int | None:
+    """A traffic percent, 0-100, or ``None`` when absent."""
+    if value is None or value == "":
+        return None
+    percent = count_field(value, field, kind)
+    if percent > 100:
+        raise errors.InvalidPredictor(field, f"must be between 0 and 100, not {percent}", kind)
+    return percent
 
 
 def read_metadata(

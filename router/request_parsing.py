@@ -6,7 +6,9 @@ same way, so the reading lives in one place, apart from routing: the header
 ``mm-vmodel-id`` / ``mm-model-id`` (or their ``-bin`` UTF-8 forms), else
 field 1 of the request bytes, gives a :class:`Requested`; :func:`resolve`
 turns it into a concrete model id through the node's mirror (a vmodel, a
-Predictor's name, to its active model), and :func:`resolve_current` first
+Predictor's name, to its active model, or during a canary rollout to the
+model :func:`mesh.core.traffic_split.routed_model` draws, sticky by the
+``mm-routing-key`` header when the client sends one), and :func:`resolve_current` first
 lets the mirror catch up with a record registered a moment ago through
 another node. The same headers carry a forwarded request to a peer
 (:func:`peer_metadata`).
@@ -15,9 +17,10 @@ another node. The same headers carry a forwarded request to a peer
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Sequence
 
-from mesh.core import errors
+from mesh.core import errors, records, traffic_split
 from mesh.kv import placement_table, records_store
 from router import wire
 
@@ -26,6 +29,8 @@ MODEL_HEADER = "mm-model-id"
 BALANCED_HEADER = "mm-balanced"
 UNREACHABLE_HEADER = "mm-unreachable"
 """Instances the routing node could not reach: the peer's claim ignores their copies."""
+ROUTING_KEY_HEADER = "mm-routing-key"
+"""During a canary rollout, requests with the same key go to the same model."""
 
 Headers = Sequence[tuple[str, str | bytes]]
 
@@ -47,6 +52,8 @@ class Requested:
     balanced: bool = False
     """Sent by a peer: serve here, never forward."""
     unreachable: frozenset[str] = frozenset()
+    routing_key: str = ""
+    """``mm-routing-key``: a canary's split is sticky by it."""
 
 
 def _header(value: str | bytes, key: str) -> str:
@@ -62,6 +69,7 @@ def requested(request: bytes, headers: Headers) -> Requested:
     found: tuple[str, str] | None = None
     balanced = False
     unreachable: frozenset[str] = frozenset()
+    routing_key = ""
     for key, value in headers:
         k = key.lower()
         if k in (VMODEL_HEADER, VMODEL_HEADER + "-bin") and found is None:
@@ -72,6 +80,8 @@ def requested(request: bytes, headers: Headers) -> Requested:
             balanced = _header(value, k) == "true"
         elif k == UNREACHABLE_HEADER:
             unreachable = frozenset(x for x in _header(value, k).split(",") if x)
+        elif k == ROUTING_KEY_HEADER:
+            routing_key = _header(value, k)
     if found is None:
         name = wire.read_name(request)
         if not name:
@@ -79,15 +89,24 @@ def requested(request: bytes, headers: Headers) -> Requested:
                 "no model named: set model_name or the mm-vmodel-id / mm-model-id header"
             )
         found = ("any", name)
-    return Requested(found[0], found[1], balanced, unreachable)
+    return Requested(found[0], found[1], balanced, unreachable, routing_key)
 
 
-def resolve(mirror: placement_table.PlacementTable, kind: str, name: str) -> str:
+def resolve(
+    mirror: placement_table.PlacementTable, kind: str, name: str, routing_key: str = ""
+) -> str:
     """The concrete model id a requested name stands for."""
     if kind in ("vmodel", "any"):
         v = mirror.vmodel(name)
         if v is not None:
-            return v.active_model
+            if v.canary_percent is None:
+                return v.active_model
+            return traffic_split.routed_model(
+                v,
+                target_ready=loaded_somewhere(mirror.model(v.target_model)),
+                routing_key=routing_key,
+                draw=random.random(),
+            )
         if kind == "vmodel":
             raise errors.UnknownModel(name)
     if mirror.model(name) is None:
@@ -95,15 +114,22 @@ def resolve(mirror: placement_table.PlacementTable, kind: str, name: str) -> str
     return name
 
 
+def loaded_somewhere(record: records.ModelRecord | None) -> bool:
+    """Whether a model has a loaded copy on some node."""
+    return record is not None and any(
+        c.state is records.CopyState.LOADED for c in record.copies.values()
+    )
+
+
 async def resolve_current(mirror: placement_table.PlacementTable, asked: Requested) -> str:
     """:func:`resolve`, after letting the mirror catch up once if it does not
     know the name: registered a moment ago through another node, it may lag
     the store by a few milliseconds."""
     try:
-        return resolve(mirror, asked.kind, asked.name)
+        return resolve(mirror, asked.kind, asked.name, asked.routing_key)
     except errors.ModelNotFound:
         await mirror.catch_up(asked.name, _RECORD_KINDS[asked.kind])
-        return resolve(mirror, asked.kind, asked.name)
+        return resolve(mirror, asked.kind, asked.name, asked.routing_key)
 
 
 def peer_metadata(model_id: str, unreachable: frozenset[str]) -> list[tuple[str, str]]:

@@ -116,21 +116,7 @@ class ModelMeshServicer(pb2_grpc.ModelMeshServicer):  # type: ignore[misc]
 
     @_edge
     async def setVModel(self, request: Any, context: Any) -> Any:
-        view = await self._h.set_vmodel(
-            request.vModelId,
-            request.targetModelId,
-            owner=request.owner,
-            update_only=request.updateOnly,
-            model_info=_info(request.modelInfo) if request.HasField("modelInfo") else None,
-            auto_delete_target=request.autoDeleteTargetModel,
-            load_now=request.loadNow,
-            force=request.force,
-            sync=request.sync,
-            expected_target_model_id=request.expectedTargetModelId,
-            min_copies=request.minCopies,
-            max_copies=request.maxCopies,
-        )
-        return _vmodel_status(view)
+        return await _set_vmodel(self._h, request, None)
 
     @_edge
     async def deleteVModel(self, request: Any, context: Any) -> Any:
@@ -142,11 +128,37 @@ class ModelMeshServicer(pb2_grpc.ModelMeshServicer):  # type: ignore[misc]
         return _vmodel_status(await self._h.get_vmodel_status(request.vModelId, request.owner))
 
 
+async def _set_vmodel(h: management.Management, request: Any, canary: int | None) -> Any:
+    """``setVModel``, with a canary percent or none."""
+    view = await h.set_vmodel(
+        request.vModelId,
+        request.targetModelId,
+        owner=request.owner,
+        update_only=request.updateOnly,
+        model_info=_info(request.modelInfo) if request.HasField("modelInfo") else None,
+        auto_delete_target=request.autoDeleteTargetModel,
+        load_now=request.loadNow,
+        force=request.force,
+        sync=request.sync,
+        expected_target_model_id=request.expectedTargetModelId,
+        min_copies=request.minCopies,
+        max_copies=request.maxCopies,
+        canary_percent=canary,
+    )
+    return _vmodel_status(view)
+
+
 class MeshAdminServicer(admin_pb2_grpc.MeshAdminServicer):  # type: ignore[misc]
-    """``meshserve.admin.v1.MeshAdmin``: the placement table, read-only."""
+    """``meshserve.admin.v1.MeshAdmin``: the placement table, read-only, and
+    ``setVModel`` with a canary traffic split."""
 
     def __init__(self, handler: management.Management) -> None:
         self._h = handler
+
+    @_edge
+    async def SetVModelSplit(self, request: Any, context: Any) -> Any:
+        canary = request.canary_percent if request.HasField("canary_percent") else None
+        return await _set_vmodel(self._h, request.request, canary)
 
     @_edge
     async def ListModels(self, request: Any, context: Any) -> Any:

@@ -263,11 +263,14 @@ class Management:
         expected_target_model_id: str = "",
         min_copies: int = 0,
         max_copies: int = 0,
+        canary_percent: int | None = None,
     ) -> VModelStatusView:
         """Create a vmodel or point it at a new target. The active model keeps
         serving until the target is loaded (unless ``force``, or the active
         model is not loaded anywhere), then the alias moves and a model no
-        vmodel uses any more is deleted if it was registered for auto-delete."""
+        vmodel uses any more is deleted if it was registered for auto-delete.
+        A ``canary_percent`` (0-99) holds the move and gives the loaded target
+        that share of requests instead (:mod:`mesh.core.vmodel_transitions`)."""
         ids.validate(vmodel_id, "vmodel id")
         ids.validate(target_model_id, "target model id")
         if model_info is not None:
@@ -280,8 +283,15 @@ class Management:
             )
         elif self._table.model(target_model_id) is None:
             raise errors.ModelNotFound(target_model_id)
+        vmodel_transitions.canary_of(canary_percent)  # refuse a bad percent before any write
         request = vmodel_transitions.VModelRequest(
-            vmodel_id, target_model_id, owner, update_only, force, expected_target_model_id
+            vmodel_id,
+            target_model_id,
+            owner,
+            update_only,
+            force,
+            expected_target_model_id,
+            canary_percent,
         )
         active_loaded = self._active_loaded(vmodel_id)
         before: list[records.VModelRecord | None] = [None]

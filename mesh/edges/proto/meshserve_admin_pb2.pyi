@@ -1,3 +1,4 @@
+from mesh.edges.proto import model_mesh_pb2 as _model_mesh_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -5,6 +6,14 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SetVModelSplitRequest(_message.Message):
+    __slots__ = ("request", "canary_percent")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    request: _model_mesh_pb2.SetVModelRequest
+    canary_percent: int
+    def __init__(self, request: _Optional[_Union[_model_mesh_pb2.SetVModelRequest, _Mapping]] = ..., canary_percent: _Optional[int] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("prefix",)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from mesh.edges.proto import meshserve_admin_pb2 as mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2
+from mesh.edges.proto import model_mesh_pb2 as mesh_dot_edges_dot_proto_dot_model__mesh__pb2
 
 GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
@@ -49,6 +50,11 @@ class MeshAdminStub(object):
                 request_serializer=mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.ListRequest.SerializeToString,
                 response_deserializer=mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.InstanceList.FromString,
                 _registered_method=True)
+        self.SetVModelSplit = channel.unary_unary(
+                '/meshserve.admin.v1.MeshAdmin/SetVModelSplit',
+                request_serializer=mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.SetVModelSplitRequest.SerializeToString,
+                response_deserializer=mesh_dot_edges_dot_proto_dot_model__mesh__pb2.VModelStatusInfo.FromString,
+                _registered_method=True)
 
 
 class MeshAdminServicer(object):
@@ -72,6 +78,15 @@ class MeshAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetVModelSplit(self, request, context):
+        """mmesh.ModelMesh/setVModel with a canary: while canary_percent (0-99) is
+        set, the target takes that share of the vmodel's requests once loaded and
+        the alias does not move; absent or 100 promotes the target.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeshAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +104,11 @@ def add_MeshAdminServicer_to_server(servicer, server):
                     servicer.ListInstances,
                     request_deserializer=mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.ListRequest.FromString,
                     response_serializer=mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.InstanceList.SerializeToString,
+            ),
+            'SetVModelSplit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVModelSplit,
+                    request_deserializer=mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.SetVModelSplitRequest.FromString,
+                    response_serializer=mesh_dot_edges_dot_proto_dot_model__mesh__pb2.VModelStatusInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +192,33 @@ class MeshAdmin(object):
             '/meshserve.admin.v1.MeshAdmin/ListInstances',
             mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.ListRequest.SerializeToString,
             mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.InstanceList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVModelSplit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshserve.admin.v1.MeshAdmin/SetVModelSplit',
+            mesh_dot_edges_dot_proto_dot_meshserve__admin__pb2.SetVModelSplitRequest.SerializeToString,
+            mesh_dot_edges_dot_proto_dot_model__mesh__pb2.VModelStatusInfo.FromString,
             options,
             channel_credentials,
             insecure,
