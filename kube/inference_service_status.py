@@ -10,7 +10,9 @@ scripts reading ``status.modelStatus`` work unchanged:
   ``targetModelState``, ``copies.totalCopies`` / ``failedCopies`` and
   ``lastFailureInfo`` (``modelRevisionName`` where a Predictor says ``modelId``);
 - ``url`` and ``components.predictor.{url,grpcUrl,restUrl}`` while the model
-  can be served (the gRPC address is the URL, as in ModelMesh Serving);
+  can be served (the gRPC address is the URL, as in ModelMesh Serving), with
+  ``traffic`` (each concrete model's percent, the latest marked: two during
+  a canary rollout), ``latestCreatedRevision`` and ``latestRolledoutRevision``;
 - the conditions ``PredictorReady`` and ``Ready`` (which follows it), with the
   failure's reason and message when false, and the time the readiness last
   changed (so rewriting an unchanged status changes nothing).
@@ -57,15 +59,29 @@ def to_json(status: predictor_status.PredictorStatus, ready_since_ms: int) -> di
         "modelStatus": model_status,
         "conditions": conditions,
         "url": status.grpc_endpoint if endpoints else None,
-        "components": {
-            "predictor": {
-                "url": status.grpc_endpoint,
-                "grpcUrl": status.grpc_endpoint,
-                "restUrl": status.http_endpoint,
+        "components": {"predictor": _predictor_component(status) if endpoints else None},
+    }
+
+
+def _predictor_component(status: predictor_status.PredictorStatus) -> dict[str, Any]:
+    """``components.predictor``: where to call it, and (KServe's form of a
+    rollout) each model's share of traffic, the latest one marked."""
+    active = status.traffic[0][0] if status.traffic else ""
+    return {
+        "url": status.grpc_endpoint,
+        "grpcUrl": status.grpc_endpoint,
+        "restUrl": status.http_endpoint,
+        "latestCreatedRevision": status.latest_model or None,
+        "latestRolledoutRevision": active or None,
+        "traffic": [
+            {
+                "revisionName": model_id,
+                "percent": percent,
+                "latestRevision": model_id == status.latest_model,
             }
-            if endpoints
-            else None
-        },
+            for model_id, percent in status.traffic
+        ]
+        or None,
     }
 
 

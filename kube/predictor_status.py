@@ -39,10 +39,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mesh.core import records
+from mesh.core import records, traffic_split
 
 
 class TransitionStatus(enum.StrEnum):
@@ -151,6 +151,13 @@ class PredictorStatus:
     failed_copies: int = 0
     grpc_endpoint: str = ""
     http_endpoint: str = ""
+    traffic: tuple[tuple[str, int], ...] = ()
+    """Each concrete model's share of requests now, in percent (a canary
+    rollout has two); the active model first. Not in a Predictor's
+    ``status`` (ModelMesh Serving's schema has no field for it); an
+    InferenceService shows it as KServe does."""
+    latest_model: str = ""
+    """The model the spec asks for (the target): KServe's latest revision."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``status`` object; ``lastFailureInfo`` is ``None`` (a merge
@@ -256,7 +263,18 @@ def predictor_status(
         else 0,
         grpc_endpoint=service.grpc,
         http_endpoint=service.http,
+        traffic=_traffic(vmodel, state),
+        latest_model=vmodel.target_model if vmodel is not None else "",
     )
+
+
+def _traffic(
+    vmodel: records.VModelRecord | None, state: Callable[[str], ModelState]
+) -> tuple[tuple[str, int], ...]:
+    if vmodel is None:
+        return ()
+    ready = state(vmodel.target_model) is ModelState.LOADED
+    return tuple(traffic_split.traffic(vmodel, target_ready=ready).items())
 
 
 def wants_load(

@@ -184,6 +184,19 @@ class Kube:
         assert isinstance(out, dict)
         return out
 
+    def patch_of(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a Predictor or (``inferenceservices``) an InferenceService."""
+        group, version = (
+            (inference_service.GROUP, inference_service.VERSION)
+            if plural == inference_service.PLURAL
+            else (GROUP, VERSION)
+        )
+        out = self.api.patch_namespaced_custom_object(
+            group, version, self.namespace, plural, name, patch
+        )
+        assert isinstance(out, dict)
+        return out
+
     def delete(self, plural: str, name: str, group: str = GROUP, version: str = VERSION) -> None:
         self.api.delete_namespaced_custom_object(group, version, self.namespace, plural, name)
 

@@ -198,3 +198,42 @@ def test_a_predictor_and_an_inference_service_of_one_name_never_take_it_from_eac
     assert cf.loaded(kube, name) is not None
     got = mesh_fixtures.infer(mesh_node.endpoint, name, models["iris"].inputs)
     np.testing.assert_array_equal(got, models["iris"].expected)
+
+
+def _traffic(kube: cf.Kube, name: str) -> list[tuple[str, int, bool]]:
+    component = (kube.status_of(ISVCS, name).get("components") or {}).get("predictor") or {}
+    return [
+        (t["revisionName"], t["percent"], t["latestRevision"])
+        for t in component.get("traffic") or []
+    ]
+
+
+def test_a_canary_shows_both_models_traffic_and_promotes_as_kserve_shows_it(
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+) -> None:
+    name = cf.unique_name("isvc-canary")
+    kube.create(ISVCS, cf.isvc_doc(name, cf.sklearn_model(models["iris"])))
+    cf.wait_for(lambda: cf.isvc_ready(kube, name), what="Ready")
+    ((old, percent, latest),) = _traffic(kube, name)
+    assert (percent, latest) == (100, True)
+    canary = cf.sklearn_model(models["twos"])
+    canary["canaryTrafficPercent"] = 30
+    kube.patch_of(ISVCS, name, {"spec": {"predictor": canary}})
+    split = cf.wait_for(lambda: _traffic(kube, name) if len(_traffic(kube, name)) == 2 else None)
+    ((first, first_percent, first_latest), (new, new_percent, new_latest)) = split
+    assert (first, first_percent, first_latest) == (old, 70, False)
+    assert (new_percent, new_latest) == (30, True) and new != old
+    assert kube.status_of(ISVCS, name)["modelStatus"]["transitionStatus"] == "InProgress"
+    answers = {
+        int(mesh_fixtures.infer(mesh_node.endpoint, name, models["iris"].inputs[:1])[0])
+        for _ in range(60)
+    }
+    assert answers == {int(models["iris"].expected[0]), 2}  # both models answer
+    kube.patch_of(ISVCS, name, {"spec": {"predictor": {"canaryTrafficPercent": 100}}})
+    cf.wait_for(lambda: _traffic(kube, name) == [(new, 100, True)], what="promoted")
+    cf.wait_for(
+        lambda: cf.isvc_ready(kube, name) is not None or None, what="UpToDate after promotion"
+    )
