@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from kube import predictor
+from mesh.core import errors
 from mesh.edges.proto import meshserve_admin_pb2 as admin_pb2
 from mesh.edges.proto import meshserve_admin_pb2_grpc as admin_pb2_grpc
 from mesh.edges.proto import model_mesh_pb2 as pb2
@@ -69,6 +70,22 @@ class MeshClient:
         if spec.canary_percent is None:
             return self.mesh.setVModel(request, timeout=self.timeout)
         split = admin_pb2.SetVModelSplitRequest(request=request, canary_percent=spec.canary_percent)
+        return self.admin.SetVModelSplit(split, timeout=self.timeout)
+
+    def rollout(self, name: str, percent: int) -> Any:
+        """Set the canary share of a vmodel's current target (100: promote it;
+        0: keep every request on the active model). The target is what the
+        last apply registered; a vmodel in no rollout is left as it is."""
+        current = self.vmodel_status(name)
+        if current.status == pb2.VModelStatusInfo.NOT_FOUND:
+            raise errors.ModelNotFound(name, "vmodel")
+        request = pb2.SetVModelRequest(
+            vModelId=name,
+            targetModelId=current.targetModelId,
+            owner=current.owner,
+            expectedTargetModelId=current.targetModelId,
+        )
+        split = admin_pb2.SetVModelSplitRequest(request=request, canary_percent=percent)
         return self.admin.SetVModelSplit(split, timeout=self.timeout)
 
     def delete(self, name: str, owner: str = "") -> bool:

@@ -106,14 +106,17 @@ def _predictor_parser(sub: Any, default_endpoint: str) -> None:
         ("delete", "delete a Predictor and unload its model"),
         ("list", "list Predictors"),
         ("status", "show one Predictor's status"),
+        ("rollout", "set the canary share of a Predictor's new model (100 promotes, 0 holds)"),
     ):
         c = psub.add_parser(name, help=help)
         _client_options(c, default_endpoint)
         if name == "apply":
             c.add_argument("-f", "--filename", required=True, type=pathlib.Path)
             c.add_argument("--load-now", action="store_true", help="load the model right away")
-        elif name in ("delete", "status"):
+        elif name in ("delete", "status", "rollout"):
             c.add_argument("name")
+        if name == "rollout":
+            c.add_argument("--percent", type=int, required=True, help="0-100")
 
 
 def _client_options(p: argparse.ArgumentParser, default_endpoint: str) -> None:
@@ -319,6 +322,12 @@ def _client_command(args: argparse.Namespace) -> int:
                 print(f"predictor/{args.name} not found", file=sys.stderr)
                 return 1
             print(f"predictor/{args.name} deleted")
+        elif args.action == "rollout":
+            v = c.rollout(args.name, args.percent)
+            print(
+                f"predictor/{args.name}: {args.percent} % to {v.targetModelId}"
+                + ("" if v.targetModelId != v.activeModelId else " (nothing to roll out)")
+            )
         elif args.action == "list":
             print(client.vmodels_table(c.vmodels()))
         elif args.action == "status":

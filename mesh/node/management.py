@@ -273,17 +273,10 @@ class Management:
         that share of requests instead (:mod:`mesh.core.vmodel_transitions`)."""
         ids.validate(vmodel_id, "vmodel id")
         ids.validate(target_model_id, "target model id")
-        if model_info is not None:
-            await self.register_model(
-                target_model_id,
-                model_info,
-                auto_delete=auto_delete_target,
-                min_copies=min_copies,
-                max_copies=max_copies,
-            )
-        elif self._table.model(target_model_id) is None:
-            raise errors.ModelNotFound(target_model_id)
         vmodel_transitions.canary_of(canary_percent)  # refuse a bad percent before any write
+        await self._register_target(
+            target_model_id, model_info, auto_delete_target, min_copies, max_copies
+        )
         request = vmodel_transitions.VModelRequest(
             vmodel_id,
             target_model_id,
@@ -315,6 +308,27 @@ class Management:
         elif load_now:
             await self._load(target_model_id, sync)
         return self.vmodel_status(vmodel_id)
+
+    async def _register_target(
+        self,
+        model_id: str,
+        info: ModelInfo | None,
+        auto_delete: bool,
+        min_copies: int,
+        max_copies: int,
+    ) -> None:
+        """Register a vmodel's target when its definition comes with it; else
+        it must be registered already."""
+        if info is not None:
+            await self.register_model(
+                model_id,
+                info,
+                auto_delete=auto_delete,
+                min_copies=min_copies,
+                max_copies=max_copies,
+            )
+        elif self._table.model(model_id) is None:
+            raise errors.ModelNotFound(model_id)
 
     def _active_loaded(self, vmodel_id: str) -> bool:
         """Whether the vmodel's active model is loaded somewhere now."""

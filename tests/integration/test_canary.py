@@ -1,7 +1,8 @@
 """A canary rollout of an InferenceService on a real node (etcd, MLServer):
 KServe's ``canaryTrafficPercent`` sends that share of requests to the new
-model once it is loaded, sticky by ``mm-routing-key``; rolling back and
-promoting lose no request.
+model once it is loaded, sticky by ``mm-routing-key``; 0 keeps the new model
+loaded with no traffic (blue-green); rolling back (the old spec again) and
+promoting (``meshserve predictor rollout --percent 100``) lose no request.
 
 The old model is iris' logistic regression, the new one always answers 2:
 for a row iris calls 0, the answer says which model served it.
@@ -9,6 +10,8 @@ for a row iris calls 0, the answer says which model served it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -118,10 +121,18 @@ def test_a_canary_takes_its_share_sticks_by_key_and_rolls_back_and_promotes_with
             mesh_fixtures.wait_for(lambda: answer(c, row) == 0 and not target_loaded(mesh))
             assert {answer(c, row) for _ in range(50)} == {0}
         assert rollback.failures == [] and rollback.answers
-        mesh.apply(isvc(models["new"], canary=30), load_now=True)
+        # Blue-green: the new model loaded beside the old one, with no traffic...
+        mesh.apply(isvc(models["new"], canary=0), load_now=True)
         mesh_fixtures.wait_for(lambda: target_loaded(mesh))
+        assert {answer(c, row) for _ in range(50)} == {0}
+        # ... then all of it at once, with the CLI's rollout verb.
         with Traffic(mesh_node.endpoint, row) as promotion:
-            mesh.apply(isvc(models["new"]))  # the field removed: promoted
+            done = subprocess.run(
+                [sys.executable, "-m", "meshserve.cli", "predictor", "rollout", NAME,
+                 "--percent", "100", "--endpoint", mesh_node.endpoint],
+                check=False, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
             defined = pb2.VModelStatusInfo.DEFINED
             mesh_fixtures.wait_for(lambda: mesh.vmodel_status(NAME).status == defined)
             assert {answer(c, row) for _ in range(50)} == {2}
