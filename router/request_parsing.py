@@ -31,6 +31,8 @@ UNREACHABLE_HEADER = "mm-unreachable"
 """Instances the routing node could not reach: the peer's claim ignores their copies."""
 ROUTING_KEY_HEADER = "mm-routing-key"
 """During a canary rollout, requests with the same key go to the same model."""
+DRAWS = random.Random()
+"""The per-request draws of a canary split (a test may seed its own)."""
 
 Headers = Sequence[tuple[str, str | bytes]]
 
@@ -105,7 +107,7 @@ def resolve(
                 v,
                 target_ready=loaded_somewhere(mirror.model(v.target_model)),
                 routing_key=routing_key,
-                draw=random.random(),
+                draw=DRAWS.random(),
             )
         if kind == "vmodel":
             raise errors.UnknownModel(name)
