@@ -360,10 +360,16 @@ def mesh_node(
 ) -> Iterator[mesh_fixtures.NodeThread]:
     """The mesh behind the controller: one node labelled as a pod of the
     ServingRuntime :data:`LATE_RUNTIME` would be, so a Predictor pinned to
-    that runtime can load on it."""
+    that runtime can load on it, reading a storage-config folder of its own
+    (empty until a test writes a key into it), as a runtime pod mounts one."""
     config = mesh_fixtures.node_settings(module_etcd.endpoint, tmp_path_factory.mktemp("node"))
     config = dataclasses.replace(
-        config, node=dataclasses.replace(config.node, labels=(f"rt:{LATE_RUNTIME}",))
+        config,
+        node=dataclasses.replace(
+            config.node,
+            labels=(f"rt:{LATE_RUNTIME}",),
+            storage_config_dir=tmp_path_factory.mktemp("storage-config"),
+        ),
     )
     node = mesh_fixtures.NodeThread(config)
     node.start()

@@ -12,17 +12,22 @@ InferenceService of one name never take the name from each other.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from typing import Any
 
 import kubernetes
 import numpy as np
+import pytest
+import yaml
 
 from kube import inference_service, predictor
 from meshserve import samples
 from tests.integration import controller_fixtures as cf
 from tests.integration import mesh_fixtures
+from tests.integration import storage_fixtures as sf
+from tests.kube import test_inference_service as isvc_examples
 
 NS = cf.NS
 ISVCS = inference_service.PLURAL
@@ -237,3 +242,37 @@ def test_a_canary_shows_both_models_traffic_and_promotes_as_kserve_shows_it(
     cf.wait_for(
         lambda: cf.isvc_ready(kube, name) is not None or None, what="UpToDate after promotion"
     )
+
+
+@pytest.mark.parametrize("example", ["OLD_FORM_S3", "NEW_FORM_S3"])
+def test_modelmesh_servings_example_inference_services_apply_unchanged_from_s3(
+    example: str,
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+    s3_server: sf.S3Server,
+) -> None:
+    """ModelMesh Serving's own example InferenceServices, as written
+    (``storageUri: s3://modelmesh-example-models/sklearn/mnist-svm.joblib``,
+    ``serving.kserve.io/secretKey: localMinIO``), through the controller,
+    from a real S3 server; the file at that key is a model of ours."""
+    config_dir = mesh_node.config.node.storage_config_dir
+    assert config_dir is not None
+    sf.write_config(config_dir, "localMinIO", s3_server.config())
+    s3 = s3_server.client()
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket="modelmesh-example-models")
+    s3.upload_file(
+        str(models["iris"].folder / "model.joblib"),
+        "modelmesh-example-models",
+        "sklearn/mnist-svm.joblib",
+    )
+    doc = yaml.safe_load(getattr(isvc_examples, example))
+    name = doc["metadata"]["name"]
+    kube.create(ISVCS, doc)
+    cf.wait_for(lambda: cf.isvc_ready(kube, name), what="Ready")
+    got = mesh_fixtures.infer(mesh_node.endpoint, name, models["iris"].inputs)
+    np.testing.assert_array_equal(got, models["iris"].expected)
+    kube.delete(ISVCS, name, inference_service.GROUP, inference_service.VERSION)
+    cf.wait_for(lambda: name not in kube.names_of(ISVCS) or None, what="deleted")
