@@ -16,8 +16,8 @@ everything downstream (runtime selection, registration, status) is shared:
 - the storage key from ``storage.key``, else the annotation
   ``serving.kserve.io/secretKey``; the schema likewise
   (``serving.kserve.io/schemaPath``);
-- a transformer or explainer, which ModelMesh mode does not serve, is refused
-  naming the field rather than dropped.
+- a transformer or explainer is read by :mod:`kube.chain_steps` (the mesh
+  runs them as models beside the predictor).
 
 The vmodel it registers is owned by :data:`OWNER`, so a Predictor and an
 InferenceService of one name cannot both hold it: the first registered keeps
@@ -51,7 +51,6 @@ SERVING_RUNTIME = "serving.kserve.io/servingRuntime"
 
 FRAMEWORKS = ("xgboost", "lightgbm", "sklearn", "tensorflow", "onnx", "pytorch", "triton", "pmml")
 """The per-framework predictor fields ModelMesh Serving reads, in its order."""
-UNSERVED_COMPONENTS = ("transformer", "explainer")
 PROTOCOLS = ("v1", "v2", "grpc-v1", "grpc-v2")
 """KServe's ``protocolVersion`` values."""
 AZURE_BLOB_HOST = ".blob.core.windows.net"
@@ -87,19 +86,12 @@ def parse(doc: object) -> predictor.PredictorSpec:
         raise _invalid("kind", f"must be {KIND!r}, not {kind!r}")
     name, annotations, copies = predictor.read_metadata(doc, KIND)
     spec = _mapping(doc.get("spec"), "spec", required=True)
-    for component in UNSERVED_COMPONENTS:
-        if spec.get(component) is not None:
-            raise _invalid(
-                f"spec.{component}",
-                f"a {component} is not served in ModelMesh mode (KServe serves it only "
-                "in Serverless or RawDeployment mode); remove it, or deploy it with KServe",
-            )
     pred = _mapping(spec.get("predictor"), "spec.predictor", required=True)
     model_type, version, runtime, field, ext = _model_part(pred, annotations)
     protocol = _string(ext.get("protocolVersion"), f"{field}.protocolVersion")
     if protocol and protocol not in PROTOCOLS:
         raise _invalid(f"{field}.protocolVersion", f"must be one of {', '.join(PROTOCOLS)}")
-    path, key, params, schema = _storage(ext, annotations, field)
+    path, key, params, schema = storage_fields(ext, annotations, field)
     return predictor.PredictorSpec(
         name=name,
         model_type=model_type,
@@ -158,7 +150,7 @@ def _model_part(
     return frameworks[0], "", runtime_annotation, field, _mapping(pred[frameworks[0]], field)
 
 
-def _storage(
+def storage_fields(
     ext: Mapping[str, Any], annotations: Mapping[str, Any], field: str
 ) -> tuple[str, str, dict[str, str], str]:
     """(path, storage key, parameters, schema path), as ModelMesh Serving

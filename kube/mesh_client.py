@@ -22,6 +22,16 @@ from mesh.edges.proto import model_mesh_pb2 as pb2
 from mesh.edges.proto import model_mesh_pb2_grpc as pb2_grpc
 
 
+def _model_info(spec: predictor.PredictorSpec) -> Any:
+    return pb2.ModelInfo(type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec))
+
+
+def _chain_step(step: predictor.PredictorSpec | None) -> Any:
+    if step is None:
+        return None
+    return admin_pb2.ChainStep(model_id=step.model_id, model_info=_model_info(step))
+
+
 class MeshClient:
     """A synchronous client of one node's management API."""
 
@@ -51,25 +61,28 @@ class MeshClient:
         self, spec: predictor.PredictorSpec, load_now: bool = False, sync: bool = False
     ) -> Any:
         """Register a Predictor or InferenceService: a vmodel named after it,
-        owned by its kind, pointing at the concrete model its spec defines
-        (with a canary, through meshserve's admin API: ``setVModel`` has no
-        field for it)."""
+        owned by its kind, pointing at the concrete model its spec defines,
+        with its canary and its chain (transformer, explainer: none removes
+        them), through meshserve's admin API (``setVModel`` has no field for
+        them)."""
         request = pb2.SetVModelRequest(
             vModelId=spec.name,
             targetModelId=spec.model_id,
             owner=spec.owner,
-            modelInfo=pb2.ModelInfo(
-                type=spec.model_type, path=spec.path, key=predictor.storage_key_json(spec)
-            ),
+            modelInfo=_model_info(spec),
             autoDeleteTargetModel=True,
             loadNow=load_now,
             sync=sync,
             minCopies=spec.min_copies,
             maxCopies=spec.max_copies,
         )
-        if spec.canary_percent is None:
-            return self.mesh.setVModel(request, timeout=self.timeout)
-        split = admin_pb2.SetVModelSplitRequest(request=request, canary_percent=spec.canary_percent)
+        split = admin_pb2.SetVModelSplitRequest(
+            request=request,
+            canary_percent=spec.canary_percent,
+            chain=admin_pb2.VModelChain(
+                transformer=_chain_step(spec.transformer), explainer=_chain_step(spec.explainer)
+            ),
+        )
         return self.admin.SetVModelSplit(split, timeout=self.timeout)
 
     def rollout(self, name: str, percent: int) -> Any:

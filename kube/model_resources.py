@@ -2,8 +2,8 @@
 
 ModelMesh Serving users write either, often both in one file; the CLI and the
 controller read any document through :func:`parse`, which picks the reader by
-``kind`` and returns the one :class:`kube.predictor.PredictorSpec` both become.
-Pure.
+``kind`` and returns the one :class:`kube.predictor.PredictorSpec` both become,
+with its transformer and explainer (:mod:`kube.chain_steps`). Pure.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from kube import inference_service, predictor
+from kube import chain_steps, inference_service, predictor
 from mesh.core import errors
 
 KINDS = (predictor.KIND, inference_service.KIND)
@@ -25,11 +25,13 @@ OWNERS: Mapping[str, str] = {
 
 def parse(doc: object) -> predictor.PredictorSpec:
     """The spec of a Predictor or InferenceService document."""
-    kind = doc.get("kind") if isinstance(doc, Mapping) else None
+    if not isinstance(doc, Mapping):
+        return predictor.parse(doc)  # says what is wrong with it
+    kind = doc.get("kind")
     if kind == inference_service.KIND:
-        return inference_service.parse(doc)
+        return chain_steps.with_chain(doc, inference_service.parse(doc))
     if kind == predictor.KIND or kind is None:
-        return predictor.parse(doc)
+        return chain_steps.with_chain(doc, predictor.parse(doc))
     raise errors.InvalidPredictor(
         "kind", f"must be one of {', '.join(map(repr, KINDS))}, not {kind!r}"
     )

@@ -69,6 +69,11 @@ class PredictorSpec:
     """The share of requests (0-100) a changed spec's model takes while the
     last rolled-out one keeps the rest; ``None``: none (the new model takes
     over once loaded). Not part of :attr:`model_id`: a percent is not a model."""
+    transformer: PredictorSpec | None = None
+    """The model run around this one (preprocess, postprocess):
+    :mod:`kube.chain_steps`. Not part of :attr:`model_id`: a model of its own."""
+    explainer: PredictorSpec | None = None
+    """The model answering explain calls: :mod:`kube.chain_steps`."""
 
     @property
     def model_id(self) -> str:

@@ -38,6 +38,7 @@ from mesh.edges import (
     ops_http,
     payload_log,
     peers,
+    ports,
     reflection_grpc,
     tls,
 )
@@ -85,6 +86,13 @@ class Node:
     """A running mesh node."""
 
     def __init__(self, config: settings.Settings) -> None:
+        if config.service.rest_port == 0:
+            # Chosen now, not at bind time: the runtime started before the
+            # REST server is told where it is (an explainer calls through it).
+            service = dataclasses.replace(
+                config.service, rest_port=ports.free_port(config.service.host)
+            )
+            config = dataclasses.replace(config, service=service)
         self.config = config
         self.runtime = runtime_choice.make_runtime(config)
         self.started_ms = 0

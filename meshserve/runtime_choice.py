@@ -36,8 +36,19 @@ def _mlserver(config: settings.Settings) -> interfaces.RuntimeAdapter:
             min_model_size_bytes=config.cache.min_model_size_bytes,
             load_timeout_seconds=config.cache.load_timeout_seconds,
             max_message_bytes=client_messages.transport_limit(config.service.max_message_bytes),
+            mesh_url=mesh_url(config),
         )
     )
+
+
+def mesh_url(config: settings.Settings) -> str:
+    """The node's V2 REST URL as its own runtime reaches it (loopback for a
+    node listening on every address); empty when REST is off or behind TLS."""
+    service = config.service
+    if service.rest_port <= 0 or config.tls.key_cert_path is not None:
+        return ""
+    host = "127.0.0.1" if service.host in ("", "0.0.0.0", "::", "[::]") else service.host
+    return f"http://{host}:{service.rest_port}"
 
 
 def _triton(config: settings.Settings) -> interfaces.RuntimeAdapter:

@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from mesh.core import clock, errors, placement, records, settings
 from mesh.kv import placement_table
 from mesh.node import cache_manager, dispatch, logs
-from router import client_messages, request_parsing, streams, upstream, wire
+from router import chains, client_messages, request_parsing, streams, upstream, wire
 
 # Methods whose response carries the model name in field 1.
 _NAMED_RESPONSES = frozenset({"ModelInfer", "ModelMetadata"})
@@ -78,6 +78,7 @@ class DataPlane:
             runtime_name=runtime_name,
             payloads=payloads,
         )
+        self._chains = chains.ChainRunner(self._chain_step, manager.metrics)
 
     @property
     def forwarded(self) -> int:
@@ -94,12 +95,16 @@ class DataPlane:
             if method == "ModelInfer":
                 client_messages.refuse_mixed_forms(request)
         model_id = await request_parsing.resolve_current(self._table, asked)
+        chain = chains.chain_of(self._table, asked, method)
         with logs.about_model(model_id):
             request_id = ""
             if self._payloads is not None and not asked.balanced and method in _LOGGED:
                 request_id = uuid.uuid4().hex
                 self._payloads.record("request", request_id, method, asked.name, model_id, request)
-            response = await self._route(method, request, asked, model_id, timeout)
+            if chain is None:
+                response = await self._route(method, request, asked, model_id, timeout)
+            else:
+                response = await self._chains.run(chain, asked, model_id, request, timeout)
             if not asked.balanced:
                 client_messages.check_size(
                     response, f"the response of model {model_id!r}", self._limit
@@ -109,6 +114,11 @@ class DataPlane:
                     "response", request_id, method, asked.name, model_id, response
                 )
             return response
+
+    async def _chain_step(self, model_id: str, request: bytes, timeout: float | None) -> bytes:
+        """One step of a chain: a ``ModelInfer`` whose field 1 names its model."""
+        asked = request_parsing.Requested("any", model_id)
+        return await self._route("ModelInfer", request, asked, model_id, timeout)
 
     async def _route(
         self,

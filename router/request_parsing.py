@@ -31,6 +31,8 @@ UNREACHABLE_HEADER = "mm-unreachable"
 """Instances the routing node could not reach: the peer's claim ignores their copies."""
 ROUTING_KEY_HEADER = "mm-routing-key"
 """During a canary rollout, requests with the same key go to the same model."""
+EXPLAIN_HEADER = "mm-explain"
+"""``true``: answer with the vmodel's explainer (:mod:`router.chains`)."""
 DRAWS = random.Random()
 """The per-request draws of a canary split (a test may seed its own)."""
 
@@ -56,6 +58,8 @@ class Requested:
     unreachable: frozenset[str] = frozenset()
     routing_key: str = ""
     """``mm-routing-key``: a canary's split is sticky by it."""
+    explain: bool = False
+    """``mm-explain: true``: an explanation, from the vmodel's explainer."""
 
 
 def _header(value: str | bytes, key: str) -> str:
@@ -72,6 +76,7 @@ def requested(request: bytes, headers: Headers) -> Requested:
     balanced = False
     unreachable: frozenset[str] = frozenset()
     routing_key = ""
+    explain = False
     for key, value in headers:
         k = key.lower()
         if k in (VMODEL_HEADER, VMODEL_HEADER + "-bin") and found is None:
@@ -84,6 +89,8 @@ def requested(request: bytes, headers: Headers) -> Requested:
             unreachable = frozenset(x for x in _header(value, k).split(",") if x)
         elif k == ROUTING_KEY_HEADER:
             routing_key = _header(value, k)
+        elif k == EXPLAIN_HEADER:
+            explain = _header(value, k) == "true"
     if found is None:
         name = wire.read_name(request)
         if not name:
@@ -91,7 +98,7 @@ def requested(request: bytes, headers: Headers) -> Requested:
                 "no model named: set model_name or the mm-vmodel-id / mm-model-id header"
             )
         found = ("any", name)
-    return Requested(found[0], found[1], balanced, unreachable, routing_key)
+    return Requested(found[0], found[1], balanced, unreachable, routing_key, explain)
 
 
 def resolve(

@@ -27,7 +27,8 @@ INPUTS_FIELD = 5
 RAW_INPUTS_FIELD = 7
 """``ModelInferRequest.raw_input_contents``."""
 _CONTENTS_FIELD = 5
-_LEN = 2  # wire type of length-delimited fields
+LEN = 2
+"""The wire type of length-delimited fields."""
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -48,7 +49,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise errors.InvalidRequest("malformed request: varint too long")
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
     out = bytearray()
     while True:
         b = value & 0x7F
@@ -60,7 +61,7 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _fields(data: bytes, pos: int = 0, end: int = -1) -> list[tuple[int, int, int, int]]:
+def fields(data: bytes, pos: int = 0, end: int = -1) -> list[tuple[int, int, int, int]]:
     """Each top-level field as (number, start, value_start, end), of the
     whole of ``data`` or of the message embedded in ``data[pos:end]``."""
     out = []
@@ -81,7 +82,7 @@ def _fields(data: bytes, pos: int = 0, end: int = -1) -> list[tuple[int, int, in
             _, pos = _varint(data, pos)
         elif wire_type == 1:
             pos += 8
-        elif wire_type == _LEN:
+        elif wire_type == LEN:
             if pos < end and data[pos] < 0x80:
                 length, value_start = data[pos], pos + 1
             else:
@@ -100,9 +101,9 @@ def _fields(data: bytes, pos: int = 0, end: int = -1) -> list[tuple[int, int, in
 def _read_string(data: bytes, field: int, what: str) -> str:
     """The string in ``field`` (the last occurrence), or ``""`` if absent."""
     value = b""
-    for number, start, value_start, end in _fields(data):
+    for number, start, value_start, end in fields(data):
         if number == field:
-            if data[start] & 7 != _LEN:
+            if data[start] & 7 != LEN:
                 raise errors.InvalidRequest(f"malformed request: {what} is not a string")
             value = data[value_start:end]
     try:
@@ -127,13 +128,13 @@ def input_in_both_forms(data: bytes) -> str | None:
     Triton refuses and other runtimes read one way or the other); ``None``
     if there is none. Walks the top-level fields and, only when raw data is
     present, each input's few small fields: never the tensors."""
-    fields = _fields(data)
-    if not any(number == RAW_INPUTS_FIELD for number, *_ in fields):
+    top = fields(data)
+    if not any(number == RAW_INPUTS_FIELD for number, *_ in top):
         return None
-    for number, start, value_start, end in fields:
-        if number != INPUTS_FIELD or data[start] & 7 != _LEN:
+    for number, start, value_start, end in top:
+        if number != INPUTS_FIELD or data[start] & 7 != LEN:
             continue
-        inner = _fields(data, value_start, end)
+        inner = fields(data, value_start, end)
         if any(n == _CONTENTS_FIELD and e > v for n, _, v, e in inner):
             return _read_string(data[value_start:end], NAME_FIELD, "input name")
     return None
@@ -143,7 +144,7 @@ def read_flag(data: bytes, field: int) -> bool:
     """The bool in ``field`` of a small message (``ModelReadyResponse.ready``
     is field 1); absent is ``False``, as protobuf reads it."""
     flag = False
-    for number, start, value_start, _ in _fields(data):
+    for number, start, value_start, _ in fields(data):
         if number == field and data[start] & 7 == 0:
             flag = _varint(data, value_start)[0] != 0
     return flag
@@ -152,10 +153,10 @@ def read_flag(data: bytes, field: int) -> bool:
 def rewrite_name(data: bytes, name: str) -> bytes:
     """``data`` with field 1 set to ``name`` (every other field untouched)."""
     encoded = name.encode("utf-8")
-    head = bytes([NAME_FIELD << 3 | _LEN]) + _encode_varint(len(encoded)) + encoded
+    head = bytes([NAME_FIELD << 3 | LEN]) + encode_varint(len(encoded)) + encoded
     parts = [head]
     pos = 0
-    for number, start, _, end in _fields(data):
+    for number, start, _, end in fields(data):
         if number == NAME_FIELD:
             parts.append(data[pos:start])
             pos = end
@@ -169,11 +170,11 @@ def rewrite_nested_name(data: bytes, field: int, name: str) -> bytes:
     in field 2); ``data`` itself if it has no such field."""
     parts = []
     pos = 0
-    for number, start, value_start, end in _fields(data):
-        if number == field and data[start] & 7 == _LEN:
+    for number, start, value_start, end in fields(data):
+        if number == field and data[start] & 7 == LEN:
             inner = rewrite_name(data[value_start:end], name)
             parts.append(data[pos:start])
-            parts.append(_encode_varint(field << 3 | _LEN) + _encode_varint(len(inner)) + inner)
+            parts.append(encode_varint(field << 3 | LEN) + encode_varint(len(inner)) + inner)
             pos = end
     if not parts:
         return data
@@ -184,4 +185,4 @@ def rewrite_nested_name(data: bytes, field: int, name: str) -> bytes:
 def embed(data: bytes, field: int) -> bytes:
     """A message whose only field, ``field``, holds the message ``data``
     (wrapping a ``ModelInferResponse`` as a ``ModelStreamInferResponse``)."""
-    return _encode_varint(field << 3 | _LEN) + _encode_varint(len(data)) + data
+    return encode_varint(field << 3 | LEN) + encode_varint(len(data)) + data

@@ -250,6 +250,10 @@ class MLServerConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     """Largest gRPC message MLServer accepts (its default, 4 MiB, is below
     the mesh's)."""
+    mesh_url: str = ""
+    """The V2 REST URL of the node beside our own MLServer
+    (``MESHSERVE_MESH_URL`` in its environment): an explainer calls its
+    predictor through it. Empty: the explainer's default."""
 
 
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.*)$")
@@ -334,6 +338,8 @@ class MLServerAdapter(v2_runtime.V2RuntimeAdapter):
         _write_json_atomically(cfg.model_dir / SERVER_SETTINGS_FILE, settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER_")}
         env["PYTHONUNBUFFERED"] = "1"
+        if cfg.mesh_url:
+            env["MESHSERVE_MESH_URL"] = cfg.mesh_url
         # meshserve's own runtime classes (meshserve_onnx...) import from here.
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(mlserver_formats.BUNDLED_RUNTIMES_DIR), env.get("PYTHONPATH")) if p

@@ -78,6 +78,22 @@ FORMATS: Mapping[str, MLServerFormat] = {
             ("model.onnx",),
             bundled=True,
         ),
+        # A vmodel's chain (router/chains.py): the user's transformer class,
+        # and a SHAP explainer over its background data.
+        MLServerFormat(
+            "transformer",
+            "meshserve_transformer.TransformerModel",
+            (".py",),
+            ("transformer.py", "model.py"),
+            bundled=True,
+        ),
+        MLServerFormat(
+            "explainer",
+            "meshserve_explainer.KernelShapExplainer",
+            (".npy", ".csv"),
+            ("background.npy", "background.csv"),
+            bundled=True,
+        ),
     )
 }
 """Model type → how MLServer serves it."""

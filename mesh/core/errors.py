@@ -10,7 +10,8 @@ status code in a single table, so no handler picks status codes itself::
     │   └── InvalidPredictor    a Predictor or InferenceService is wrong (names the field)
     ├── ModelNotFound           no model or vmodel with that id       → NOT_FOUND
     │   ├── UnknownModel        an inference call names nothing registered
-    │   └── UnknownVersion      the model is there, the version asked for is not
+    │   ├── UnknownVersion      the model is there, the version asked for is not
+    │   └── NoExplainer         an explain call names a vmodel without an explainer
     ├── AlreadyExists           owner mismatch, id already taken      → ALREADY_EXISTS
     ├── ModelLoadFailed         the runtime (or puller) could not load → FAILED_PRECONDITION
     ├── InsufficientCapacity    the model cannot fit on this node      → RESOURCE_EXHAUSTED
@@ -99,6 +100,18 @@ class UnknownVersion(ModelNotFound):
         )
         self.model_id = model_id
         self.version = version
+
+
+class NoExplainer(ModelNotFound):
+    """An explain call names a model or vmodel that has no explainer."""
+
+    def __init__(self, name: str) -> None:
+        MeshError.__init__(
+            self,
+            f"{shown(name)!r} has no explainer: give its InferenceService a spec.explainer "
+            "(or its Predictor the meshserve.io/explainer-uri annotation)",
+        )
+        self.model_id = name
 
 
 class AlreadyExists(MeshError):

@@ -205,6 +205,13 @@ class VModelRecord:
     (0-100) the loaded target takes from the active model
     (:mod:`mesh.core.traffic_split`); ``None``: no canary, the alias moves
     once the target is loaded."""
+    transformer: str = ""
+    """A concrete model of user code run around the predictor: an inference
+    call goes through its preprocess, then the predictor, then its
+    postprocess (:mod:`router.chains`); empty: none."""
+    explainer: str = ""
+    """A concrete model that answers the vmodel's ``explain`` calls by
+    calling the predictor through the mesh; empty: none."""
 
     @property
     def transitioning(self) -> bool:
@@ -219,6 +226,10 @@ class VModelRecord:
         }
         if self.canary_percent is not None:
             out["canary"] = self.canary_percent
+        if self.transformer:
+            out["transformer"] = self.transformer
+        if self.explainer:
+            out["explainer"] = self.explainer
         return _dump(out)
 
     @classmethod
@@ -231,6 +242,8 @@ class VModelRecord:
                 owner=str(d.get("owner", "")),
                 failed=bool(d.get("failed", False)),
                 canary_percent=None if d.get("canary") is None else int(d["canary"]),
+                transformer=str(d.get("transformer", "")),
+                explainer=str(d.get("explainer", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise errors.InvalidRequest(f"malformed VModelRecord: {e!r}") from e

@@ -8,6 +8,8 @@ the loaded target takes that share of requests (:mod:`mesh.core.traffic_split`)
 until the percent is removed or set to 100 (the alias moves: promoted); 0
 keeps every request on the active model with the target still loaded
 (blue-green). Pointing the vmodel back at its active model rolls back.
+A request may also set the vmodel's chain (its transformer and explainer
+models): that takes effect at once, whatever the transition.
 
 These are pure functions from the record as read (or ``None``) and the
 request to the next record; the node's management (:mod:`mesh.node.management`)
@@ -37,6 +39,17 @@ class VModelRequest:
     """Refuse unless the current target is this one (empty: any)."""
     canary_percent: int | None = None
     """Hold the move and split requests (0-100); ``None`` or 100: no hold."""
+    chain: Chain | None = None
+    """The vmodel's transformer and explainer from now on; ``None``: leave them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """The models a vmodel runs around and beside its predictor (concrete
+    model ids; empty: none)."""
+
+    transformer: str = ""
+    explainer: str = ""
 
 
 def check_owner(vmodel_id: str, current: records.VModelRecord | None, owner: str) -> None:
@@ -56,6 +69,20 @@ def requested(
     :class:`mesh.core.errors.Conflict` (not the expected target),
     :class:`mesh.core.errors.ModelNotFound` (``update_only`` of no vmodel) or
     :class:`mesh.core.errors.AlreadyExists` (owned by someone else)."""
+    moved = _moved(current, request, active_loaded=active_loaded)
+    chain = request.chain
+    if chain is None or (moved.transformer, moved.explainer) == (
+        chain.transformer,
+        chain.explainer,
+    ):
+        return moved
+    return dataclasses.replace(moved, transformer=chain.transformer, explainer=chain.explainer)
+
+
+def _moved(
+    current: records.VModelRecord | None, request: VModelRequest, *, active_loaded: bool
+) -> records.VModelRecord:
+    """:func:`requested`, but for the chain."""
     target, expected = request.target_model_id, request.expected_target_model_id
     if expected and (
         (current is None and expected != target)
@@ -113,5 +140,9 @@ def completed(
 
 
 def models_of(vmodel: records.VModelRecord | None) -> set[str]:
-    """The concrete models a vmodel refers to (active and target)."""
-    return set() if vmodel is None else {vmodel.active_model, vmodel.target_model}
+    """The concrete models a vmodel refers to (active and target, and its
+    transformer and explainer when it has them)."""
+    if vmodel is None:
+        return set()
+    chain = {m for m in (vmodel.transformer, vmodel.explainer) if m}
+    return {vmodel.active_model, vmodel.target_model} | chain

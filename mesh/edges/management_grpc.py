@@ -128,8 +128,13 @@ class ModelMeshServicer(pb2_grpc.ModelMeshServicer):  # type: ignore[misc]
         return _vmodel_status(await self._h.get_vmodel_status(request.vModelId, request.owner))
 
 
-async def _set_vmodel(h: management.Management, request: Any, canary: int | None) -> Any:
-    """``setVModel``, with a canary percent or none."""
+async def _set_vmodel(
+    h: management.Management,
+    request: Any,
+    canary: int | None,
+    chain: management.ChainModels | None = None,
+) -> Any:
+    """``setVModel``, with a canary percent or none, and a chain or none."""
     view = await h.set_vmodel(
         request.vModelId,
         request.targetModelId,
@@ -144,8 +149,23 @@ async def _set_vmodel(h: management.Management, request: Any, canary: int | None
         min_copies=request.minCopies,
         max_copies=request.maxCopies,
         canary_percent=canary,
+        chain=chain,
     )
     return _vmodel_status(view)
+
+
+def _chain(request: Any) -> management.ChainModels | None:
+    """The chain of a ``SetVModelSplitRequest`` (``None``: leave it)."""
+    if not request.HasField("chain"):
+        return None
+
+    def step(field: str) -> management.ChainStep | None:
+        if not request.chain.HasField(field):
+            return None
+        given = getattr(request.chain, field)
+        return management.ChainStep(given.model_id, _info(given.model_info))
+
+    return management.ChainModels(step("transformer"), step("explainer"))
 
 
 class MeshAdminServicer(admin_pb2_grpc.MeshAdminServicer):  # type: ignore[misc]
@@ -158,7 +178,7 @@ class MeshAdminServicer(admin_pb2_grpc.MeshAdminServicer):  # type: ignore[misc]
     @_edge
     async def SetVModelSplit(self, request: Any, context: Any) -> Any:
         canary = request.canary_percent if request.HasField("canary_percent") else None
-        return await _set_vmodel(self._h, request.request, canary)
+        return await _set_vmodel(self._h, request.request, canary, _chain(request))
 
     @_edge
     async def ListModels(self, request: Any, context: Any) -> Any:

@@ -51,6 +51,22 @@ class ModelInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class ChainStep:
+    """A model of a vmodel's chain, with where its files are."""
+
+    model_id: str
+    info: ModelInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainModels:
+    """A vmodel's transformer and explainer (``None``: none)."""
+
+    transformer: ChainStep | None = None
+    explainer: ChainStep | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class CopyView:
     location: str
     status: records.ModelStatus
@@ -264,19 +280,23 @@ class Management:
         min_copies: int = 0,
         max_copies: int = 0,
         canary_percent: int | None = None,
+        chain: ChainModels | None = None,
     ) -> VModelStatusView:
         """Create a vmodel or point it at a new target. The active model keeps
         serving until the target is loaded (unless ``force``, or the active
         model is not loaded anywhere), then the alias moves and a model no
         vmodel uses any more is deleted if it was registered for auto-delete.
         A ``canary_percent`` (0-99) holds the move and gives the loaded target
-        that share of requests instead (:mod:`mesh.core.vmodel_transitions`)."""
+        that share of requests instead (:mod:`mesh.core.vmodel_transitions`).
+        A ``chain`` registers its models (for auto-delete) and names them on
+        the vmodel at once; ``None`` leaves the vmodel's chain as it is."""
         ids.validate(vmodel_id, "vmodel id")
         ids.validate(target_model_id, "target model id")
         vmodel_transitions.canary_of(canary_percent)  # refuse a bad percent before any write
         await self._register_target(
             target_model_id, model_info, auto_delete_target, min_copies, max_copies
         )
+        steps = None if chain is None else await self._register_chain(chain)
         request = vmodel_transitions.VModelRequest(
             vmodel_id,
             target_model_id,
@@ -285,6 +305,7 @@ class Management:
             force,
             expected_target_model_id,
             canary_percent,
+            steps,
         )
         active_loaded = self._active_loaded(vmodel_id)
         before: list[records.VModelRecord | None] = [None]
@@ -329,6 +350,17 @@ class Management:
             )
         elif self._table.model(model_id) is None:
             raise errors.ModelNotFound(model_id)
+
+    async def _register_chain(self, chain: ChainModels) -> vmodel_transitions.Chain:
+        """Register a chain's models (auto-delete: they go with the vmodel)."""
+        for step in (chain.transformer, chain.explainer):
+            if step is not None:
+                ids.validate(step.model_id, "chain model id")
+                await self.register_model(step.model_id, step.info, auto_delete=True)
+        return vmodel_transitions.Chain(
+            chain.transformer.model_id if chain.transformer else "",
+            chain.explainer.model_id if chain.explainer else "",
+        )
 
     def _active_loaded(self, vmodel_id: str) -> bool:
         """Whether the vmodel's active model is loaded somewhere now."""

@@ -56,6 +56,8 @@ class RequestMetrics:
     request_size: prometheus_client.Histogram
     response_size: prometheus_client.Histogram
     cache_miss: prometheus_client.Histogram
+    chain_stage: prometheus_client.Histogram
+    """Each step of a vmodel's chain (:mod:`router.chains`), labelled by stage."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +113,13 @@ def _request_metrics(
             "modelmesh_cache_miss_milliseconds",
             "Time a request waited for its model to load (cache misses only)",
             model,
+            buckets=_MS,
+            registry=registry,
+        ),
+        chain_stage=h(
+            "meshserve_chain_stage_milliseconds",
+            "Time of each step of a vmodel's chain (preprocess, predict, postprocess, explain)",
+            ("stage", *(("vmodelId",) if model else ())),
             buckets=_MS,
             registry=registry,
         ),
@@ -207,6 +216,10 @@ class Metrics:
         """The runtime refused an inference (its own error, not the mesh's)."""
         if method == "ModelInfer":
             self.model_stats.record(model_id, False, int(ms * 1e6), clock.now_ms())
+
+    def chain_stage(self, vmodel_id: str, stage: str, ms: float) -> None:
+        """One step of a vmodel's chain took ``ms``."""
+        _observe(self.requests.chain_stage, (stage, *self._labels(vmodel_id)), ms)
 
     def waited_for_load(self, model_id: str, ms: float) -> None:
         _observe(self.requests.cache_miss, self._labels(model_id), ms)

@@ -210,8 +210,11 @@ def test_the_runtime_annotation_serves_the_old_form_only() -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (lambda d: d["spec"].update(transformer={"containers": []}), "spec.transformer"),
-        (lambda d: d["spec"].update(explainer={"alibi": {}}), "spec.explainer"),
+        (
+            lambda d: d["spec"].update(transformer={"containers": []}),
+            "spec.transformer.containers",
+        ),
+        (lambda d: d["spec"].update(explainer={"alibi": {}}), "spec.explainer.alibi"),
         (lambda d: d["spec"]["predictor"].pop("model"), "spec.predictor"),
         (
             lambda d: d["spec"]["predictor"].update(sklearn={"storageUri": "s3://b/k"}),
@@ -245,7 +248,7 @@ def test_what_meshserve_cannot_serve_is_refused_naming_the_field(change: Any, fi
     d = doc(NEW_FORM_S3)
     change(d)
     with pytest.raises(errors.InvalidPredictor) as raised:
-        inference_service.parse(d)
+        model_resources.parse(d)
     assert raised.value.field == field
     assert raised.value.message.startswith(f"InferenceService field {field!r}")
 

@@ -25,33 +25,37 @@ _sym_db = _symbol_database.Default()
 from mesh.edges.proto import model_mesh_pb2 as mesh_dot_edges_dot_proto_dot_model__mesh__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&mesh/edges/proto/meshserve_admin.proto\x12\x12meshserve.admin.v1\x1a!mesh/edges/proto/model_mesh.proto\"q\n\x15SetVModelSplitRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.mmesh.SetVModelRequest\x12\x1b\n\x0e\x63\x61nary_percent\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x11\n\x0f_canary_percent\"\x1d\n\x0bListRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\">\n\tModelCopy\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08since_ms\x18\x03 \x01(\x04\"B\n\x0cModelFailure\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xfa\x01\n\nModelEntry\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12-\n\x06\x63opies\x18\x05 \x03(\x0b\x32\x1d.meshserve.admin.v1.ModelCopy\x12\x32\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32 .meshserve.admin.v1.ModelFailure\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x14\n\x0clast_used_ms\x18\x08 \x01(\x04\x12\x0c\n\x04refs\x18\t \x01(\x05\x12\x13\n\x0b\x61uto_delete\x18\n \x01(\x08\";\n\tModelList\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.meshserve.admin.v1.ModelEntry\"\x8e\x01\n\x0bVModelEntry\x12\x11\n\tvmodel_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x17\n\x0f\x61\x63tive_model_id\x18\x03 \x01(\t\x12\x17\n\x0ftarget_model_id\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x1b\n\x13\x61\x63tive_model_status\x18\x06 \x01(\t\">\n\nVModelList\x12\x30\n\x07vmodels\x18\x01 \x03(\x0b\x32\x1f.meshserve.admin.v1.VModelEntry\"\xd9\x01\n\rInstanceEntry\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x03 \x01(\x04\x12\x12\n\nused_bytes\x18\x04 \x01(\x04\x12\x13\n\x0blru_time_ms\x18\x05 \x01(\x04\x12\x13\n\x0bmodel_count\x18\x06 \x01(\x05\x12\x17\n\x0fin_flight_loads\x18\x07 \x01(\x05\x12\x0b\n\x03rpm\x18\x08 \x01(\x05\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x15\n\rshutting_down\x18\n \x01(\x08\"D\n\x0cInstanceList\x12\x34\n\tinstances\x18\x01 \x03(\x0b\x32!.meshserve.admin.v1.InstanceEntry2\xdb\x02\n\tMeshAdmin\x12N\n\nListModels\x12\x1f.meshserve.admin.v1.ListRequest\x1a\x1d.meshserve.admin.v1.ModelList\"\x00\x12P\n\x0bListVModels\x12\x1f.meshserve.admin.v1.ListRequest\x1a\x1e.meshserve.admin.v1.VModelList\"\x00\x12T\n\rListInstances\x12\x1f.meshserve.admin.v1.ListRequest\x1a .meshserve.admin.v1.InstanceList\"\x00\x12V\n\x0eSetVModelSplit\x12).meshserve.admin.v1.SetVModelSplitRequest\x1a\x17.mmesh.VModelStatusInfo\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&mesh/edges/proto/meshserve_admin.proto\x12\x12meshserve.admin.v1\x1a!mesh/edges/proto/model_mesh.proto\"\xa1\x01\n\x15SetVModelSplitRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.mmesh.SetVModelRequest\x12\x1b\n\x0e\x63\x61nary_percent\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12.\n\x05\x63hain\x18\x03 \x01(\x0b\x32\x1f.meshserve.admin.v1.VModelChainB\x11\n\x0f_canary_percent\"s\n\x0bVModelChain\x12\x32\n\x0btransformer\x18\x01 \x01(\x0b\x32\x1d.meshserve.admin.v1.ChainStep\x12\x30\n\texplainer\x18\x02 \x01(\x0b\x32\x1d.meshserve.admin.v1.ChainStep\"C\n\tChainStep\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12$\n\nmodel_info\x18\x02 \x01(\x0b\x32\x10.mmesh.ModelInfo\"\x1d\n\x0bListRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\">\n\tModelCopy\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08since_ms\x18\x03 \x01(\x04\"B\n\x0cModelFailure\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0f\n\x07time_ms\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xfa\x01\n\nModelEntry\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12-\n\x06\x63opies\x18\x05 \x03(\x0b\x32\x1d.meshserve.admin.v1.ModelCopy\x12\x32\n\x08\x66\x61ilures\x18\x06 \x03(\x0b\x32 .meshserve.admin.v1.ModelFailure\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x14\n\x0clast_used_ms\x18\x08 \x01(\x04\x12\x0c\n\x04refs\x18\t \x01(\x05\x12\x13\n\x0b\x61uto_delete\x18\n \x01(\x08\";\n\tModelList\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.meshserve.admin.v1.ModelEntry\"\x8e\x01\n\x0bVModelEntry\x12\x11\n\tvmodel_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x17\n\x0f\x61\x63tive_model_id\x18\x03 \x01(\t\x12\x17\n\x0ftarget_model_id\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x1b\n\x13\x61\x63tive_model_status\x18\x06 \x01(\t\">\n\nVModelList\x12\x30\n\x07vmodels\x18\x01 \x03(\x0b\x32\x1f.meshserve.admin.v1.VModelEntry\"\xd9\x01\n\rInstanceEntry\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x03 \x01(\x04\x12\x12\n\nused_bytes\x18\x04 \x01(\x04\x12\x13\n\x0blru_time_ms\x18\x05 \x01(\x04\x12\x13\n\x0bmodel_count\x18\x06 \x01(\x05\x12\x17\n\x0fin_flight_loads\x18\x07 \x01(\x05\x12\x0b\n\x03rpm\x18\x08 \x01(\x05\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x15\n\rshutting_down\x18\n \x01(\x08\"D\n\x0cInstanceList\x12\x34\n\tinstances\x18\x01 \x03(\x0b\x32!.meshserve.admin.v1.InstanceEntry2\xdb\x02\n\tMeshAdmin\x12N\n\nListModels\x12\x1f.meshserve.admin.v1.ListRequest\x1a\x1d.meshserve.admin.v1.ModelList\"\x00\x12P\n\x0bListVModels\x12\x1f.meshserve.admin.v1.ListRequest\x1a\x1e.meshserve.admin.v1.VModelList\"\x00\x12T\n\rListInstances\x12\x1f.meshserve.admin.v1.ListRequest\x1a .meshserve.admin.v1.InstanceList\"\x00\x12V\n\x0eSetVModelSplit\x12).meshserve.admin.v1.SetVModelSplitRequest\x1a\x17.mmesh.VModelStatusInfo\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.edges.proto.meshserve_admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SETVMODELSPLITREQUEST']._serialized_start=97
-  _globals['_SETVMODELSPLITREQUEST']._serialized_end=210
-  _globals['_LISTREQUEST']._serialized_start=212
-  _globals['_LISTREQUEST']._serialized_end=241
-  _globals['_MODELCOPY']._serialized_start=243
-  _globals['_MODELCOPY']._serialized_end=305
-  _globals['_MODELFAILURE']._serialized_start=307
-  _globals['_MODELFAILURE']._serialized_end=373
-  _globals['_MODELENTRY']._serialized_start=376
-  _globals['_MODELENTRY']._serialized_end=626
-  _globals['_MODELLIST']._serialized_start=628
-  _globals['_MODELLIST']._serialized_end=687
-  _globals['_VMODELENTRY']._serialized_start=690
-  _globals['_VMODELENTRY']._serialized_end=832
-  _globals['_VMODELLIST']._serialized_start=834
-  _globals['_VMODELLIST']._serialized_end=896
-  _globals['_INSTANCEENTRY']._serialized_start=899
-  _globals['_INSTANCEENTRY']._serialized_end=1116
-  _globals['_INSTANCELIST']._serialized_start=1118
-  _globals['_INSTANCELIST']._serialized_end=1186
-  _globals['_MESHADMIN']._serialized_start=1189
-  _globals['_MESHADMIN']._serialized_end=1536
+  _globals['_SETVMODELSPLITREQUEST']._serialized_start=98
+  _globals['_SETVMODELSPLITREQUEST']._serialized_end=259
+  _globals['_VMODELCHAIN']._serialized_start=261
+  _globals['_VMODELCHAIN']._serialized_end=376
+  _globals['_CHAINSTEP']._serialized_start=378
+  _globals['_CHAINSTEP']._serialized_end=445
+  _globals['_LISTREQUEST']._serialized_start=447
+  _globals['_LISTREQUEST']._serialized_end=476
+  _globals['_MODELCOPY']._serialized_start=478
+  _globals['_MODELCOPY']._serialized_end=540
+  _globals['_MODELFAILURE']._serialized_start=542
+  _globals['_MODELFAILURE']._serialized_end=608
+  _globals['_MODELENTRY']._serialized_start=611
+  _globals['_MODELENTRY']._serialized_end=861
+  _globals['_MODELLIST']._serialized_start=863
+  _globals['_MODELLIST']._serialized_end=922
+  _globals['_VMODELENTRY']._serialized_start=925
+  _globals['_VMODELENTRY']._serialized_end=1067
+  _globals['_VMODELLIST']._serialized_start=1069
+  _globals['_VMODELLIST']._serialized_end=1131
+  _globals['_INSTANCEENTRY']._serialized_start=1134
+  _globals['_INSTANCEENTRY']._serialized_end=1351
+  _globals['_INSTANCELIST']._serialized_start=1353
+  _globals['_INSTANCELIST']._serialized_end=1421
+  _globals['_MESHADMIN']._serialized_start=1424
+  _globals['_MESHADMIN']._serialized_end=1771
 # @@protoc_insertion_point(module_scope)

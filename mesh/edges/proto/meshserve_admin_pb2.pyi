@@ -8,12 +8,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SetVModelSplitRequest(_message.Message):
-    __slots__ = ("request", "canary_percent")
+    __slots__ = ("request", "canary_percent", "chain")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
     request: _model_mesh_pb2.SetVModelRequest
     canary_percent: int
-    def __init__(self, request: _Optional[_Union[_model_mesh_pb2.SetVModelRequest, _Mapping]] = ..., canary_percent: _Optional[int] = ...) -> None: ...
+    chain: VModelChain
+    def __init__(self, request: _Optional[_Union[_model_mesh_pb2.SetVModelRequest, _Mapping]] = ..., canary_percent: _Optional[int] = ..., chain: _Optional[_Union[VModelChain, _Mapping]] = ...) -> None: ...
+
+class VModelChain(_message.Message):
+    __slots__ = ("transformer", "explainer")
+    TRANSFORMER_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINER_FIELD_NUMBER: _ClassVar[int]
+    transformer: ChainStep
+    explainer: ChainStep
+    def __init__(self, transformer: _Optional[_Union[ChainStep, _Mapping]] = ..., explainer: _Optional[_Union[ChainStep, _Mapping]] = ...) -> None: ...
+
+class ChainStep(_message.Message):
+    __slots__ = ("model_id", "model_info")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_INFO_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_info: _model_mesh_pb2.ModelInfo
+    def __init__(self, model_id: _Optional[str] = ..., model_info: _Optional[_Union[_model_mesh_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("prefix",)

@@ -82,6 +82,8 @@ class MeshAdminServicer(object):
         """mmesh.ModelMesh/setVModel with a canary: while canary_percent (0-99) is
         set, the target takes that share of the vmodel's requests once loaded and
         the alias does not move; absent or 100 promotes the target.
+        With a chain, the transformer and explainer models are registered (for
+        auto-delete) and named on the vmodel at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

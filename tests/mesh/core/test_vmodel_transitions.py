@@ -141,3 +141,23 @@ def test_a_canary_survives_the_records_json() -> None:
     v = records.VModelRecord("m1", "m2", owner="inferenceservice", canary_percent=0)
     assert records.VModelRecord.from_json(v.to_json()) == v
     assert "canary" not in SETTLED.to_json().decode()
+
+
+def test_a_chain_is_set_at_once_whatever_the_transition_and_kept_when_not_given() -> None:
+    chain = vt.Chain(transformer="t1", explainer="e1")
+    request = vt.VModelRequest("v", "m2", chain=chain)
+    moving = vt.requested(SETTLED, request, active_loaded=True)
+    assert (moving.active_model, moving.target_model) == ("m1", "m2")
+    assert (moving.transformer, moving.explainer) == ("t1", "e1")
+    kept = vt.requested(moving, vt.VModelRequest("v", "m2"), active_loaded=True)
+    assert kept == moving
+    cleared = vt.requested(
+        moving, vt.VModelRequest("v", "m2", chain=vt.Chain()), active_loaded=True
+    )
+    assert (cleared.transformer, cleared.explainer) == ("", "")
+
+
+def test_a_vmodel_refers_to_its_chain_models_too() -> None:
+    v = records.VModelRecord("m1", "m1", transformer="t1", explainer="e1")
+    assert vt.models_of(v) == {"m1", "t1", "e1"}
+    assert records.VModelRecord.from_json(v.to_json()) == v
