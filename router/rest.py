@@ -25,7 +25,8 @@ the mesh, as on gRPC), ``POST /v2/models/{name}[/versions/{v}]/infer``; and
 ``POST /v2/repository/index`` and ``/v2/repository/models/{name}/load|unload``
 (:mod:`router.model_repository`);
 KServe's V1 ``GET /v1/models/{name}`` and ``POST /v1/models/{name}:predict``
-(:mod:`router.v1json`), with ``:explain`` answered 501 until explainers come;
+and ``:explain`` (:mod:`router.v1json`); ``POST /v2/models/{name}/explain``
+(a V2 inference request answered by the vmodel's explainer, :mod:`router.chains`);
 and Triton's ``GET /v2/models[/{name}[/versions/{v}]]/stats``, summed over
 the mesh (:mod:`router.model_statistics`).
 
@@ -67,6 +68,7 @@ from router import (
     infer_checks,
     model_repository,
     model_statistics,
+    request_parsing,
     rest_messages,
     upstream,
     v1json,
@@ -156,6 +158,8 @@ class RestServer:
                 get("/v2/models/{name}/versions/{version}/ready", self._model_ready),
                 post("/v2/models/{name}/infer", self._infer),
                 post("/v2/models/{name}/versions/{version}/infer", self._infer),
+                post("/v2/models/{name}/explain", self._explain),
+                post("/v2/models/{name}/versions/{version}/explain", self._explain),
                 post("/v2/repository/index", self._repository_index),
                 post("/v2/repository/models/{name}/load", self._repository_load),
                 post("/v2/repository/models/{name}/unload", self._repository_unload),
@@ -268,7 +272,11 @@ class RestServer:
         )
         return _json(v2json.render_model_metadata(rest_messages.model_metadata(answer)))
 
-    async def _infer(self, request: web.Request) -> web.Response:
+    async def _explain(self, request: web.Request) -> web.Response:
+        """``/explain``: an inference request answered by the vmodel's explainer."""
+        return await self._infer(request, explain=True)
+
+    async def _infer(self, request: web.Request, explain: bool = False) -> web.Response:
         name, version = _model(request)
         body = await request.read()
         length = v2json.header_length(request.headers.get(v2json.HEADER_LENGTH), len(body))
@@ -277,7 +285,7 @@ class RestServer:
             parsed = await asyncio.to_thread(v2json.parse_infer_request, body, length)
         else:
             parsed = v2json.parse_infer_request(body, length)
-        answer = await self._call_infer(request, name, version, parsed)
+        answer = await self._call_infer(request, name, version, parsed, explain)
         if big or len(answer) > OFFLOAD_BYTES:
             out, json_length = await asyncio.to_thread(_render, answer, parsed)
         else:
@@ -291,13 +299,22 @@ class RestServer:
         )
 
     async def _call_infer(
-        self, request: web.Request, name: str, version: str, parsed: v2json.InferRequest
+        self,
+        request: web.Request,
+        name: str,
+        version: str,
+        parsed: v2json.InferRequest,
+        explain: bool = False,
     ) -> bytes:
-        """``ModelInfer`` through the data plane; a refusal that is the
-        client's mistake is said so (:func:`router.infer_checks.refined`)."""
+        """``ModelInfer`` through the data plane (to the explainer when
+        ``explain``); a refusal that is the client's mistake is said so
+        (:func:`router.infer_checks.refined`)."""
         forwarded = rest_messages.infer_request(name, version, parsed)
+        headers = _mesh_headers(request)
+        if explain:
+            headers.append((request_parsing.EXPLAIN_HEADER, b"true"))
         try:
-            return await self._plane.call("ModelInfer", forwarded, _mesh_headers(request), None)
+            return await self._plane.call("ModelInfer", forwarded, headers, None)
         except upstream.UpstreamError as e:
             raise infer_checks.refined("ModelInfer", forwarded, e) from None
 
@@ -357,10 +374,10 @@ class RestServer:
             answer = await self._call_infer(request, name, "", parsed)
             return _json(v1json.render_predictions(rest_messages.infer_response(answer)))
         if verb == "explain" and name:
-            return _error(
-                501, f"model {errors.shown(name)!r} has no explainer: meshserve serves :predict"
-            )
-        return _error(404, f"no V1 REST route POST {request.path}: use :predict")
+            parsed = v1json.parse_predict(await request.read())
+            answer = await self._call_infer(request, name, "", parsed, explain=True)
+            return _json(v1json.render_outputs(rest_messages.infer_response(answer)))
+        return _error(404, f"no V1 REST route POST {request.path}: use :predict or :explain")
 
 
 def _render(answer: bytes, request: v2json.InferRequest) -> tuple[bytes, int | None]:

@@ -60,20 +60,32 @@ def parse_predict(body: bytes) -> v2json.InferRequest:
     return v2json.InferRequest(inputs=(v2json.Tensor(V1_INPUT, datatype, shape, raw),))
 
 
-def render_predictions(response: v2json.InferResponse) -> bytes:
-    """``{"predictions": ...}``: the first output, shaped."""
-    if not response.outputs:
-        raise errors.MeshError("the runtime's answer has no output to give as predictions")
-    out = response.outputs[0]
+def _shaped(out: v2json.Tensor) -> Any:
+    """An output's values as nested lists of its shape."""
     try:
         flat = tensor_packing.unpack(out.datatype, out.raw, out.shape)
     except ValueError as e:
         raise errors.MeshError(f"output {out.name!r} of the runtime's answer: {e}") from None
     shape = out.shape
-    if len(shape) == 2 and shape[1] == 1:
-        shape = shape[:1]  # one value per instance: a flat list, as KServe's servers answer
-    shaped: Any = np.array(flat, dtype=object).reshape(shape).tolist() if shape else flat
-    return json.dumps({"predictions": shaped}, separators=(",", ":")).encode()
+    return np.array(flat, dtype=object).reshape(shape).tolist() if shape else flat
+
+
+def render_predictions(response: v2json.InferResponse) -> bytes:
+    """``{"predictions": ...}``: the first output, shaped."""
+    if not response.outputs:
+        raise errors.MeshError("the runtime's answer has no output to give as predictions")
+    out = response.outputs[0]
+    if len(out.shape) == 2 and out.shape[1] == 1:
+        # One value per instance: a flat list, as KServe's servers answer.
+        out = v2json.Tensor(out.name, out.datatype, out.shape[:1], out.raw)
+    return json.dumps({"predictions": _shaped(out)}, separators=(",", ":")).encode()
+
+
+def render_outputs(response: v2json.InferResponse) -> bytes:
+    """An explanation (``:explain``): each output of the explainer's answer
+    by name, shaped (``{"shap_values": [...], "expected_value": [...]}``)."""
+    doc = {out.name: _shaped(out) for out in response.outputs}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def render_model(name: str, ready: bool) -> bytes:

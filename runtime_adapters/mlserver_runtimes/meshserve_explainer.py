@@ -67,6 +67,14 @@ def _settings(folder: pathlib.Path) -> dict[str, Any]:
     return doc
 
 
+def _output(name: str, values: np.ndarray[Any, Any]) -> types.ResponseOutput:
+    """An FP64 output of exactly the array's shape (MLServer's NumpyCodec
+    would make a vector a column)."""
+    return types.ResponseOutput(
+        name=name, datatype="FP64", shape=list(values.shape), data=values.ravel().tolist()
+    )
+
+
 class MeshPredictor:
     """The predictor as SHAP calls it: rows of features in, one array out,
     each call a V2 REST inference through the mesh."""
@@ -140,10 +148,7 @@ class KernelShapExplainer(MLModel):  # type: ignore[misc]
         return types.InferenceResponse(
             model_name=self.name,
             id=payload.id,
-            outputs=[
-                NumpyCodec.encode_output("shap_values", values),
-                NumpyCodec.encode_output("expected_value", expected),
-            ],
+            outputs=[_output("shap_values", values), _output("expected_value", expected)],
         )
 
     def _explain(

@@ -70,7 +70,7 @@ def test_a_registered_model_is_ready_and_an_unknown_one_is_404(
     [
         ("/v1/models/iris-v1:predict", b'{"instances": [[1, NaN, 2, 3]]}', 400, "NaN"),
         ("/v1/models/iris-v1:predict", b'{"instances": [[1, 2], [3]]}', 400, "regular"),
-        ("/v1/models/iris-v1:explain", b'{"instances": [[1, 2, 3, 4]]}', 501, "no explainer"),
+        ("/v1/models/iris-v1:explain", b'{"instances": [[1, 2, 3, 4]]}', 404, "has no explainer"),
         ("/v1/models/iris-v1:train", b"{}", 404, ":predict"),
     ],
 )
