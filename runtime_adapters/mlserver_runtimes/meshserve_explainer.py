@@ -1,8 +1,9 @@
 """A SHAP explainer served by MLServer, calling its predictor through the mesh.
 
-MLServer's own explainer runtime (``mlserver-alibi-explain``) pins MLServer
-1.6 and an alibi that wants numpy < 2, so it cannot share the MLServer venv
-the mesh runs; SHAP (``shap``, KernelExplainer) installs beside it. This
+MLServer's own explainer runtime (``mlserver-alibi-explain`` 1.6.1) needs
+alibi with TensorFlow and an alibi that wants numpy < 2 and pandas < 3, so it
+cannot share the MLServer venv the mesh runs; SHAP (``shap``,
+KernelExplainer) installs beside it. This
 class explains any predictor the mesh serves, whatever its runtime, by
 calling it: the mesh sends an explain call here with the request parameter
 ``meshserve_predictor`` naming the concrete predictor model, and each batch
