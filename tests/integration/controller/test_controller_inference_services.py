@@ -6,7 +6,8 @@ controller, a real etcd and a mesh node with its own MLServer. An
 InferenceService annotated for ModelMesh loads and answers, in either form,
 from a PVC by ``storageUri``, with KServe's status (modelStatus, conditions,
 URL); one without the annotation is left to KServe untouched; one naming a
-transformer says why it is not served; and a Predictor and an
+transformer image says why it is not served, and serves once the transformer
+is given as a model; and a Predictor and an
 InferenceService of one name never take the name from each other.
 """
 
@@ -21,6 +22,7 @@ import kubernetes
 import numpy as np
 import pytest
 import yaml
+from tritonclient import grpc as triton
 
 from kube import inference_service, predictor
 from meshserve import samples
@@ -148,29 +150,44 @@ def test_one_without_the_modelmesh_annotation_is_left_to_kserve(
     assert mesh_node.node.table.vmodel(kserves) is None
 
 
-def test_a_transformer_is_refused_with_a_reason_kserve_users_can_read(
-    ctl: list[cf.ControllerThread], kube: cf.Kube, models: dict[str, samples.Sample]
+RENAMING_TRANSFORMER = """
+class Rename:
+    def postprocess(self, response):
+        out = response.outputs[0]
+        return {"model_name": "", "outputs": [out.model_copy(update={"name": "label"})]}
+"""
+
+
+def test_a_transformer_image_is_refused_saying_why_and_a_transformer_model_serves(
+    ctl: list[cf.ControllerThread],
+    kube: cf.Kube,
+    mesh_node: mesh_fixtures.NodeThread,
+    models: dict[str, samples.Sample],
+    tmp_path: Any,
 ) -> None:
     name = cf.unique_name("isvc-tf")
-    doc = cf.isvc_doc(
-        name,
-        {
-            "model": {
-                "modelFormat": {"name": "sklearn"},
-                "storage": {"path": str(models["iris"].folder)},
-            }
-        },
-    )
+    doc = cf.isvc_doc(name, cf.sklearn_model(models["iris"]))
     doc["spec"]["transformer"] = {"containers": [{"name": "t", "image": "example/t:1"}]}
     kube.create(ISVCS, doc)
     found = cf.wait_for(lambda: failure(kube, ISVCS, name), what="failure")
     assert found["reason"] == "InvalidPredictorSpec"
-    assert "spec.transformer" in found["message"] and "ModelMesh mode" in found["message"]
+    assert "spec.transformer.containers" in found["message"]
+    assert "runs a transformer as a model" in found["message"]
     status = kube.status_of(ISVCS, name)
     assert status["modelStatus"]["transitionStatus"] == "InvalidSpec"
     ready_condition = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready_condition["status"] == "False"
     assert ready_condition["reason"] == "InvalidPredictorSpec"
+    (tmp_path / "transformer.py").write_text(RENAMING_TRANSFORMER)
+    as_model = {"model": {"storage": {"path": str(tmp_path)}}}
+    kube.patch_of(ISVCS, name, {"spec": {"transformer": {"containers": None, **as_model}}})
+    cf.wait_for(lambda: cf.isvc_ready(kube, name), what="Ready with its transformer")
+    with triton.InferenceServerClient(mesh_node.endpoint) as c:
+        rows = models["iris"].inputs
+        inp = triton.InferInput("predict", list(rows.shape), "FP64")
+        inp.set_data_from_numpy(rows)
+        got = c.infer(name, [inp], client_timeout=60).as_numpy("label")
+    np.testing.assert_array_equal(got.reshape(-1), models["iris"].expected)
 
 
 def test_a_predictor_and_an_inference_service_of_one_name_never_take_it_from_each_other(
