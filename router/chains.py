@@ -54,6 +54,20 @@ def chain_of(
     return vmodel if vmodel is not None and vmodel.transformer else None
 
 
+def refuse_stream(mirror: placement_table.PlacementTable, asked: request_parsing.Requested) -> None:
+    """Raise :class:`mesh.core.errors.InvalidRequest` for a stream that would
+    need a chain: its messages are not walked through a transformer (the
+    predictor alone would answer untransformed rows) nor an explainer."""
+    if asked.balanced or asked.kind == "model":
+        return
+    vmodel = mirror.vmodel(asked.name)
+    if asked.explain or (vmodel is not None and vmodel.transformer):
+        raise errors.InvalidRequest(
+            f"{errors.shown(asked.name)!r} has a transformer (or the stream asks for "
+            "explanations): streams are not walked through a chain; call ModelInfer"
+        )
+
+
 class ChainRunner:
     """Walks a vmodel's chain over the data plane's routing."""
 

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from mesh.core import errors, placement, settings
 from mesh.kv import placement_table
 from mesh.node import cache_manager, dispatch, logs
-from router import client_messages, request_parsing, upstream, wire
+from router import chains, client_messages, request_parsing, upstream, wire
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,7 @@ class StreamRouter:
             client_messages.check_size(first, "the request", self._limit)
             client_messages.refuse_mixed_forms(first)
         model_id = await request_parsing.resolve_current(self._table, asked)
+        chains.refuse_stream(self._table, asked)
         s = _Stream(method, asked, model_id, first, self._limit, self._payloads)
         pumping = asyncio.create_task(s.pump(requests), name=f"stream-requests-{model_id}")
         try:

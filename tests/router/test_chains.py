@@ -134,3 +134,14 @@ async def test_a_steps_failure_names_the_step_and_keeps_its_kind(
     assert "predict step of 'chained'" in str(raised.value)
     if isinstance(raised.value, upstream.UpstreamError):
         assert raised.value.code == "INVALID_ARGUMENT"
+
+
+async def test_a_stream_that_would_need_a_chain_is_refused_saying_so(
+    mirror: placement_table.PlacementTable,
+) -> None:
+    with pytest.raises(errors.InvalidRequest, match="streams are not walked through a chain"):
+        chains.refuse_stream(mirror, asked("chained"))
+    with pytest.raises(errors.InvalidRequest):
+        chains.refuse_stream(mirror, asked("plain", explain=True))
+    chains.refuse_stream(mirror, asked("plain"))
+    chains.refuse_stream(mirror, asked("chained", balanced=True))
