@@ -13,6 +13,7 @@ scripts reading ``status.modelStatus`` work unchanged:
   can be served (the gRPC address is the URL, as in ModelMesh Serving), with
   ``traffic`` (each concrete model's percent, the latest marked: two during
   a canary rollout), ``latestCreatedRevision`` and ``latestRolledoutRevision``;
+  ``components.transformer`` / ``explainer`` likewise when it has them;
 - the conditions ``PredictorReady`` and ``Ready`` (which follows it), with the
   failure's reason and message when false, and the time the readiness last
   changed (so rewriting an unchanged status changes nothing).
@@ -59,7 +60,24 @@ def to_json(status: predictor_status.PredictorStatus, ready_since_ms: int) -> di
         "modelStatus": model_status,
         "conditions": conditions,
         "url": status.grpc_endpoint if endpoints else None,
-        "components": {"predictor": _predictor_component(status) if endpoints else None},
+        "components": {
+            "predictor": _predictor_component(status) if endpoints else None,
+            **{
+                step: _chain_component(status, model_id) if endpoints and model_id else None
+                for step, model_id in zip(("transformer", "explainer"), status.chain, strict=True)
+            },
+        },
+    }
+
+
+def _chain_component(status: predictor_status.PredictorStatus, model_id: str) -> dict[str, Any]:
+    """``components.transformer`` / ``explainer``: called at the service's own
+    address (the mesh walks the chain), with the step's model."""
+    return {
+        "url": status.grpc_endpoint,
+        "grpcUrl": status.grpc_endpoint,
+        "restUrl": status.http_endpoint,
+        "latestCreatedRevision": model_id,
     }
 
 

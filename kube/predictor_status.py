@@ -158,6 +158,9 @@ class PredictorStatus:
     InferenceService shows it as KServe does."""
     latest_model: str = ""
     """The model the spec asks for (the target): KServe's latest revision."""
+    chain: tuple[str, str] = ("", "")
+    """The vmodel's transformer and explainer models (empty: none); an
+    InferenceService shows them as KServe's ``components``."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``status`` object; ``lastFailureInfo`` is ``None`` (a merge
@@ -253,11 +256,7 @@ def predictor_status(
         active_model_state=active_state,
         target_model_state=target_state,
         last_failure=failure,
-        total_copies=sum(
-            1
-            for c in (active.copies.values() if active else ())
-            if c.state is records.CopyState.LOADED
-        ),
+        total_copies=_loaded_copies(active),
         failed_copies=len(records.recent_failures(rising_record, now_ms, failure_expiry_ms))
         if rising_record is not None
         else 0,
@@ -265,7 +264,13 @@ def predictor_status(
         http_endpoint=service.http,
         traffic=_traffic(vmodel, state),
         latest_model=vmodel.target_model if vmodel is not None else "",
+        chain=(vmodel.transformer, vmodel.explainer) if vmodel is not None else ("", ""),
     )
+
+
+def _loaded_copies(record: records.ModelRecord | None) -> int:
+    copies = record.copies.values() if record is not None else ()
+    return sum(1 for c in copies if c.state is records.CopyState.LOADED)
 
 
 def _traffic(

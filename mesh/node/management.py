@@ -294,9 +294,8 @@ class Management:
         ids.validate(target_model_id, "target model id")
         vmodel_transitions.canary_of(canary_percent)  # refuse a bad percent before any write
         await self._register_target(
-            target_model_id, model_info, auto_delete_target, min_copies, max_copies
+            target_model_id, model_info, auto_delete_target, (min_copies, max_copies)
         )
-        steps = None if chain is None else await self._register_chain(chain)
         request = vmodel_transitions.VModelRequest(
             vmodel_id,
             target_model_id,
@@ -305,8 +304,23 @@ class Management:
             force,
             expected_target_model_id,
             canary_percent,
-            steps,
+            None if chain is None else await self._register_chain(chain),
         )
+        new = await self._write_vmodel(request)
+        if new.transitioning:
+            task = self._spawn(self._complete_transition(vmodel_id, target_model_id))
+            if sync:
+                await asyncio.shield(task)
+        elif load_now:
+            await self._load(target_model_id, sync)
+        return self.vmodel_status(vmodel_id)
+
+    async def _write_vmodel(
+        self, request: vmodel_transitions.VModelRequest
+    ) -> records.VModelRecord:
+        """Apply ``request`` to the vmodel's record, wait for the mirror to
+        show it, and delete the auto-delete models it no longer uses."""
+        vmodel_id = request.vmodel_id
         active_loaded = self._active_loaded(vmodel_id)
         before: list[records.VModelRecord | None] = [None]
 
@@ -322,31 +336,16 @@ class Management:
         await self._delete_unreferenced(
             vmodel_transitions.models_of(before[0]) - vmodel_transitions.models_of(new)
         )
-        if new.transitioning:
-            task = self._spawn(self._complete_transition(vmodel_id, target_model_id))
-            if sync:
-                await asyncio.shield(task)
-        elif load_now:
-            await self._load(target_model_id, sync)
-        return self.vmodel_status(vmodel_id)
+        return new
 
     async def _register_target(
-        self,
-        model_id: str,
-        info: ModelInfo | None,
-        auto_delete: bool,
-        min_copies: int,
-        max_copies: int,
+        self, model_id: str, info: ModelInfo | None, auto_delete: bool, copies: tuple[int, int]
     ) -> None:
         """Register a vmodel's target when its definition comes with it; else
-        it must be registered already."""
+        it must be registered already. ``copies``: its minimum and maximum."""
         if info is not None:
             await self.register_model(
-                model_id,
-                info,
-                auto_delete=auto_delete,
-                min_copies=min_copies,
-                max_copies=max_copies,
+                model_id, info, auto_delete=auto_delete, min_copies=copies[0], max_copies=copies[1]
             )
         elif self._table.model(model_id) is None:
             raise errors.ModelNotFound(model_id)

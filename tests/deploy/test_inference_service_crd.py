@@ -91,8 +91,18 @@ def _written(status: predictor_status.PredictorStatus) -> dict[str, Any]:
                 time_ms=1_764_000_000_000,
             ),
         ),
+        predictor_status.PredictorStatus(
+            available=True,
+            transition_status=predictor_status.TransitionStatus.UP_TO_DATE,
+            active_model_state=predictor_status.ModelState.LOADED,
+            grpc_endpoint="grpc://meshserve.meshserve:8033",
+            http_endpoint="http://meshserve.meshserve:8008",
+            traffic=(("m__ksp-0123456789", 100),),
+            latest_model="m__ksp-0123456789",
+            chain=("m-transformer__ksp-0123456789", "m-explainer__ksp-0123456789"),
+        ),
     ],
-    ids=["loaded", "invalid"],
+    ids=["loaded", "invalid", "chained"],
 )
 def test_the_status_the_controller_writes_validates(
     crds: dict[str, Obj], status: predictor_status.PredictorStatus
@@ -100,6 +110,13 @@ def test_the_status_the_controller_writes_validates(
     isvc = manifests.load(examples.NEW_FORM_S3)
     isvc["status"] = _written(status)
     assert validation_errors(crds, isvc) == []
+    components = isvc["status"].get("components", {})
+    for step, model_id in zip(("transformer", "explainer"), status.chain, strict=True):
+        if model_id:
+            assert components[step]["latestCreatedRevision"] == model_id
+            assert components[step]["url"] == status.grpc_endpoint
+        else:
+            assert step not in components
 
 
 def test_only_the_quickstart_installs_it(rendered: dict[str, Rendered]) -> None:
