@@ -52,10 +52,13 @@ DEV_ONLY_MODULES = (
     "meshserve.demo",
     "meshserve.samples",
     "runtime_adapters.mlserver_runtimes.meshserve_onnx",
+    "runtime_adapters.mlserver_runtimes.meshserve_transformer",
+    "runtime_adapters.mlserver_runtimes.meshserve_explainer",
 )
 """Need scikit-learn (a dev extra): `meshserve demo` is not an image feature.
-The ONNX class runs inside an MLServer the node starts itself (its own venv,
-with onnxruntime), never in the image's environment."""
+meshserve's MLServer classes (ONNX, transformer, SHAP explainer) run inside
+an MLServer the node starts itself (its own venv, with MLServer, onnxruntime
+and SHAP), never in the image's environment."""
 
 
 def _pod_specs(obj: Obj) -> Iterator[Obj]:

@@ -16,7 +16,14 @@ def _types(kind: str, endpoint: str = "") -> set[str]:
 
 
 def test_a_node_starting_its_own_runtimes_serves_the_local_builds_formats() -> None:
-    assert _types("mlserver") == {"sklearn", "xgboost", "lightgbm", "onnx"}
+    assert _types("mlserver") == {
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+        "onnx",
+        "transformer",
+        "explainer",
+    }
     assert _types("triton") == {"python"}
 
 

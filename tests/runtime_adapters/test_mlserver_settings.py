@@ -184,13 +184,20 @@ def test_checks_the_type_before_the_folder(tmp_path: pathlib.Path) -> None:
 # -- the adapter without a server -------------------------------------------
 
 
-def test_is_a_runtime_adapter_for_sklearn_xgboost_lightgbm_and_onnx(
+def test_is_a_runtime_adapter_for_mlservers_formats_and_meshserves_classes(
     tmp_path: pathlib.Path,
 ) -> None:
     config = mlserver.MLServerConfig(model_dir=tmp_path, venv=tmp_path)
     adapter: interfaces.RuntimeAdapter = mlserver.MLServerAdapter(config)  # checked by mypy
     assert adapter.name == "mlserver"
-    assert set(adapter.supported_model_types()) == {"sklearn", "xgboost", "lightgbm", "onnx"}
+    assert set(adapter.supported_model_types()) == {
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+        "onnx",
+        "transformer",
+        "explainer",
+    }
     assert mlserver.MLServerAdapter(config).counts_gpu_memory is False
 
 
