@@ -24,6 +24,9 @@ Scenarios (each module's docstring says what it measures and why):
 * ``simulate``: up to 100 node agents in one process (the real placement,
   cache manager and data plane, a synthetic runtime) against a real etcd:
   placement spread and etcd traffic as nodes and models grow.
+* ``peers``: meshserve next to Ray Serve's model multiplexing and one
+  runtime holding every model, on the same seeded traces, models, room and
+  HTTP JSON client (Ray from its own venv, ``.runtimes/ray``).
 
 ``--quick`` runs a small version of each (under a minute); targets missed are
 reported in the notes, never turned into a failing exit status. The exit
@@ -49,6 +52,7 @@ SCENARIOS = {
     "scale": "load_tests.scale",
     "nodes": "load_tests.nodes",
     "simulate": "load_tests.simulate",
+    "peers": "load_tests.peers",
 }
 
 
