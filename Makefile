@@ -5,6 +5,7 @@
 #   make test      lint, types, layering, and the whole test suite
 #   make proto     regenerate mesh/edges/proto/*_pb2*.py from the .proto files
 #   make bench     every benchmark scenario in load_tests/ (python -m load_tests all), latency, forwarding
+#   make ray-venv  Ray Serve in its own venv (.runtimes/ray), for the benchmark scenario peers only
 #   make image     the container image deploy/ runs (Dockerfile), with docker or podman; not part of test
 
 SHELL := /bin/bash
@@ -15,7 +16,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := etcd-server etcd-client libpython3.11
 
-.PHONY: install apt venv runtimes node demo test lint proto bench image clean
+.PHONY: install apt venv runtimes ray-venv node demo test lint proto bench image clean
 
 install: apt venv runtimes node
 
@@ -94,7 +95,18 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
 	  mesh/edges/proto/model_mesh.proto mesh/edges/proto/meshserve_admin.proto mesh/edges/proto/meshserve_peer.proto
 
-bench: install
+# Ray Serve (model multiplexing), the peer that `python -m load_tests peers`
+# measures the mesh against: a benchmark-only dependency in a venv of its
+# own, never installed by `make install` or needed by `make test`.
+RAY := $(RUNTIMES)/ray
+ray-venv: $(RAY)/.installed
+$(RAY)/.installed: load_tests/requirements-ray.txt
+	@test -x $(RAY)/bin/python || $(PYTHON) -m venv $(RAY)
+	$(RAY)/bin/python -m pip install -q --upgrade pip
+	$(RAY)/bin/python -m pip install -q -r load_tests/requirements-ray.txt
+	@touch $@
+
+bench: install ray-venv
 	$(PY) -m load_tests all
 	$(PY) -m load_tests.latency
 	$(PY) -m load_tests.forwarding

@@ -41,6 +41,7 @@ before its first request. Ray lives in its own venv (``.runtimes/ray``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -130,11 +131,9 @@ def cpu_by_role(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
     for name, ps in procs.items():
         total = 0.0
         for p in ps:
-            try:
+            with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
                 total += t.user + t.system
-            except psutil.Error:
-                pass
         out[name] = total
     return out
 
@@ -145,12 +144,17 @@ def rss_by_role(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
     for name, ps in procs.items():
         total = 0
         for p in ps:
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
         out[name] = round(total / MiB, 1)
     return out
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process, ours or not)."""
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return float(sum(t) - idle)
 
 
 def own_cpu_s() -> float:
@@ -172,17 +176,21 @@ async def run_point(
     await peers_http.open_loop(s, system.route, body, names, w_picks, w_offsets, timeout_s)
     offsets, picks = t.measured()
     procs = system.processes()
-    c0, me0, l0 = cpu_by_role(procs), own_cpu_s(), await system.loads()
+    c0, me0, all0 = cpu_by_role(procs), own_cpu_s(), busy_cpu_s()
+    l0 = await system.loads()
     r = await peers_http.open_loop(s, system.route, body, names, picks, offsets, timeout_s)
-    c1, me1, l1 = cpu_by_role(procs), own_cpu_s(), await system.loads()
+    c1, me1, all1 = cpu_by_role(procs), own_cpu_s(), busy_cpu_s()
+    l1 = await system.loads()
+    cpu = {k: round(c1[k] - c0[k], 2) for k in c0}
     return {
         "shape": t.shape.name,
         "rate_per_s": t.rate_per_s,
         **r.as_dict(),
         "loads": round(l1 - l0),
         "loads_per_100": peers_trace.loads_per_100(l1 - l0, r.sent),
-        "cpu_s": {k: round(c1[k] - c0[k], 2) for k in c0},
+        "cpu_s": cpu,
         "client_cpu_s": round(me1 - me0, 2),
+        "others_cpu_s": round(max(0.0, (all1 - all0) - sum(cpu.values()) - (me1 - me0)), 2),
     }
 
 
@@ -300,7 +308,10 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     sizes = [p.stat().st_size for p in sorted((work / "store").glob("*/model.joblib"))]
     return {
         "machine": report.machine(),
-        "config": {**dataclasses.asdict(cfg), "shapes": [dataclasses.asdict(s) for s in cfg.shapes]},
+        "config": {
+            **dataclasses.asdict(cfg),
+            "shapes": [dataclasses.asdict(s) for s in cfg.shapes],
+        },
         "protocol": "V2 JSON over HTTP, one aiohttp open-loop client, for every system",
         "model_file_mib": {"min": round(min(sizes) / MiB, 2), "max": round(max(sizes) / MiB, 2)},
         "traces": trace_figures(cfg, traces),

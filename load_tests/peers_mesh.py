@@ -198,7 +198,9 @@ class FloorSystem:
             for n in self.names:
                 await peers_http.call(s, through_node, n, self.body, 120.0)
         settings = json.loads((node.data_dir / "models" / "settings.json").read_text())
-        self.route = peers_http.Route((f"http://127.0.0.1:{int(settings['http_port'])}",), names=ids)
+        self.route = peers_http.Route(
+            (f"http://127.0.0.1:{int(settings['http_port'])}",), names=ids
+        )
 
     async def loads(self) -> float:
         return await self.cluster.loads()

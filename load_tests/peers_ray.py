@@ -150,6 +150,10 @@ class RaySystem:
         )
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._start)
+
+    def _start(self) -> None:
+        """Write the script, start it in Ray's venv, wait for its ``READY``."""
         script = self.work / "ray_peers_app.py"
         script.write_text(APP_SCRIPT)
         args = [str(self.store), str(self.loads_file), str(self.port)]
@@ -166,7 +170,7 @@ class RaySystem:
                 cwd=self.work,
                 start_new_session=True,
             )
-        await asyncio.to_thread(self._wait_ready)
+        self._wait_ready()
 
     def _wait_ready(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -215,4 +219,3 @@ class RaySystem:
         for p in alive:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-

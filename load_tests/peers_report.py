@@ -27,7 +27,8 @@ def ok_systems(f: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def point_of(system: Mapping[str, Any], shape: str, rate: float) -> Mapping[str, Any] | None:
-    for p in system.get("points", []):
+    points: list[Mapping[str, Any]] = system.get("points", [])
+    for p in points:
         if p["shape"] == shape and p["rate_per_s"] == rate:
             return p
     return None
@@ -100,6 +101,8 @@ def process_table(f: Mapping[str, Any]) -> str:
                 f"{1000 * cpu_all / sent:.2f}",
             ]
         )
+        others = sum(p.get("others_cpu_s", 0.0) for p in s["points"])
+        rows.append([name, "(not ours: client, other work)", "", f"{others:.2f}", ""])
     headers = ["system", "process", "idle RSS MiB", "CPU s (timed)", "CPU ms/request"]
     return report.fmt_table(headers, rows)
 
@@ -185,6 +188,7 @@ def notes(f: Mapping[str, Any]) -> tuple[str, ...]:
             errors = sum(sum(p["errors"].values()) for p in s["points"])
             if errors:
                 out.append(f"{name}: {errors} requests failed (by kind in the JSON).")
+    out += contention_notes(f)
     out.append(
         f"On {f['machine']['cpus']} CPUs every system shares the machine with the client and "
         "the others' idle processes; compare the systems with each other, not the "
@@ -192,6 +196,22 @@ def notes(f: Mapping[str, Any]) -> tuple[str, ...]:
         "floor: no loads and no hop."
     )
     return tuple(out)
+
+
+def contention_notes(f: Mapping[str, Any]) -> list[str]:
+    """Whether other work on the machine took CPU during the timed parts:
+    a shared machine makes every figure noisier, and unevenly so."""
+    out = []
+    for name, s in ok_systems(f).items():
+        ours = sum(sum(p["cpu_s"].values()) + p.get("client_cpu_s", 0.0) for p in s["points"])
+        others = sum(p.get("others_cpu_s", 0.0) for p in s["points"])
+        if others > 0.25 * ours:
+            out.append(
+                f"While {name} was timed, processes that are not part of this run took "
+                f"{others:.1f} CPU s (the run's own: {ours:.1f} s): the machine was shared, "
+                "so its figures carry that noise; rerun on a quiet machine to compare closely."
+            )
+    return out
 
 
 def plots(f: Mapping[str, Any]) -> tuple[report.Plot, ...]:

@@ -93,9 +93,7 @@ def build(
     """The trace of one point: ``warmup_s`` then ``measured_s`` seconds of
     requests at ``rate_per_s`` with ``shape``'s gaps and popularity."""
     s = trace_seed(seed, shape, rate_per_s)
-    times = workload.schedule_for(
-        workload.Arrivals(rate_per_s, shape.cv), warmup_s + measured_s, s
-    )
+    times = workload.schedule_for(workload.Arrivals(rate_per_s, shape.cv), warmup_s + measured_s, s)
     picks = workload.zipf_models(workload.Zipf(models, shape.alpha), len(times), s + 1)
     warmup = int(np.searchsorted(times, warmup_s, side="left"))
     return PeerTrace(
@@ -230,4 +228,3 @@ def fraction_in_top(picks: Sequence[int], slots: int) -> float:
         return 0.0
     counts = sorted(collections.Counter(picks).values(), reverse=True)
     return round(sum(counts[:slots]) / len(picks), 3)
-
