@@ -269,10 +269,15 @@ def trace_figures(cfg: Config, traces: Sequence[peers_trace.PeerTrace]) -> list[
 
 
 async def measure_systems(
-    cfg: Config, work: pathlib.Path, traces: Sequence[peers_trace.PeerTrace], body: bytes
+    cfg: Config,
+    work: pathlib.Path,
+    traces: Sequence[peers_trace.PeerTrace],
+    x: npt.NDArray[np.float64],
 ) -> tuple[dict[str, Any], list[psutil.Process]]:
+    """Train the models, start the run's etcd, then each system in turn
+    through every trace; a system that fails is reported, not fatal."""
     names = model_names(cfg.models)
-    x = peers_mesh.features(1, cfg.features, cfg.seed)
+    body = peers_http.v2_body(x)
     expected = train_forests(work / "store", names, x, cfg.seed)
     etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
     etcd.start()
@@ -298,13 +303,12 @@ async def measure_systems(
 
 async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
     x = peers_mesh.features(1, cfg.features, cfg.seed)
-    body = peers_http.v2_body(x)
     traces = [
         peers_trace.build(s, r, cfg.models, cfg.warmup_s, cfg.measured_s, cfg.seed)
         for s in cfg.shapes
         for r in cfg.rates
     ]
-    systems, started = await measure_systems(cfg, work, traces, body)
+    systems, started = await measure_systems(cfg, work, traces, x)
     sizes = [p.stat().st_size for p in sorted((work / "store").glob("*/model.joblib"))]
     return {
         "machine": report.machine(),
