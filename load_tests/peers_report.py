@@ -101,8 +101,10 @@ def process_table(f: Mapping[str, Any]) -> str:
                 f"{1000 * cpu_all / sent:.2f}",
             ]
         )
+        client = sum(p.get("client_cpu_s", 0.0) for p in s["points"])
         others = sum(p.get("others_cpu_s", 0.0) for p in s["points"])
-        rows.append([name, "(not ours: client, other work)", "", f"{others:.2f}", ""])
+        rows.append([name, "(the client)", "", f"{client:.2f}", f"{1000 * client / sent:.2f}"])
+        rows.append([name, "(other work on the machine)", "", f"{others:.2f}", ""])
     headers = ["system", "process", "idle RSS MiB", "CPU s (timed)", "CPU ms/request"]
     return report.fmt_table(headers, rows)
 
