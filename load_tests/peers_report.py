@@ -173,6 +173,31 @@ def comparison_notes(f: Mapping[str, Any]) -> list[str]:
                 f"{name} loaded {min(over):.2f}-{max(over):.2f} × Belady's loads "
                 "(the fewest any cache of the same room could make on the trace)."
             )
+        if over and min(over) < 1.0:
+            out.append(
+                f"{name} loaded fewer than Belady at some points: the references serve "
+                "the requests one at a time in trace order, while a system that is "
+                "behind serves every request queued for a model with one load (paid "
+                "for in latency: see its p50 there)."
+            )
+    return out + failure_notes(f)
+
+
+def failure_notes(f: Mapping[str, Any]) -> list[str]:
+    """Where a system failed requests: its percentiles cover only the answered
+    ones, so they flatter it; say how many and what it answered a second."""
+    out = []
+    for name, s in ok_systems(f).items():
+        for p in s["points"]:
+            failed = sum(p["errors"].values())
+            if failed:
+                kinds = ", ".join(f"{k} {n}" for k, n in sorted(p["errors"].items()))
+                out.append(
+                    f"{name} at {p['shape']}@{p['rate_per_s']:g}/s: {failed} of {p['sent']} "
+                    f"requests failed ({kinds}; the client's deadline is the run's "
+                    f"timeout), {p['throughput_per_s']:g} answered a second; its "
+                    "percentiles there cover only the answered requests."
+                )
     return out
 
 
@@ -186,10 +211,6 @@ def notes(f: Mapping[str, Any]) -> tuple[str, ...]:
     for name, s in f["systems"].items():
         if "error" in s:
             out.append(f"{name} did not run: {s['error']}")
-        else:
-            errors = sum(sum(p["errors"].values()) for p in s["points"])
-            if errors:
-                out.append(f"{name}: {errors} requests failed (by kind in the JSON).")
     out += contention_notes(f)
     out.append(
         f"On {f['machine']['cpus']} CPUs every system shares the machine with the client and "

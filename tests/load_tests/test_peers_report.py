@@ -21,6 +21,7 @@ def point(shape: str, rate: float, p99_ms: float, loads_per_100: float) -> dict[
         "sent": 100,
         "ok": 99,
         "errors": {"HTTP 503": 1},
+        "throughput_per_s": 8.25,
         "latency_us": {"p50": 5000, "p90": 9000, "p99": int(p99_ms * 1000), "max": 400_000},
         "loads": round(loads_per_100),
         "loads_per_100": loads_per_100,
@@ -101,7 +102,17 @@ def test_the_notes_compare_p99_and_loads_with_belady() -> None:
     assert "meshserve loaded 2.00-2.00 × Belady's loads" in notes
     assert "ray loaded 3.00-3.00 × Belady's loads" in notes
     assert "HTTP" in notes
-    assert "requests failed" in notes
+    assert "meshserve at zipf-0.8@20/s: 1 of 100 requests failed (HTTP 503 1;" in notes
+    assert "fewer than Belady" not in notes
+
+
+def test_loads_below_belady_are_explained_by_requests_sharing_a_load() -> None:
+    f = figures()
+    for p in f["systems"]["meshserve"]["points"]:
+        p["loads_per_100"] = 6.25
+    notes = " ".join(peers_report.notes(f))
+    assert "meshserve loaded 0.50-0.50 × Belady's loads" in notes
+    assert "meshserve loaded fewer than Belady at some points" in notes
 
 
 def test_a_system_that_did_not_run_is_reported_with_why() -> None:
