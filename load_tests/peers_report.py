@@ -187,6 +187,7 @@ def failure_notes(f: Mapping[str, Any]) -> list[str]:
     """Where a system failed requests: its percentiles cover only the answered
     ones, so they flatter it; say how many and what it answered a second."""
     out = []
+    deadline = f["config"].get("timeout_s", "?")
     for name, s in ok_systems(f).items():
         for p in s["points"]:
             failed = sum(p["errors"].values())
@@ -194,8 +195,8 @@ def failure_notes(f: Mapping[str, Any]) -> list[str]:
                 kinds = ", ".join(f"{k} {n}" for k, n in sorted(p["errors"].items()))
                 out.append(
                     f"{name} at {p['shape']}@{p['rate_per_s']:g}/s: {failed} of {p['sent']} "
-                    f"requests failed ({kinds}; the client's deadline is the run's "
-                    f"timeout), {p['throughput_per_s']:g} answered a second; its "
+                    f"requests failed ({kinds}; the client waits {deadline} s), "
+                    f"{p['throughput_per_s']:g} answered a second; its "
                     "percentiles there cover only the answered requests."
                 )
     return out
