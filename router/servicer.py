@@ -113,19 +113,16 @@ class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]
     def _routed(self, method: str) -> Callable[[bytes, Any], Awaitable[bytes]]:
         async def handle(request: bytes, context: Any) -> bytes:
             t0 = time.monotonic()
-            code = grpc.StatusCode.OK
-            details = ""
             try:
-                return await self._plane.call(
-                    method,
-                    request,
-                    list(context.invocation_metadata() or ()),
-                    context.time_remaining(),
+                response = await self._plane.call(
+                    method, request, context.invocation_metadata() or (), context.time_remaining()
                 )
             except Exception as e:
                 code, details = _status(method, infer_checks.refined(method, request, e))
-            finally:
                 self._metrics.api_call(method, code.name, (time.monotonic() - t0) * 1000)
+            else:
+                self._metrics.api_call(method, "OK", (time.monotonic() - t0) * 1000)
+                return response
             await context.abort(code, details)
             raise AssertionError("unreachable")
 

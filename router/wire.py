@@ -29,6 +29,9 @@ RAW_INPUTS_FIELD = 7
 _CONTENTS_FIELD = 5
 LEN = 2
 """The wire type of length-delimited fields."""
+_NAME_TAG = bytes([NAME_FIELD << 3 | LEN])
+_ONE_BYTE = [bytes([n]) for n in range(0x80)]
+"""Lengths under 128 as their one-byte varints."""
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -129,14 +132,17 @@ def input_in_both_forms(data: bytes) -> str | None:
     if there is none. Walks the top-level fields and, only when raw data is
     present, each input's few small fields: never the tensors."""
     top = fields(data)
-    if not any(number == RAW_INPUTS_FIELD for number, *_ in top):
+    for number, *_ in top:
+        if number == RAW_INPUTS_FIELD:
+            break
+    else:
         return None
     for number, start, value_start, end in top:
         if number != INPUTS_FIELD or data[start] & 7 != LEN:
             continue
-        inner = fields(data, value_start, end)
-        if any(n == _CONTENTS_FIELD and e > v for n, _, v, e in inner):
-            return _read_string(data[value_start:end], NAME_FIELD, "input name")
+        for n, _, v, e in fields(data, value_start, end):
+            if n == _CONTENTS_FIELD and e > v:
+                return _read_string(data[value_start:end], NAME_FIELD, "input name")
     return None
 
 
@@ -153,13 +159,22 @@ def read_flag(data: bytes, field: int) -> bool:
 def rewrite_name(data: bytes, name: str) -> bytes:
     """``data`` with field 1 set to ``name`` (every other field untouched)."""
     encoded = name.encode("utf-8")
-    head = bytes([NAME_FIELD << 3 | LEN]) + encode_varint(len(encoded)) + encoded
+    size = len(encoded)
+    head = (
+        _NAME_TAG + _ONE_BYTE[size] + encoded
+        if size < 0x80
+        else _NAME_TAG + encode_varint(size) + encoded
+    )
+    names = [(start, end) for number, start, _, end in fields(data) if number == NAME_FIELD]
+    if not names:
+        return head + data
+    if len(names) == 1 and names[0][0] == 0:  # the usual message: one name, first
+        return head + data[names[0][1] :]
     parts = [head]
     pos = 0
-    for number, start, _, end in fields(data):
-        if number == NAME_FIELD:
-            parts.append(data[pos:start])
-            pos = end
+    for start, end in names:
+        parts.append(data[pos:start])
+        pos = end
     parts.append(data[pos:])
     return b"".join(parts)
 

@@ -40,6 +40,9 @@ T = TypeVar("T")
 SUSPECT_SECONDS = 5.0
 """How long a peer that could not be reached is avoided by every request."""
 
+_NOBODY: frozenset[str] = frozenset()
+_SERVE_HERE = placement.Route(placement.Action.SERVE_HERE)
+
 Here = Callable[[frozenset[str], float], Awaitable[T]]
 There = Callable[[placement.Route, frozenset[str], float], Awaitable[T]]
 
@@ -96,10 +99,7 @@ class Dispatcher:
             rec = self._table.model(model_id)
             if rec is None:
                 raise errors.ModelNotFound(model_id)
-            now = time.monotonic()
-            unreachable = frozenset(
-                avoid | {i for i, t in self._suspect.items() if now - t < SUSPECT_SECONDS}
-            )
+            unreachable = self._unreachable(avoid)
             decision = self._decide(model_id, rec, unreachable, last_error)
             try:
                 if decision.action is placement.Action.SERVE_HERE:
@@ -129,6 +129,16 @@ class Dispatcher:
             f"model {model_id!r}: no copy could serve before the deadline"
         )
 
+    def _unreachable(self, avoid: set[str]) -> frozenset[str]:
+        """The peers this request avoids, and those every request avoids for now."""
+        if self._suspect:
+            now = time.monotonic()
+            for i in [i for i, t in self._suspect.items() if now - t >= SUSPECT_SECONDS]:
+                del self._suspect[i]  # avoided long enough
+        if not self._suspect and not avoid:
+            return _NOBODY  # the common case, without building sets
+        return frozenset(avoid | self._suspect.keys())
+
     def _decide(
         self,
         model_id: str,
@@ -140,6 +150,8 @@ class Dispatcher:
         request tried failed to load the model (their failures may not be in
         this node's mirror yet, so the fail-fast rule cannot see them), the
         client gets that load failure, not "no room"."""
+        if self._manager.has_copy(model_id):
+            return _SERVE_HERE  # what placement.route says first; skips building its inputs
         try:
             return placement.route(
                 model_id,

@@ -124,18 +124,24 @@ class ChangeSignal:
     waiters clear could be cleared by one between another's check and wait,
     which would then sleep through the change.)"""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_taken")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._taken = False
 
     def armed(self) -> asyncio.Event:
         """The event the next :meth:`fire` sets."""
+        self._taken = True
         return self._event
 
     def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+        # Nobody took the event since the last fire, so nobody can be waiting
+        # on it: keep it (every request's release fires; most find no waiter).
+        if self._taken:
+            self._event.set()
+            self._event = asyncio.Event()
+            self._taken = False
 
 
 async def until_idle(copy: LocalCopy, released: ChangeSignal, timeout: float) -> None:

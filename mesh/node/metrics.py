@@ -7,6 +7,10 @@ evictions) are recorded where they happen, through the small methods of
 read from the node when Prometheus scrapes, through a collector, so they can
 never drift from the truth.
 
+The histograms every request moves are
+:class:`mesh.node.request_histogram.RequestHistogram` (no lock, a bisection
+per observation); the rest are ``prometheus_client``'s own.
+
 Two are meshserve's own (ModelMesh has no pull metric):
 ``meshserve_model_pull_milliseconds`` and ``meshserve_model_pull_bytes``.
 
@@ -19,14 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import prometheus_client
 from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
 
 from mesh.core import clock
-from mesh.node import model_stats
+from mesh.node import model_stats, request_histogram
 
 # Latency buckets in milliseconds, from sub-millisecond hits to minute-long loads.
 _MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
@@ -51,12 +54,12 @@ class RequestMetrics:
     """What every request moves: the call's time, the runtime's time, the
     sizes, and the wait for a model to load."""
 
-    api_request: prometheus_client.Histogram
-    invoke: prometheus_client.Histogram
-    request_size: prometheus_client.Histogram
-    response_size: prometheus_client.Histogram
-    cache_miss: prometheus_client.Histogram
-    chain_stage: prometheus_client.Histogram
+    api_request: request_histogram.RequestHistogram
+    invoke: request_histogram.RequestHistogram
+    request_size: request_histogram.RequestHistogram
+    response_size: request_histogram.RequestHistogram
+    cache_miss: request_histogram.RequestHistogram
+    chain_stage: request_histogram.RequestHistogram
     """Each step of a vmodel's chain (:mod:`router.chains`), labelled by stage."""
 
 
@@ -79,49 +82,39 @@ class CopyMetrics:
 def _request_metrics(
     registry: prometheus_client.CollectorRegistry, model: tuple[str, ...]
 ) -> RequestMetrics:
-    h = prometheus_client.Histogram
+    def h(
+        name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> request_histogram.RequestHistogram:
+        return request_histogram.RequestHistogram(name, doc, labels, buckets, registry)
+
     return RequestMetrics(
         api_request=h(
             "modelmesh_api_request_milliseconds",
             "Time a node took to answer an external gRPC call",
             ("method", "code"),
-            buckets=_MS,
-            registry=registry,
+            _MS,
         ),
         invoke=h(
             "modelmesh_invoke_model_milliseconds",
             "Time the runtime took to answer a call routed to it by this node",
             ("method", *model),
-            buckets=_MS,
-            registry=registry,
+            _MS,
         ),
-        request_size=h(
-            "modelmesh_request_size_bytes",
-            "Size of inference requests",
-            model,
-            buckets=_BYTES,
-            registry=registry,
-        ),
+        request_size=h("modelmesh_request_size_bytes", "Size of inference requests", model, _BYTES),
         response_size=h(
-            "modelmesh_response_size_bytes",
-            "Size of inference responses",
-            model,
-            buckets=_BYTES,
-            registry=registry,
+            "modelmesh_response_size_bytes", "Size of inference responses", model, _BYTES
         ),
         cache_miss=h(
             "modelmesh_cache_miss_milliseconds",
             "Time a request waited for its model to load (cache misses only)",
             model,
-            buckets=_MS,
-            registry=registry,
+            _MS,
         ),
         chain_stage=h(
             "meshserve_chain_stage_milliseconds",
             "Time of each step of a vmodel's chain (preprocess, predict, postprocess, explain)",
             ("stage", *(("vmodelId",) if model else ())),
-            buckets=_MS,
-            registry=registry,
+            _MS,
         ),
     )
 
@@ -188,8 +181,6 @@ class Metrics:
     def __init__(self, per_model: bool = False) -> None:
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
         self.per_model = per_model
-        self._api_children: dict[tuple[str, ...], Any] = {}
-        self._invoke_children: dict[tuple[str, ...], Any] = {}
         model = ("modelId",) if per_model else ()
         self.requests = _request_metrics(self.registry, model)
         self.copies = _copy_metrics(self.registry, model)
@@ -202,14 +193,14 @@ class Metrics:
     # -- events ------------------------------------------------------------------
 
     def api_call(self, method: str, code: str, ms: float) -> None:
-        _child(self._api_children, self.requests.api_request, (method, code)).observe(ms)
+        self.requests.api_request.labels(method, code).observe(ms)
 
     def invoked(self, method: str, model_id: str, ms: float, req: int, resp: int) -> None:
         labels = self._labels(model_id)
-        _child(self._invoke_children, self.requests.invoke, (method, *labels)).observe(ms)
+        self.requests.invoke.labels(method, *labels).observe(ms)
         if method == "ModelInfer":
-            _observe(self.requests.request_size, labels, req)
-            _observe(self.requests.response_size, labels, resp)
+            self.requests.request_size.labels(*labels).observe(req)
+            self.requests.response_size.labels(*labels).observe(resp)
             self.model_stats.record(model_id, True, int(ms * 1e6), clock.now_ms())
 
     def invoke_failed(self, method: str, model_id: str, ms: float) -> None:
@@ -219,10 +210,10 @@ class Metrics:
 
     def chain_stage(self, vmodel_id: str, stage: str, ms: float) -> None:
         """One step of a vmodel's chain took ``ms``."""
-        _observe(self.requests.chain_stage, (stage, *self._labels(vmodel_id)), ms)
+        self.requests.chain_stage.labels(stage, *self._labels(vmodel_id)).observe(ms)
 
     def waited_for_load(self, model_id: str, ms: float) -> None:
-        _observe(self.requests.cache_miss, self._labels(model_id), ms)
+        self.requests.cache_miss.labels(*self._labels(model_id)).observe(ms)
 
     def loaded(self, model_id: str, ms: float, size_bytes: int) -> None:
         labels = self._labels(model_id)
@@ -259,17 +250,6 @@ class Metrics:
         """The text format Prometheus scrapes."""
         out: bytes = prometheus_client.generate_latest(self.registry)
         return out
-
-
-def _child(cache: dict[tuple[str, ...], Any], metric: Any, labels: tuple[str, ...]) -> Any:
-    """``metric.labels(*labels)``, kept: the two metrics every request moves
-    skip prometheus_client's lock and lookup (a few µs each) after the first
-    call with those labels. Series are never removed, so a kept child stays
-    the registered one."""
-    child = cache.get(labels)
-    if child is None:
-        child = cache[labels] = metric.labels(*labels)
-    return child
 
 
 def _observe(metric: prometheus_client.Histogram, labels: tuple[str, ...], value: float) -> None:
