@@ -14,7 +14,10 @@ A peer that refuses the load (:class:`mesh.core.errors.Reroute`), fails it
 (:class:`mesh.core.errors.ModelLoadFailed`, recorded in etcd) or cannot be reached
 (:class:`mesh.core.errors.RuntimeUnavailable`) is avoided for the rest of the
 request, and an unreachable peer for a few seconds by every request. A copy
-loading elsewhere is waited for through the mirror. All of it within the
+loading elsewhere is waited for through the mirror; when this node's own
+claim is refused because the store already holds another node's copy that
+the mirror has not shown yet, the mirror catches up first, so the request
+waits for that copy instead of trying to load it here again. All of it within the
 caller's deadline and ``routing.max_attempts`` rounds.
 
 The requests this node has in flight to each peer steer the choice between
@@ -114,6 +117,8 @@ class Dispatcher:
                 last_error = e
                 if decision.instance:
                     avoid.add(decision.instance)
+                else:
+                    await self._catch_up(model_id, deadline - loop.time())
             except errors.ModelLoadFailed as e:
                 last_error = e  # recorded in the model's record: decide again
                 avoid.add(decision.instance or self._self)
@@ -128,6 +133,15 @@ class Dispatcher:
         raise errors.DeadlineExceeded(
             f"model {model_id!r}: no copy could serve before the deadline"
         )
+
+    async def _catch_up(self, model_id: str, remaining: float) -> None:
+        """This node's own claim was refused: the store holds a copy (often
+        one loading elsewhere) that the mirror has not shown yet. Decided
+        again on the same stale view, the request would choose this node
+        again and again; once the mirror has caught up, it waits for that
+        copy or goes to it."""
+        with contextlib.suppress(errors.MeshError):  # the store unreachable: decide anyway
+            await self._table.catch_up(model_id, ("model",), max(0.0, min(remaining, 5.0)))
 
     def _unreachable(self, avoid: set[str]) -> frozenset[str]:
         """The peers this request avoids, and those every request avoids for now."""
