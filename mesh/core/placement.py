@@ -4,7 +4,10 @@ Pure functions over the records in the placement table (DESIGN.md §3):
 
 * :func:`choose_node` places a new copy: skip nodes shutting down, nodes
   missing a label the model needs, and nodes told to be avoided (they failed
-  the model, or already hold it); prefer nodes with room (the most free
+  the model, or already hold it); the node that held the model last, if it
+  has room (affinity: its files may still be on that node's disk, and its
+  popularity is remembered there, so it is not the first thing evicted);
+  else nodes with room (the most free
   first, counted in copies of the model that still fit), else the node whose
   least recently used model is oldest, but never one whose LRU model was used
   within the churn threshold (evicting it would thrash); ties go to the less
@@ -71,9 +74,11 @@ def choose_node(
     avoid: Collection[str] = (),
     now_ms: int,
     churn_threshold_ms: int = 0,
+    prefer: str = "",
 ) -> str | None:
     """The node to load a new copy of ``model_id`` on, or ``None`` if none
-    can take it."""
+    can take it; ``prefer`` (the node that held the model last) wins when it
+    has room."""
     candidates = eligible(instances, labels, avoid)
 
     def load(i: str) -> tuple[int, int, int, str]:
@@ -81,6 +86,8 @@ def choose_node(
         return (r.in_flight_loads, r.rpm, rank(model_id, i), i)
 
     roomy = [i for i in candidates if instances[i].free_bytes >= model_size]
+    if prefer in roomy:
+        return prefer
     if roomy:
         fits = max(model_size, 1)
         return min(roomy, key=lambda i: (-(instances[i].free_bytes // fits), *load(i)))
@@ -232,6 +239,7 @@ def route(
         avoid=avoid_load,
         now_ms=now_ms,
         churn_threshold_ms=churn_threshold_ms,
+        prefer=model.last_node,
     )
     if target is None:
         raise why_no_node(instances, model_id, model_size, labels, avoid_load)

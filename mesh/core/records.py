@@ -97,6 +97,9 @@ class ModelRecord:
     """Copies kept loaded even without traffic (0: none, load on demand)."""
     max_copies: int = 0
     """Most copies the mesh adds for load (0: as many as there are nodes)."""
+    last_node: str = ""
+    """The node whose copy went last (evicted or unloaded): a new copy goes
+    back there when it has room (:func:`mesh.core.placement.choose_node`)."""
 
     def with_copy(self, instance_id: str, copy: CopyInfo) -> ModelRecord:
         """This record with ``copy`` on ``instance_id`` (a load ends a failure)."""
@@ -110,7 +113,7 @@ class ModelRecord:
         if instance_id not in self.copies:
             return self
         copies = {k: v for k, v in self.copies.items() if k != instance_id}
-        return dataclasses.replace(self, copies=copies)
+        return dataclasses.replace(self, copies=copies, last_node=instance_id)
 
     def with_failure(self, instance_id: str, failure: FailureInfo) -> ModelRecord:
         """This record with no copy on ``instance_id`` and ``failure`` recorded there."""
@@ -151,6 +154,7 @@ class ModelRecord:
                 "registered": self.registered_ms,
                 "min_copies": self.min_copies,
                 "max_copies": self.max_copies,
+                "last_node": self.last_node,
             }
         )
 
@@ -179,6 +183,7 @@ class ModelRecord:
                 registered_ms=int(d.get("registered", 0)),
                 min_copies=int(d.get("min_copies", 0)),
                 max_copies=int(d.get("max_copies", 0)),
+                last_node=str(d.get("last_node", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errors.InvalidRequest(f"malformed ModelRecord: {e!r}") from e

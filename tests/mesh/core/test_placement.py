@@ -49,6 +49,16 @@ def test_prefers_the_node_with_the_most_free_space() -> None:
     assert choose({"a": node(20), "b": node(60), "c": node(40)}) == "b"
 
 
+def test_a_model_goes_back_to_the_node_that_held_it_last_when_that_node_has_room() -> None:
+    instances = {"a": node(20), "b": node(60)}
+    assert choose(instances, prefer="a") == "a"
+    assert choose({"a": node(5), "b": node(60)}, prefer="a") == "b"  # no room there: the rule
+    model = dataclasses.replace(_model(), last_node="a")
+    assert _route(model, {"self": node(60), "a": node(20)}) == placement.Route(
+        placement.Action.LOAD_THERE, "a"
+    )
+
+
 def test_skips_nodes_shutting_down_missing_labels_or_avoided() -> None:
     instances = {
         "draining": node(90, shutting_down=True),

@@ -19,12 +19,19 @@ def _model() -> records.ModelRecord:
         size_bytes=5_000_000,
         auto_delete=True,
         registered_ms=10,
+        last_node="node-c",
     )
 
 
 def test_model_record_round_trips_through_json() -> None:
     rec = _model()
     assert records.ModelRecord.from_json(rec.to_json()) == rec
+
+
+def test_a_copy_withdrawn_leaves_its_node_as_the_last_to_hold_the_model() -> None:
+    rec = _model().without_copy("node-a")
+    assert rec.copies == {} and rec.last_node == "node-a"
+    assert rec.without_copy("node-x") is rec  # no copy there: nothing changes
 
 
 def test_vmodel_and_instance_records_round_trip_through_json() -> None:
