@@ -9,6 +9,10 @@ policies and the meaning of each are in :mod:`load_tests.cachesim`; the
 mesh's side is :func:`mesh.core.eviction.plan_room` itself. No server runs: this is
 arithmetic on a trace, the same on any machine, and takes seconds.
 
+The cluster's side (:mod:`load_tests.cluster_cache`): the mesh's placement
+and eviction on 2 nodes x 8 equal slots and 40 models, its loads against
+Belady's over the 16 slots (issue 16: at most 1.3 ×).
+
 A second, harder set of traces reshuffles popularity every
 ``shift_every`` requests (:func:`load_tests.cachesim.shifted`): the mesh's
 rule remembers popularity, and this shows what that costs when favourites
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from load_tests import cachesim, report
+from load_tests import cachesim, cluster_cache, report
 
 ALPHAS = (0.8, 1.0, 1.2)
 TARGET_FRACTIONS = (0.05, 0.10, 0.20)
@@ -92,6 +96,9 @@ def measure(cfg: Config) -> dict[str, Any]:
         base = cachesim.zipf_trace(cfg.models, alpha, cfg.requests, cfg.seed + 100 * (i + 1))
         trace = cachesim.shifted(base, cfg.models, cfg.shift_every, cfg.seed + 1000 * (i + 1))
         shifting += [point(trace, sizes, alpha, f, True) for f in TARGET_FRACTIONS]
+    cluster = cluster_cache.measure(
+        cluster_cache.Cluster(requests=min(cfg.requests, 20_000), seed=cfg.seed)
+    )
     checked = [p for p in points if p["capacity_fraction"] in TARGET_FRACTIONS]
     worst_offline = min(checked, key=lambda p: p["mesh_vs_offline"])
     worst_lru = min(checked, key=lambda p: p["mesh_vs_lru"])
@@ -111,6 +118,7 @@ def measure(cfg: Config) -> dict[str, Any]:
         "shift_every": cfg.shift_every,
         "points": points,
         "shifting_points": shifting,
+        "cluster": cluster,
         "mesh_lru_equals_lru": all(p["mesh_lru_equals_lru"] for p in points + shifting),
         "targets": {
             "mesh_ge_0.9_offline": {
@@ -182,6 +190,7 @@ def table(f: dict[str, Any]) -> str:
         + shifted
         + "\n\nGiB loaded per 1,000 requests (what misses cost the runtimes)\n"
         + report.fmt_table(["alpha", "capacity", *SHOWN], loaded)
+        + ("\n\n" + cluster_cache.table(f["cluster"]) if "cluster" in f else "")
     )
 
 
@@ -235,6 +244,8 @@ def notes(f: dict[str, Any]) -> tuple[str, ...]:
             "reloads of large ones. The half-life (MESHSERVE_POPULARITY_HALF_LIFE) trades "
             "following shifts against telling steady favourites apart."
         )
+    if "cluster" in f:
+        out += cluster_cache.notes(f["cluster"])
     return tuple(out)
 
 

@@ -32,7 +32,9 @@ def test_cache_scenario_reports_every_point_and_the_targets() -> None:
     )
     assert set(r.figures["targets"]) == {"mesh_ge_0.9_offline", "mesh_ge_lru"}
     assert "mesh/offline" in r.table and "shifting popularity" in r.table
-    assert r.notes[0].startswith("Target mesh ≥ LRU: met") and len(r.notes) == 4
+    assert r.notes[0].startswith("Target mesh ≥ LRU: met") and len(r.notes) == 5
+    assert r.notes[-1].startswith("Target mesh loads ≤ 1.3 × Belady's (2 nodes x 8 slots")
+    assert "mesh/belady" in r.table
     assert [p.filename for p in r.plots] == [
         f"cache_hit_rate_alpha_{a:.1f}.png" for a in cache_policy.ALPHAS
     ]
