@@ -88,6 +88,12 @@ class Node:
         )
 
 
+async def _sees_both_nodes_and_the_model(mirror: placement_table.PlacementTable) -> None:
+    await mirror.wait_until(
+        lambda: mirror.model(MODEL) is not None and len(mirror.instances()) == 2, 5
+    )
+
+
 @contextlib.asynccontextmanager
 async def two_nodes(tmp: pathlib.Path) -> AsyncIterator[tuple[Node, Node, LaggingView]]:
     """Nodes a and b (b with more room, so b's placement picks itself), one
@@ -110,9 +116,7 @@ async def two_nodes(tmp: pathlib.Path) -> AsyncIterator[tuple[Node, Node, Laggin
     for node in (a, b):
         await node.mirror.start()
         await node.manager.start()
-        await node.mirror.wait_until(
-            lambda n=node: n.mirror.model(MODEL) is not None and len(n.mirror.instances()) == 2, 5
-        )
+        await _sees_both_nodes_and_the_model(node.mirror)
     try:
         yield a, b, b_view
     finally:
@@ -136,10 +140,11 @@ async def test_requests_wait_for_the_copy_another_node_claimed_before_their_mirr
             for _ in range(5)
             for node in (a, b)
         ]
-        answers = asyncio.gather(*storm)
+        answers: asyncio.Future[list[bytes]] = asyncio.gather(*storm)
         # b went to the store (its own claims were refused), or gave up
-        went = asyncio.create_task(b_view.flowing.wait())
-        await asyncio.wait({answers, went}, return_when=asyncio.FIRST_COMPLETED)
+        went: asyncio.Future[bool] = asyncio.ensure_future(b_view.flowing.wait())
+        either: list[asyncio.Future[Any]] = [answers, went]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         went.cancel()
         a.runtime.gate(MODEL).set()
         assert await answers == [b"answer"] * 10
