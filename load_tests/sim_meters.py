@@ -6,7 +6,8 @@ Why it exists: :class:`load_tests.sim_runtime.CountingKV` counts what each
 node asks of etcd, from inside the node; these meters look from outside,
 over the whole process and over etcd itself: :class:`RouteTimer` wraps
 :func:`mesh.core.placement.route` for the run (every call the dispatchers make is
-timed, nothing else is replaced), :func:`etcd_counters` reads etcd's
+timed, nothing else is replaced; a request for a copy on the node it entered
+is served without a call), :func:`etcd_counters` reads etcd's
 ``/metrics`` (gRPC messages per method, watch responses, MVCC counts,
 database size), and :func:`etcd_pairs` reads the model records, to be
 compared with what the runtimes hold.
