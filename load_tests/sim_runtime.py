@@ -317,6 +317,9 @@ class SyntheticPuller:
     async def remove(self, model_id: str) -> None:
         return None
 
+    async def retire(self, model_id: str, record: object) -> bool:
+        return False
+
 
 def answer(model_id: str) -> bytes:
     """A minimal ``ModelInferResponse``: field 1 (``model_name``) only."""

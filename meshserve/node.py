@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from importlib import metadata
 
 import grpc
 
-from mesh.core import clock, errors, interfaces, records, settings
+from mesh.core import clock, disk_cache_settings, errors, interfaces, records, settings
 from mesh.edges import (
     health_grpc,
     management_grpc,
@@ -166,11 +167,14 @@ class Node:
         cfg.node.model_dir.mkdir(parents=True, exist_ok=True)
         # Creates the model folder and sweeps what an earlier run left there.
         self.metrics = metrics.Metrics(per_model=cfg.service.metrics_per_model)
+        free = shutil.disk_usage(cfg.node.model_dir).free
         puller = factory.make_puller(
             cfg.node.model_dir,
             cfg.node.models_root,
             cfg.node.storage_config_dir,
             on_pulled=lambda r: self.metrics.pulled(r.model_id, r.seconds * 1000, r.bytes),
+            disk_cache_bytes=disk_cache_settings.budget_bytes(cfg.disk_cache, free),
+            on_disk_event=self.metrics.disk_cache,
         )
         await self.runtime.start()
         self._stack.push_async_callback(self.runtime.stop)
@@ -182,6 +186,7 @@ class Node:
         self.manager = cache_manager.CacheManager(
             cfg, self.store, self.table, self.runtime, puller, self.metrics
         )
+        puller.on_dropped = self.manager.dropped_from_disk
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
         self.peers = self._peers(hop_limit)

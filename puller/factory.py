@@ -12,8 +12,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Callable
 
-from mesh.core import interfaces
-from puller import model_puller
+from puller import disk_cache, model_puller
 
 
 def make_puller(
@@ -23,7 +22,9 @@ def make_puller(
     *,
     max_concurrent_pulls: int = model_puller.PullerSettings.max_concurrent_pulls,
     on_pulled: Callable[[model_puller.PullReport], None] | None = None,
-) -> interfaces.ModelPuller:
+    disk_cache_bytes: int = 0,
+    on_disk_event: disk_cache.EventHook | None = None,
+) -> disk_cache.DiskCachePuller:
     """The node's puller, with the model directory swept of leftovers.
 
     ``model_dir`` is the runtime's model repository, ``models_root`` the base
@@ -32,7 +33,9 @@ def make_puller(
     only). Storage configuration files are re-read when they change.
     ``on_pulled`` receives a :class:`puller.model_puller.PullReport` after each
     successful pull (bytes, seconds, unpack time): the hook for a pull-time
-    metric.
+    metric. ``disk_cache_bytes`` bounds the disk tier in front of it
+    (:mod:`puller.disk_cache`; 0: off), whose hits, misses and drops go to
+    ``on_disk_event``; what it kept from an earlier run is read back.
     """
     model_dir.mkdir(parents=True, exist_ok=True)
     puller = model_puller.StoragePuller(
@@ -45,4 +48,6 @@ def make_puller(
         on_pulled=on_pulled,
     )
     puller.sweep()
-    return puller
+    tier = disk_cache.DiskCachePuller(puller, model_dir, disk_cache_bytes, on_disk_event)
+    tier.load_index()
+    return tier

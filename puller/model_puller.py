@@ -315,6 +315,11 @@ class StoragePuller:
         async with self._model_lock(model_id):
             await asyncio.to_thread(shutil.rmtree, self.settings.model_dir / model_id, True)
 
+    async def retire(self, model_id: str, record: records.ModelRecord) -> bool:
+        """No disk tier here (:mod:`puller.disk_cache` adds one): delete."""
+        await self.remove(model_id)
+        return False
+
     # -- internals ------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -129,6 +129,25 @@ def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) 
     return EvictionPlan(tuple(evict), freed)
 
 
+def fits(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) -> bool:
+    """Whether :func:`plan_room` finds room for ``needed_bytes`` at all."""
+    try:
+        plan_room(entries, capacity_bytes, needed_bytes)
+    except errors.InsufficientCapacity:
+        return False
+    return True
+
+
+def churn_guarded(entries: list[Entry], threshold_s: float, now_s: float) -> list[Entry]:
+    """``entries`` with those used within ``threshold_s`` of ``now_s``
+    pinned (evicting them would thrash); ``entries`` itself when the
+    threshold is off."""
+    if threshold_s <= 0:
+        return entries
+    recent = now_s - threshold_s
+    return [dataclasses.replace(e, pinned=True) if e.last_used > recent else e for e in entries]
+
+
 def lru_time(entries: Iterable[Entry]) -> float:
     """Last use of the least recently used entry (0 when empty)."""
     return min((e.last_used for e in entries), default=0.0)

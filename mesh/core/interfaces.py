@@ -94,6 +94,12 @@ class ModelPuller(Protocol):
         """Delete the model's local files; absent files are not an error."""
         ...
 
+    async def retire(self, model_id: str, record: records.ModelRecord) -> bool:
+        """The model left memory but stays registered: keep its files on disk
+        for its next pull if the puller has a disk tier (``True``), else
+        delete them (``False``)."""
+        ...
+
 
 class PeerLoader(Protocol):
     """Asks another node to load a model (:class:`mesh.edges.peers.Peers` on gRPC)."""

@@ -74,11 +74,14 @@ def choose_node(
     avoid: Collection[str] = (),
     now_ms: int,
     churn_threshold_ms: int = 0,
-    prefer: str = "",
+    last_node: str = "",
+    on_disk: Collection[str] = (),
 ) -> str | None:
     """The node to load a new copy of ``model_id`` on, or ``None`` if none
-    can take it; ``prefer`` (the node that held the model last) wins when it
-    has room."""
+    can take it. ``last_node`` (the node that held the model last) wins when
+    it has room; else, among nodes with room, and else among nodes that may
+    evict, those in ``on_disk`` (whose disk tier holds the model's files: no
+    pull) go first."""
     candidates = eligible(instances, labels, avoid)
 
     def load(i: str) -> tuple[int, int, int, str]:
@@ -86,8 +89,9 @@ def choose_node(
         return (r.in_flight_loads, r.rpm, rank(model_id, i), i)
 
     roomy = [i for i in candidates if instances[i].free_bytes >= model_size]
-    if prefer in roomy:
-        return prefer
+    if last_node in roomy:
+        return last_node
+    roomy = [i for i in roomy if i in on_disk] or roomy
     if roomy:
         fits = max(model_size, 1)
         return min(roomy, key=lambda i: (-(instances[i].free_bytes // fits), *load(i)))
@@ -101,6 +105,7 @@ def choose_node(
     ]
     if not evictable:
         return None
+    evictable = [i for i in evictable if i in on_disk] or evictable
     return min(evictable, key=lambda i: (instances[i].lru_time_ms, *load(i)))
 
 
@@ -239,7 +244,8 @@ def route(
         avoid=avoid_load,
         now_ms=now_ms,
         churn_threshold_ms=churn_threshold_ms,
-        prefer=model.last_node,
+        last_node=model.last_node,
+        on_disk=model.disk_copies,
     )
     if target is None:
         raise why_no_node(instances, model_id, model_size, labels, avoid_load)

@@ -100,6 +100,18 @@ class ModelRecord:
     last_node: str = ""
     """The node whose copy went last (evicted or unloaded): a new copy goes
     back there when it has room (:func:`mesh.core.placement.choose_node`)."""
+    disk_copies: tuple[str, ...] = ()
+    """Instances whose disk tier holds the model's files (placement prefers
+    them: a load there skips the pull)."""
+
+    def with_disk_copy(self, instance_id: str, held: bool) -> ModelRecord:
+        """This record with ``instance_id``'s disk holding the files or not."""
+        if (instance_id in self.disk_copies) == held:
+            return self
+        others = tuple(i for i in self.disk_copies if i != instance_id)
+        return dataclasses.replace(
+            self, disk_copies=tuple(sorted((*others, instance_id))) if held else others
+        )
 
     def with_copy(self, instance_id: str, copy: CopyInfo) -> ModelRecord:
         """This record with ``copy`` on ``instance_id`` (a load ends a failure)."""
@@ -155,6 +167,7 @@ class ModelRecord:
                 "min_copies": self.min_copies,
                 "max_copies": self.max_copies,
                 "last_node": self.last_node,
+                **({"disk": list(self.disk_copies)} if self.disk_copies else {}),
             }
         )
 
@@ -184,6 +197,7 @@ class ModelRecord:
                 min_copies=int(d.get("min_copies", 0)),
                 max_copies=int(d.get("max_copies", 0)),
                 last_node=str(d.get("last_node", "")),
+                disk_copies=tuple(str(i) for i in d.get("disk", ())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errors.InvalidRequest(f"malformed ModelRecord: {e!r}") from e

@@ -18,7 +18,7 @@ import dataclasses
 import pathlib
 from collections.abc import Mapping
 
-from mesh.core import env_reader, errors, payload_log_settings, tls_settings
+from mesh.core import disk_cache_settings, env_reader, errors, payload_log_settings, tls_settings
 from mesh.core.env_reader import parse_endpoint, parse_size
 
 # parse_size and parse_endpoint are mesh.core.env_reader's, public here too for their callers.
@@ -371,6 +371,9 @@ class Settings:
     payload_log: payload_log_settings.PayloadLogSettings = dataclasses.field(
         default_factory=payload_log_settings.PayloadLogSettings
     )
+    disk_cache: disk_cache_settings.DiskCacheSettings = dataclasses.field(
+        default_factory=disk_cache_settings.DiskCacheSettings
+    )
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
@@ -388,4 +391,5 @@ def from_env(env: Mapping[str, str]) -> Settings:
         runtime=RuntimeSettings.from_env(env),
         payload_log=payload_log_settings.PayloadLogSettings.from_env(env),
         tls=tls_settings.TLSSettings.from_env(env),
+        disk_cache=disk_cache_settings.DiskCacheSettings.from_env(env),
     )

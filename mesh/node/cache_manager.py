@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
+import pathlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -48,7 +48,7 @@ from mesh.core import (
     sizes,
 )
 from mesh.kv import placement_table, records_store
-from mesh.node import copy_records, local_copies, metrics
+from mesh.node import copy_records, load_steps, local_copies, metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ UNLOAD_WAIT_SECONDS = 30.0
 """How long an unload waits for the copy's requests in flight to finish."""
 
 
-class CacheManager:
+class CacheManager(local_copies.CopyReports):
     """Holds this node's copies and keeps their records in etcd."""
 
     def __init__(
@@ -122,44 +122,9 @@ class CacheManager:
         """Call ``callback()`` whenever what this node holds changes."""
         self._changed_callbacks.append(callback)
 
-    # -- what the node reports ----------------------------------------------
-
     @property
     def capacity_bytes(self) -> int:
         return self._cache.capacity_bytes
-
-    def used_bytes(self) -> int:
-        """Bytes of every copy here, loads still waiting for room included
-        (what other nodes should count on this node for placement)."""
-        return self._copies.used_bytes()
-
-    def model_count(self) -> int:
-        return self._copies.model_count()
-
-    def loading_count(self) -> int:
-        return self._copies.loading_count()
-
-    def lru_time_ms(self) -> int:
-        return self._copies.lru_time_ms()
-
-    def requests_per_minute(self) -> int:
-        return self._copies.requests_per_minute()
-
-    def holds(self, model_id: str) -> bool:
-        """Whether a ready copy of the model is here."""
-        return self._copies.holds(model_id)
-
-    def has_copy(self, model_id: str) -> bool:
-        """Whether a copy is here, ready or loading."""
-        return self._copies.has_copy(model_id)
-
-    def model_rpm(self) -> dict[str, int]:
-        """Requests per minute served by each ready copy here."""
-        return self._copies.model_rpm()
-
-    def recently_used(self, within_seconds: float) -> list[str]:
-        """Ready models used within the window, most recent first."""
-        return self._copies.recently_used(within_seconds)
 
     # -- the request path ------------------------------------------------------
 
@@ -274,31 +239,33 @@ class CacheManager:
 
     async def _load(self, c: local_copies.LocalCopy) -> None:
         model_id = c.model_id
-        t0 = time.monotonic()
+        steps = load_steps.LoadSteps()
         try:
             await self._records.claim(
                 load_claims.LoadClaim(model_id, self.instance_id, c.extra_copy, c.ignore)
             )
             self.loads_claimed += 1
             self._changed()  # other nodes see the load (and its bytes) coming
+            steps.mark("claim")
             path = await self._puller.pull(model_id, c.source)
-            disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            steps.mark("pull")
             if c.source.size_bytes <= 0:  # never measured: predict from its type
+                disk = await asyncio.to_thread(_folder_bytes, path)
                 c.size_bytes = self.sizes.predict(c.source.model_type, disk)
             await self._make_room(c)
+            steps.mark("room")
             async with asyncio.timeout(self._cache.load_timeout_seconds):
                 measured = await self._runtime.load(model_id, c.source.model_type, path)
+            steps.mark("load")
         except (Exception, asyncio.CancelledError) as e:
             await self._load_failed(c, e)
             return
         c.size_bytes = max(measured, self._cache.min_model_size_bytes)
         self.sizes = self.sizes.learned(c.source.model_type, c.size_bytes)
-        elapsed_ms = (time.monotonic() - t0) * 1000
-        self.metrics.loaded(model_id, elapsed_ms, c.size_bytes)
-        log.info("model %s loaded in %.0f ms, %d bytes", model_id, elapsed_ms, c.size_bytes)
-        await self._loaded(c)
+        self.metrics.loaded(model_id, steps.total_ms(), c.size_bytes)
+        await self._loaded(c, steps)
 
-    async def _loaded(self, c: local_copies.LocalCopy) -> None:
+    async def _loaded(self, c: local_copies.LocalCopy, steps: load_steps.LoadSteps) -> None:
         """Record the loaded copy, tell its waiters, and undo what changed
         while it loaded."""
         model_id = c.model_id
@@ -308,6 +275,15 @@ class CacheManager:
             rec = await self._records.loaded(model_id, c.size_bytes)
         except errors.MeshError as e:
             log.warning("model %s loaded but its record could not be written: %s", model_id, e)
+        steps.mark("record")
+        self.metrics.load_steps(steps.ms)
+        log.info(
+            "model %s ready in %.1f ms (%s), %d bytes",
+            model_id,
+            steps.total_ms(),
+            steps.summary(),
+            c.size_bytes,
+        )
         c.phase = local_copies.CopyPhase.LOADED
         c.ready.set_result(None)
         self._room_freed.fire()
@@ -370,11 +346,15 @@ class CacheManager:
                     for x in self._copies.held()
                     if x is not c
                 ]
-                guarded = self._churn_guard(others)
+                guarded = eviction.churn_guarded(
+                    others, self._cache.churn_threshold_seconds, time.time()
+                )
                 try:
                     plan = eviction.plan_room(guarded, self.capacity_bytes, c.size_bytes)
                 except errors.NoRoomNow:
-                    if guarded is not others and self._fits(others, c):
+                    if guarded is not others and eviction.fits(
+                        others, self.capacity_bytes, c.size_bytes
+                    ):
                         # Room is held by recently used models, not busy ones:
                         # refuse now rather than thrash (or wait on a clock).
                         raise errors.NoRoomNow(
@@ -393,21 +373,6 @@ class CacheManager:
             log.info("model %s waits for room: models in use or loading hold it", c.model_id)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(freed.wait(), deadline - loop.time())
-
-    def _fits(self, entries: list[eviction.Entry], c: local_copies.LocalCopy) -> bool:
-        try:
-            eviction.plan_room(entries, self.capacity_bytes, c.size_bytes)
-        except errors.InsufficientCapacity:
-            return False
-        return True
-
-    def _churn_guard(self, entries: list[eviction.Entry]) -> list[eviction.Entry]:
-        """Entries used within the churn threshold count as pinned."""
-        threshold = self._cache.churn_threshold_seconds
-        if threshold <= 0:
-            return entries
-        recent = time.time() - threshold
-        return [dataclasses.replace(e, pinned=True) if e.last_used > recent else e for e in entries]
 
     async def _evict(self, model_id: str, reason: str) -> None:
         c = self._copies.get(model_id)
@@ -453,17 +418,33 @@ class CacheManager:
                 log.warning("runtime could not unload %s: %s", model_id, e)
                 ok = False
             self.metrics.unloaded(model_id, (time.monotonic() - t0) * 1000, ok)
-            with contextlib.suppress(Exception):
-                await self._puller.remove(model_id)
+            kept = await self._retire_files(c, keep=ok)
             # Recorded before a waiting request may load the model again, so
             # this write cannot erase the next load's claim.
             with contextlib.suppress(errors.MeshError):
-                await self._records.withdraw(model_id)
+                await self._records.withdraw(model_id, on_disk=kept)
         finally:
             self._copies.discard(c)
             c.ready.set_result(None)
             self._room_freed.fire()
             self._changed()
+
+    async def _retire_files(self, c: local_copies.LocalCopy, keep: bool) -> bool:
+        """Keep the unloaded model's files in the disk tier if it is still
+        registered as it was loaded; whether they were kept."""
+        rec = self._table.model(c.model_id)
+        try:
+            if keep and rec is not None and rec.same_source(c.source):
+                return await self._puller.retire(c.model_id, rec)
+            await self._puller.remove(c.model_id)
+        except Exception as e:
+            log.warning("files of model %s not kept or removed: %s", c.model_id, e)
+        return False
+
+    def dropped_from_disk(self, model_id: str) -> None:
+        """The disk tier dropped the model's files: say so in its record."""
+        if self._copies.get(model_id) is None:
+            self._spawn(self._records.off_disk(model_id))
 
     # -- the placement table ------------------------------------------------------
 
@@ -489,3 +470,7 @@ class CacheManager:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+
+
+def _folder_bytes(path: pathlib.Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -46,21 +46,38 @@ class CopyRecordWriter:
         self._touched: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
 
-    async def record(self, model_id: str, change: _Change) -> records.ModelRecord | None:
+    async def record(
+        self, model_id: str, change: _Change, *, mirrored: bool = True
+    ) -> records.ModelRecord | None:
         """Apply ``change`` to the model's record if it still exists (an
-        unregistered model stays unregistered), and wait until this node's
-        mirror shows it, so a status read after this call sees the change."""
+        unregistered model stays unregistered), and (``mirrored``) wait until
+        this node's mirror shows it, so a status read after this call sees
+        the change."""
         rec = await self._store.update_model(
             model_id, lambda r: r if r is None else change(r), self._table.model_entry(model_id)
         )
-        await self._table.wait_until(
-            lambda: self._table.model(model_id) == rec, MIRROR_WAIT_SECONDS
-        )
+        if mirrored:
+            await self._table.wait_until(
+                lambda: self._table.model(model_id) == rec, MIRROR_WAIT_SECONDS
+            )
         return rec
 
-    async def withdraw(self, model_id: str) -> records.ModelRecord | None:
-        """No copy of the model here any more."""
-        return await self.record(model_id, lambda r: r.without_copy(self.instance_id))
+    async def withdraw(self, model_id: str, on_disk: bool = False) -> records.ModelRecord | None:
+        """No copy of the model here any more; ``on_disk``: its files stay in
+        this node's disk tier."""
+        return await self.record(
+            model_id,
+            lambda r: r.without_copy(self.instance_id).with_disk_copy(self.instance_id, on_disk),
+        )
+
+    async def off_disk(self, model_id: str) -> None:
+        """This node's disk tier no longer holds the model's files."""
+        try:
+            await self.record(
+                model_id, lambda r: r.with_disk_copy(self.instance_id, False), mirrored=False
+            )
+        except errors.MeshError as e:
+            log.debug("disk copy of %s not withdrawn: %s", model_id, e)
 
     async def withdraw_left_over(self) -> None:
         """Withdraw the copies a previous run of this node left in etcd (the
@@ -71,10 +88,13 @@ class CopyRecordWriter:
 
     async def claim(self, claim: load_claims.LoadClaim) -> None:
         """Record this node's copy LOADING, or raise
-        :class:`mesh.core.errors.Reroute` (:func:`mesh.core.load_claims.claimed`)."""
+        :class:`mesh.core.errors.Reroute` (:func:`mesh.core.load_claims.claimed`).
+        The compare-and-set settles the claim; the pull need not wait for this
+        node's mirror to show it (the LOADED write that ends the load does)."""
         await self.record(
             claim.model_id,
             lambda r: load_claims.claimed(claim, r, self._table.instances(), clock.now_ms()),
+            mirrored=False,
         )
 
     async def loaded(self, model_id: str, size_bytes: int) -> records.ModelRecord | None:
@@ -92,7 +112,12 @@ class CopyRecordWriter:
     async def failed(self, model_id: str, message: str) -> None:
         """Record that the model failed to load here (and no copy is here)."""
         failure = records.FailureInfo(clock.now_ms(), message)
-        await self.record(model_id, lambda r: r.with_failure(self.instance_id, failure))
+        await self.record(
+            model_id,
+            lambda r: r.with_failure(self.instance_id, failure).with_disk_copy(
+                self.instance_id, False
+            ),
+        )
 
     # -- last-used times -------------------------------------------------------
 

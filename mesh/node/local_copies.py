@@ -269,6 +269,46 @@ class LocalCopies:
         return [c.model_id for c in sorted(used, key=lambda c: c.last_used, reverse=True)]
 
 
+class CopyReports:
+    """What a node reports of its copies (the cache manager's read-only
+    half, over its :class:`LocalCopies`)."""
+
+    _copies: LocalCopies
+
+    def used_bytes(self) -> int:
+        """Bytes of every copy here, loads still waiting for room included
+        (what other nodes should count on this node for placement)."""
+        return self._copies.used_bytes()
+
+    def model_count(self) -> int:
+        return self._copies.model_count()
+
+    def loading_count(self) -> int:
+        return self._copies.loading_count()
+
+    def lru_time_ms(self) -> int:
+        return self._copies.lru_time_ms()
+
+    def requests_per_minute(self) -> int:
+        return self._copies.requests_per_minute()
+
+    def holds(self, model_id: str) -> bool:
+        """Whether a ready copy of the model is here."""
+        return self._copies.holds(model_id)
+
+    def has_copy(self, model_id: str) -> bool:
+        """Whether a copy is here, ready or loading."""
+        return self._copies.has_copy(model_id)
+
+    def model_rpm(self) -> dict[str, int]:
+        """Requests per minute served by each ready copy here."""
+        return self._copies.model_rpm()
+
+    def recently_used(self, within_seconds: float) -> list[str]:
+        """Ready models used within the window, most recent first."""
+        return self._copies.recently_used(within_seconds)
+
+
 class CopyLender(Protocol):
     """What :class:`ServingCopy` borrows a copy from (the cache manager)."""
 

@@ -11,8 +11,12 @@ The histograms every request moves are
 :class:`mesh.node.request_histogram.RequestHistogram` (no lock, a bisection
 per observation); the rest are ``prometheus_client``'s own.
 
-Two are meshserve's own (ModelMesh has no pull metric):
-``meshserve_model_pull_milliseconds`` and ``meshserve_model_pull_bytes``.
+Some are meshserve's own (ModelMesh has no pull metric nor disk tier):
+``meshserve_model_pull_milliseconds`` and ``meshserve_model_pull_bytes``,
+``meshserve_load_step_milliseconds{step}`` (claim, pull, room, load, record:
+:mod:`mesh.node.load_steps`), and the disk tier's
+``meshserve_disk_cache_hits_total``, ``..._misses_total``,
+``..._evictions_total`` and ``meshserve_disk_cache_bytes``.
 
 Per-model labels are off by default (one series per model is too many with
 thousands of models); ``MESHSERVE_METRICS_PER_MODEL=true`` turns a
@@ -175,6 +179,50 @@ def _copy_metrics(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class DiskCacheMetrics:
+    """The disk tier (:mod:`puller.disk_cache`) and the steps of each load."""
+
+    hits: prometheus_client.Counter
+    misses: prometheus_client.Counter
+    evictions: prometheus_client.Counter
+    held: prometheus_client.Gauge
+    load_step: prometheus_client.Histogram
+
+
+def _disk_cache_metrics(registry: prometheus_client.CollectorRegistry) -> DiskCacheMetrics:
+    c = prometheus_client.Counter
+    return DiskCacheMetrics(
+        hits=c(
+            "meshserve_disk_cache_hits",
+            "Loads whose files came from the node's disk tier (no pull)",
+            registry=registry,
+        ),
+        misses=c(
+            "meshserve_disk_cache_misses",
+            "Loads that pulled the model's files from storage",
+            registry=registry,
+        ),
+        evictions=c(
+            "meshserve_disk_cache_evictions",
+            "Models whose kept files were dropped from the disk tier",
+            registry=registry,
+        ),
+        held=prometheus_client.Gauge(
+            "meshserve_disk_cache_bytes",
+            "Bytes of model files the disk tier holds",
+            registry=registry,
+        ),
+        load_step=prometheus_client.Histogram(
+            "meshserve_load_step_milliseconds",
+            "Time of each step of a load (claim, pull, room, load, record)",
+            ("step",),
+            buckets=_MS,
+            registry=registry,
+        ),
+    )
+
+
 class Metrics:
     """One node's metrics, in their own registry."""
 
@@ -184,6 +232,7 @@ class Metrics:
         model = ("modelId",) if per_model else ()
         self.requests = _request_metrics(self.registry, model)
         self.copies = _copy_metrics(self.registry, model)
+        self.disk = _disk_cache_metrics(self.registry)
         self.model_stats = model_stats.StatsBook()
         """Per-model inference counts as Triton reports them (all models, always)."""
 
@@ -225,6 +274,23 @@ class Metrics:
         _observe(self.copies.pull, labels, ms)
         fetched = self.copies.pull_bytes
         (fetched.labels(*labels) if labels else fetched).inc(size_bytes)
+
+    def load_steps(self, steps: dict[str, float]) -> None:
+        """The milliseconds of each step of one load."""
+        for step, ms in steps.items():
+            self.disk.load_step.labels(step).observe(ms)
+
+    def disk_cache(self, event: str, held_bytes: int) -> None:
+        """A disk tier event (``hit``, ``miss``, ``dropped``...) and the
+        bytes it holds after it."""
+        counter = {
+            "hit": self.disk.hits,
+            "miss": self.disk.misses,
+            "dropped": self.disk.evictions,
+        }.get(event)
+        if counter is not None:
+            counter.inc()
+        self.disk.held.set(held_bytes)
 
     def load_failed(self, model_id: str) -> None:
         _inc(self.copies.load_failure, self._labels(model_id))

@@ -77,6 +77,9 @@ class FolderPuller:
     async def remove(self, model_id: str) -> None:
         pass
 
+    async def retire(self, model_id: str, record: records.ModelRecord) -> bool:
+        return False
+
 
 @dataclasses.dataclass(frozen=True)
 class Node:

@@ -51,8 +51,8 @@ def test_prefers_the_node_with_the_most_free_space() -> None:
 
 def test_a_model_goes_back_to_the_node_that_held_it_last_when_that_node_has_room() -> None:
     instances = {"a": node(20), "b": node(60)}
-    assert choose(instances, prefer="a") == "a"
-    assert choose({"a": node(5), "b": node(60)}, prefer="a") == "b"  # no room there: the rule
+    assert choose(instances, last_node="a") == "a"
+    assert choose({"a": node(5), "b": node(60)}, last_node="a") == "b"  # no room there: the rule
     model = dataclasses.replace(_model(), last_node="a")
     assert _route(model, {"self": node(60), "a": node(20)}) == placement.Route(
         placement.Action.LOAD_THERE, "a"
@@ -263,3 +263,21 @@ def test_a_copy_a_models_minimum_needs_is_not_extra() -> None:
     assert not placement.is_extra_copy(rec, instances, "a")
     rec = dataclasses.replace(rec, copies=_copies(a=loaded, b=loaded, c=loaded))
     assert placement.is_extra_copy(rec, instances, "a")
+
+
+def test_a_node_whose_disk_holds_the_model_is_preferred_among_nodes_with_room() -> None:
+    instances = {"a": node(20), "b": node(60)}
+    assert choose(instances, on_disk=("a",)) == "a"
+    assert choose(instances, on_disk=("gone",)) == "b"
+
+
+def test_a_node_whose_disk_holds_the_model_is_preferred_among_nodes_that_evict() -> None:
+    instances = {"old": node(0, lru=1), "new": node(0, lru=2)}
+    assert choose(instances, on_disk=("new",)) == "new"
+    assert choose({"roomy": node(50), "new": node(0, lru=2)}, on_disk=("new",)) == "roomy"
+
+
+def test_a_load_goes_to_the_node_whose_disk_holds_the_model() -> None:
+    model = dataclasses.replace(_model(), disk_copies=("other",))
+    route = _route(model, {"self": node(60), "other": node(20)})
+    assert route == placement.Route(placement.Action.LOAD_THERE, "other")
