@@ -36,6 +36,9 @@ def _series(text: str, name: str) -> float:
     raise AssertionError(f"{name} is not exposed")
 
 
+_PULLS = "meshserve_model_pull_milliseconds_count"
+
+
 def _model_state(c: mesh_client.MeshClient, model_id: str) -> str:
     for m in c.models():
         if m.model_id == model_id:
@@ -309,13 +312,21 @@ def test_evicts_least_recently_used_model_when_capacity_is_full(
         mesh_fixtures.wait_for(lambda: mesh.instances()[0].model_count == 2)
         (inst,) = mesh.instances()
         assert inst.used_bytes <= inst.capacity_bytes
-        # The evicted model still serves: it is loaded again on demand.
+        pulls = _series(small_node.node.metrics.exposition().decode(), _PULLS)
+        # The evicted model still serves: it is loaded again on demand, from
+        # the files the disk tier kept (no pull), and says so in its record.
+        rec = small_node.node.table.model(specs["wine"].model_id)
+        assert rec is not None and rec.disk_copies == (small_node.config.node.instance_id,)
         np.testing.assert_array_equal(
             mesh_fixtures.infer(small_node.endpoint, names["wine"], trained["wine"].inputs),
             trained["wine"].expected,
         )
     # What an operator's dashboard shows of it (the node's :2112 metrics).
     text = small_node.node.metrics.exposition().decode()
+    assert _series(text, _PULLS) == pulls == 3
+    assert _series(text, "meshserve_disk_cache_hits_total") == 1
+    assert _series(text, "meshserve_disk_cache_misses_total") == 3
+    assert _series(text, "meshserve_disk_cache_bytes") > 0
     assert _series(text, "modelmesh_model_evicted_total") >= 1
     assert _series(text, "modelmesh_age_at_eviction_milliseconds_count") >= 1
     assert _series(text, "modelmesh_unloadmodel_milliseconds_count") >= 1
