@@ -101,7 +101,15 @@ from prometheus_client import parser as prometheus_parser
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from kube import mesh_client
-from load_tests import cold_path_bench, cold_path_report, latency, loadgen, local_node, report
+from load_tests import (
+    cold_disk_reload,
+    cold_path_bench,
+    cold_path_report,
+    latency,
+    loadgen,
+    local_node,
+    report,
+)
 from meshserve import samples
 from runtime_adapters import mlserver
 
@@ -363,6 +371,9 @@ async def measure_async(cfg: Config, work: pathlib.Path) -> dict[str, Any]:
         with mesh_client.MeshClient(b.node.endpoint) as mc:
             for kind, sample in models.items():
                 results[kind] = await measure_model(cfg, b, mc, kind, sample)
+                results[kind]["disk_reload"] = await cold_disk_reload.measure(
+                    b, mc, kind, sample, cfg.runs, stats
+                )
     return {
         "machine": report.machine(),
         "config": dataclasses.asdict(cfg),

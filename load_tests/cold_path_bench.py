@@ -199,6 +199,16 @@ class Bench:
         return self.node.data_dir / "models"
 
 
+ONE_MODEL_ENV = {
+    "MESHSERVE_CAPACITY": "1Gi",
+    "MESHSERVE_MIN_MODEL_SIZE": "600Mi",
+    "MESHSERVE_CHURN_THRESHOLD": "0",
+}
+"""Room for one model in the node's memory, evicted at once when another
+comes (the cold runs hold one model at a time, so they are unaffected; the
+disk-reload step, :mod:`load_tests.cold_disk_reload`, needs it)."""
+
+
 def cold_node(
     work: pathlib.Path, etcd: str, metrics_port: int, config_dir: pathlib.Path
 ) -> local_node.NodeProcess:
@@ -214,6 +224,7 @@ def cold_node(
             "MESHSERVE_STORAGE_CONFIG": str(config_dir),
             "MESHSERVE_LOG_LEVEL": "INFO",
             "MESHSERVE_LOG_FORMAT": "json",
+            **ONE_MODEL_ENV,
         },
     )
 
