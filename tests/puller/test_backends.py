@@ -11,7 +11,7 @@ import botocore.exceptions
 import pytest
 
 from meshserve import cli, local_mesh
-from puller import azure_blob, factory, gcs, http_url, model_puller, s3, store
+from puller import azure_blob, disk_cache, factory, gcs, http_url, s3, store
 
 
 def test_s3_reads_modelmesh_fields() -> None:
@@ -108,8 +108,8 @@ def test_make_puller_sweeps_leftovers(tmp_path: pathlib.Path) -> None:
     model_dir = tmp_path / "models"
     (model_dir / "left-behind").mkdir(parents=True)
     puller = factory.make_puller(model_dir, tmp_path, None)
-    assert isinstance(puller, model_puller.StoragePuller)
-    assert list(model_dir.iterdir()) == []
+    assert isinstance(puller, disk_cache.DiskCachePuller)
+    assert [p.name for p in model_dir.iterdir()] == [disk_cache.CACHE_FOLDER]
 
 
 def test_up_passes_an_absolute_storage_config_folder_to_each_node(
