@@ -8,7 +8,9 @@ layout), and the path is taken inside it, never above it.
 
 :class:`LocalStore` is the :class:`puller.store.Store` for both, used by
 :mod:`puller.model_puller` like any other backend, so local models get the
-same staging, checks and archive unpacking.
+same staging, checks and archive unpacking; a file that is not an archive
+to unpack is hard-linked into the staging folder rather than copied where
+the file system allows (:meth:`LocalStore.link`).
 """
 
 from __future__ import annotations
@@ -112,6 +114,23 @@ class LocalStore:
             return found
         except PermissionError as e:
             raise store.AccessDenied(f"no permission to read {e.filename}") from None
+
+    def link(self, obj: store.RemoteObject, dest: pathlib.Path) -> bool:
+        """Hard-link the file into ``dest`` instead of copying it, where the
+        file system allows (same device, a file this process may link);
+        whether it did. A link costs no bytes and no time whatever the size;
+        the runtime never writes into a model file (it replaces its own
+        config file), so the user's file stays as it was, and a later change
+        to it is seen by the disk tier's check (:mod:`puller.disk_cache`)."""
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(obj.handle, dest)
+            if os.path.getsize(dest) == obj.size:
+                return True
+            dest.unlink()  # changed since it was listed: copy it, never write through a link
+        except OSError:
+            pass
+        return False
 
     def fetch(self, obj: store.RemoteObject, sink: store.Sink) -> None:
         try:

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import BinaryIO
 
 from mesh.core import errors, records
-from puller import archive, backends, storage_config, store
+from puller import archive, backends, local_files, storage_config, store
 
 log = logging.getLogger(__name__)
 
@@ -393,9 +393,11 @@ class StoragePuller:
             content.mkdir()
             progress = _Progress(model_id, where, needed, cancel, self.settings)
             unpack = len(targets) == 1 and archive.archive_format(targets[0].relative) is not None
+            local = backend if isinstance(backend, local_files.LocalStore) else None
             for t in targets:
                 dest = (work / "archive" if unpack else content) / t.relative
-                self._fetch(backend, t.obj, dest, progress)
+                if unpack or local is None or not local.link(t.obj, dest):
+                    self._fetch(backend, t.obj, dest, progress)
             if unpack:
                 t1 = time.monotonic()
                 packed = work / "archive" / targets[0].relative

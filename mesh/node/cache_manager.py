@@ -161,8 +161,11 @@ class CacheManager(local_copies.CopyReports):
         self, model_id: str, timeout: float | None = None, *, extra_copy: bool = False
     ) -> None:
         """Load ``model_id`` here if it is not (no request needed); with
-        ``extra_copy``, even if another node holds it too."""
-        await self._ready_copy(model_id, timeout, extra_copy=extra_copy)
+        ``extra_copy``, even if another node holds it too. Returns once the
+        copy is recorded in etcd."""
+        c = await self._ready_copy(model_id, timeout, extra_copy=extra_copy)
+        if c.recording is not None:
+            await asyncio.shield(c.recording)
 
     def load_soon(self, model_id: str, *, extra_copy: bool = False) -> None:
         """Start loading ``model_id`` here in the background (errors are logged
@@ -240,14 +243,13 @@ class CacheManager(local_copies.CopyReports):
     async def _load(self, c: local_copies.LocalCopy) -> None:
         model_id = c.model_id
         steps = load_steps.LoadSteps()
+        # The pull runs beside the claim: the claim must settle before the
+        # runtime loads (one load cluster-wide), not before the files come.
+        pull = asyncio.create_task(self._puller.pull(model_id, c.source))
         try:
-            await self._records.claim(
-                load_claims.LoadClaim(model_id, self.instance_id, c.extra_copy, c.ignore)
-            )
-            self.loads_claimed += 1
-            self._changed()  # other nodes see the load (and its bytes) coming
+            await self._claim(c, pull)
             steps.mark("claim")
-            path = await self._puller.pull(model_id, c.source)
+            path = await pull
             steps.mark("pull")
             if c.source.size_bytes <= 0:  # never measured: predict from its type
                 disk = await asyncio.to_thread(_folder_bytes, path)
@@ -265,16 +267,36 @@ class CacheManager(local_copies.CopyReports):
         self.metrics.loaded(model_id, steps.total_ms(), c.size_bytes)
         await self._loaded(c, steps)
 
+    async def _claim(self, c: local_copies.LocalCopy, pull: asyncio.Task[pathlib.Path]) -> None:
+        """Claim the load in etcd; if that fails, stop the pull and keep or
+        delete what it fetched."""
+        try:
+            await self._records.claim(
+                load_claims.LoadClaim(c.model_id, self.instance_id, c.extra_copy, c.ignore)
+            )
+        except BaseException:
+            pull.cancel()
+            await asyncio.gather(pull, return_exceptions=True)
+            await self._retire_files(c, keep=True)
+            raise
+        self.loads_claimed += 1
+        self._changed()  # other nodes see the load (and its bytes) coming
+
     async def _loaded(self, c: local_copies.LocalCopy, steps: load_steps.LoadSteps) -> None:
-        """Record the loaded copy, tell its waiters, and undo what changed
-        while it loaded."""
+        """Tell the copy's waiters, record it (their answers wait for that,
+        not their inferences), and undo what changed while it loaded."""
         model_id = c.model_id
         rec: records.ModelRecord | None = c.source
+        recording = c.recording = asyncio.get_running_loop().create_future()
+        c.phase = local_copies.CopyPhase.LOADED
+        c.ready.set_result(None)
         try:
-            # Recorded before anyone is told, so a status read next says LOADED.
             rec = await self._records.loaded(model_id, c.size_bytes)
         except errors.MeshError as e:
             log.warning("model %s loaded but its record could not be written: %s", model_id, e)
+        finally:
+            c.recording = None
+            recording.set_result(None)
         steps.mark("record")
         self.metrics.load_steps(steps.ms)
         log.info(
@@ -284,8 +306,6 @@ class CacheManager(local_copies.CopyReports):
             steps.summary(),
             c.size_bytes,
         )
-        c.phase = local_copies.CopyPhase.LOADED
-        c.ready.set_result(None)
         self._room_freed.fire()
         self._changed()
         if rec is None or not rec.same_source(c.source):
@@ -403,6 +423,9 @@ class CacheManager(local_copies.CopyReports):
 
     async def _unload(self, model_id: str, reason: str) -> None:
         c = self._copies.get(model_id)
+        if c is not None and c.recording is not None:  # its LOADED write must land first
+            await asyncio.shield(c.recording)
+            c = self._copies.get(model_id)
         if c is None or c.phase is not local_copies.CopyPhase.LOADED:
             return
         c.phase = local_copies.CopyPhase.UNLOADING

@@ -67,6 +67,11 @@ class LocalCopy:
     """Room was made for it: it counts toward the node's used bytes (a copy
     still pulling, or waiting for room, takes none)."""
     recent: RecentRequests = dataclasses.field(default_factory=RecentRequests)
+    recording: asyncio.Future[None] | None = None
+    """The write that records the loaded copy in etcd, while it is in
+    flight: the first requests run beside it and answer once it ends (so a
+    status read after an answer says LOADED), and the copy is not unloaded
+    before it ends."""
 
     @classmethod
     def loading(
@@ -100,7 +105,10 @@ class LocalCopy:
             self.model_id,
             self.size_bytes,
             self.last_used,
-            pinned=self.phase is not CopyPhase.LOADED or self.in_flight > 0 or self.waiting > 0,
+            pinned=self.phase is not CopyPhase.LOADED
+            or self.in_flight > 0
+            or self.waiting > 0
+            or self.recording is not None,
             extra=extra,
             popularity=popularity,
         )
@@ -354,6 +362,11 @@ class ServingCopy:
         self._copy = c
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._copy is not None:
-            self._lender.release(self._copy)
-            self._copy = None
+        c, self._copy = self._copy, None
+        if c is None:
+            return
+        try:
+            if c.recording is not None:  # a first request answers once the copy is recorded
+                await asyncio.shield(c.recording)
+        finally:
+            self._lender.release(c)

@@ -390,6 +390,8 @@ async def test_local_folders_keep_working_without_any_storage_config(
     )
     folder = await puller.pull("iris-local", records.ModelRecord("sklearn", "trained/iris"))
     assert (folder / "model.joblib").read_bytes() == b"weights"
+    # Linked, not copied (same file system); the runtime replaces its own files.
+    assert (folder / "model.joblib").stat().st_ino == (source / "model.joblib").stat().st_ino
     single = await puller.pull(
         "iris-file", records.ModelRecord("sklearn", f"file://{source}/model.joblib")
     )
