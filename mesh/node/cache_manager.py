@@ -5,8 +5,9 @@ load, and where a full node makes room. The rules are pure functions (what
 to evict: :mod:`mesh.core.eviction`; whether to load at all:
 :mod:`mesh.core.load_claims`); the copies, their pins and counters are
 :mod:`mesh.node.local_copies`; the etcd writes that keep every copy's state
-truthful (LOADING, LOADED, failed, gone) are :mod:`mesh.node.copy_records`.
-This module makes the decisions and carries them out.
+truthful (LOADING, LOADED, failed, gone) are :mod:`mesh.node.copy_records`;
+what becomes of its files, :mod:`mesh.node.model_files`. This module makes
+the decisions and carries them out; :mod:`mesh.node.load_steps` times them.
 
 Concurrency, all on one event loop:
 
@@ -48,7 +49,7 @@ from mesh.core import (
     sizes,
 )
 from mesh.kv import placement_table, records_store
-from mesh.node import copy_records, load_steps, local_copies, metrics
+from mesh.node import copy_records, load_steps, local_copies, metrics, model_files
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class CacheManager(local_copies.CopyReports):
         self._records = copy_records.CopyRecordWriter(
             self.instance_id, record_store, placement, config.cache.last_used_write_interval_seconds
         )
+        self._files = model_files.ModelFiles(puller, placement)
         self._room = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._room_freed = local_copies.ChangeSignal()
@@ -268,16 +270,13 @@ class CacheManager(local_copies.CopyReports):
         await self._loaded(c, steps)
 
     async def _claim(self, c: local_copies.LocalCopy, pull: asyncio.Task[pathlib.Path]) -> None:
-        """Claim the load in etcd; if that fails, stop the pull and keep or
-        delete what it fetched."""
+        """Claim the load in etcd; if that fails, stop the pull beside it."""
         try:
             await self._records.claim(
                 load_claims.LoadClaim(c.model_id, self.instance_id, c.extra_copy, c.ignore)
             )
         except BaseException:
-            pull.cancel()
-            await asyncio.gather(pull, return_exceptions=True)
-            await self._retire_files(c, keep=True)
+            await self._files.abandon(c.model_id, c.source, pull)
             raise
         self.loads_claimed += 1
         self._changed()  # other nodes see the load (and its bytes) coming
@@ -398,7 +397,7 @@ class CacheManager(local_copies.CopyReports):
         c = self._copies.get(model_id)
         if c is not None:
             self.metrics.evicted_model(model_id, (time.time() - c.last_used) * 1000)
-        await self._unload(model_id, reason)
+        await self._unload(model_id, reason, settle_later=True)
 
     def _is_extra_copy(self, model_id: str) -> bool:
         rec = self._table.model(model_id)
@@ -421,7 +420,9 @@ class CacheManager(local_copies.CopyReports):
         """Unload the copy here, if any (waits for in-flight requests)."""
         await self._unload(model_id, reason)
 
-    async def _unload(self, model_id: str, reason: str) -> None:
+    async def _unload(self, model_id: str, reason: str, *, settle_later: bool = False) -> None:
+        """Unload the copy from the runtime, then :meth:`_settle` it (with
+        ``settle_later``, after returning: a load waits for the memory only)."""
         c = self._copies.get(model_id)
         if c is not None and c.recording is not None:  # its LOADED write must land first
             await asyncio.shield(c.recording)
@@ -430,6 +431,7 @@ class CacheManager(local_copies.CopyReports):
             return
         c.phase = local_copies.CopyPhase.UNLOADING
         c.ready = asyncio.get_running_loop().create_future()
+        ok = False
         try:
             await local_copies.until_idle(c, self._room_freed, UNLOAD_WAIT_SECONDS)
             log.info("unloading model %s: %s", model_id, reason)
@@ -439,34 +441,33 @@ class CacheManager(local_copies.CopyReports):
                 ok = True
             except errors.MeshError as e:
                 log.warning("runtime could not unload %s: %s", model_id, e)
-                ok = False
             self.metrics.unloaded(model_id, (time.monotonic() - t0) * 1000, ok)
-            kept = await self._retire_files(c, keep=ok)
-            # Recorded before a waiting request may load the model again, so
-            # this write cannot erase the next load's claim.
-            with contextlib.suppress(errors.MeshError):
-                await self._records.withdraw(model_id, on_disk=kept)
-        finally:
-            self._copies.discard(c)
-            c.ready.set_result(None)
-            self._room_freed.fire()
-            self._changed()
+        except BaseException:
+            self._forget_copy(c)
+            raise
+        if settle_later:
+            self._spawn(self._settle(c, ok))
+        else:
+            await self._settle(c, ok)
 
-    async def _retire_files(self, c: local_copies.LocalCopy, keep: bool) -> bool:
-        """Keep the unloaded model's files in the disk tier if it is still
-        registered as it was loaded; whether they were kept."""
-        rec = self._table.model(c.model_id)
+    async def _settle(self, c: local_copies.LocalCopy, ok: bool) -> None:
+        """Keep or delete an unloaded copy's files and withdraw it from etcd
+        before forgetting it (so this write cannot erase a next load's claim)."""
         try:
-            if keep and rec is not None and rec.same_source(c.source):
-                return await self._puller.retire(c.model_id, rec)
-            await self._puller.remove(c.model_id)
-        except Exception as e:
-            log.warning("files of model %s not kept or removed: %s", c.model_id, e)
-        return False
+            kept = await self._files.retire(c.model_id, c.source, keep=ok)
+            with contextlib.suppress(errors.MeshError):
+                await self._records.withdraw(c.model_id, on_disk=kept)
+        finally:
+            self._forget_copy(c)
+
+    def _forget_copy(self, c: local_copies.LocalCopy) -> None:
+        self._copies.discard(c)
+        c.ready.set_result(None)
+        self._room_freed.fire()
+        self._changed()
 
     def dropped_from_disk(self, model_id: str) -> None:
-        """The disk tier dropped the model's files: say so in its record."""
-        if self._copies.get(model_id) is None:
+        if self._copies.get(model_id) is None:  # the disk tier dropped its files
             self._spawn(self._records.off_disk(model_id))
 
     # -- the placement table ------------------------------------------------------
