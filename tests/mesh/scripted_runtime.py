@@ -65,8 +65,13 @@ class ScriptedRuntime:
 
 
 class FolderPuller:
-    def __init__(self, root: pathlib.Path) -> None:
+    """Writes a small model file per pull; with ``keep``, says it keeps the
+    files of retired models (a disk tier), listing them in ``retired``."""
+
+    def __init__(self, root: pathlib.Path, keep: bool = False) -> None:
         self.root = root
+        self.keep = keep
+        self.retired: list[str] = []
 
     async def pull(self, model_id: str, record: records.ModelRecord) -> pathlib.Path:
         d = self.root / model_id
@@ -78,7 +83,8 @@ class FolderPuller:
         pass
 
     async def retire(self, model_id: str, record: records.ModelRecord) -> bool:
-        return False
+        self.retired.append(model_id)
+        return self.keep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +104,7 @@ async def node(
     cache: settings.CacheSettings,
     models: Iterable[str],
     runtime: ScriptedRuntime | None = None,
+    puller: FolderPuller | None = None,
 ) -> AsyncIterator[Node]:
     """A started cache manager ("n1") over ``runtime`` (a new scripted one by
     default) with ``models`` registered (type sklearn); stopped, with every
@@ -110,7 +117,8 @@ async def node(
         cache=cache, node=settings.NodeSettings(instance_id="n1", data_dir=tmp_path)
     )
     runtime = runtime or ScriptedRuntime()
-    manager = cache_manager.CacheManager(config, rs, mirror, runtime, FolderPuller(tmp_path))
+    puller = puller or FolderPuller(tmp_path)
+    manager = cache_manager.CacheManager(config, rs, mirror, runtime, puller)
     await manager.start()
     names = list(models)
     for m in names:

@@ -335,3 +335,31 @@ async def test_concurrent_loads_never_hold_more_than_the_capacity(
         await asyncio.gather(*(request(rng.choice("abcd"), rng.randrange(20)) for _ in range(100)))
     assert runtime.most_held <= 2, runtime.most_held
     assert len(runtime.loads) >= 4  # the four models took turns
+
+
+async def test_a_first_request_answers_once_its_copy_is_recorded_loaded(parts: Parts) -> None:
+    manager, runtime, store = parts
+    runtime.gate("a").set()
+    await _serve(manager, "a")  # its inference ran beside the LOADED write
+    rec = await store.get_model("a")
+    assert rec is not None and rec[0].copies["n1"].state is records.CopyState.LOADED
+
+
+async def test_an_evicted_model_kept_on_disk_is_recorded_there_until_the_tier_drops_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    cache = settings.CacheSettings(capacity_bytes=250 * MiB, min_model_size_bytes=100 * MiB)
+    puller = scripted.FolderPuller(tmp_path, keep=True)
+    async with scripted.node(tmp_path, cache, "abc", puller=puller) as n:
+        for m in "abc":
+            n.runtime.gate(m).set()
+            await _serve(n.manager, m)
+
+        def on_disk() -> tuple[str, ...]:
+            rec = n.mirror.model("a")
+            return () if rec is None else rec.disk_copies
+
+        assert await n.mirror.wait_until(lambda: on_disk() == ("n1",), 5)
+        assert n.runtime.unloads == ["a"] and puller.retired == ["a"]
+        n.manager.dropped_from_disk("a")
+        assert await n.mirror.wait_until(lambda: on_disk() == (), 5)
