@@ -299,7 +299,7 @@ class CacheManager(local_copies.CopyReports):
         steps.mark("record")
         self.metrics.load_steps(steps.ms)
         log.info(
-            "model %s ready in %.1f ms (%s), %d bytes",
+            "model %s loaded in %.1f ms (%s), %d bytes",
             model_id,
             steps.total_ms(),
             steps.summary(),
