@@ -3,8 +3,9 @@
 A cache miss is only as cheap as its slowest step, and the steps are only
 worth cutting if they are measured where they run. The cache manager marks
 the end of each step of a load on a :class:`LoadSteps`, logs the split in
-its "loaded in" line, and hands it to the metrics; ``load_tests``' ``cold``
-scenario reads the line to split a cold start into steps.
+its "loaded in" line, and hands it to the metrics
+(``meshserve_load_step_milliseconds``), which ``load_tests``' ``cold``
+scenario reads to split a disk reload into steps.
 """
 
 from __future__ import annotations
