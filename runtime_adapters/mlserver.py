@@ -182,16 +182,19 @@ def prepare_model_folder(
     served: Sequence[str] = mlserver_formats.ALL_MODEL_TYPES,
 ) -> tuple[dict[str, Any], int]:
     """Write the folder's ``model-settings.json`` for an MLServer that serves
-    the types ``served``; return it and the bytes of the model's files on disk."""
+    the types ``served`` (unless it says that already); return it and the
+    bytes of the model's files on disk."""
     mlserver_formats.format_for(model_id, model_type, served)
     if not model_path.is_dir():
         raise errors.ModelLoadFailed(model_id, f"model folder {model_path} does not exist")
     files = v2_runtime.list_folder(model_path)
     settings_path = model_path / MODEL_SETTINGS_FILE
     user: dict[str, Any] | None = None
+    written = ""
     if settings_path.is_file():
         try:
-            loaded = json.loads(settings_path.read_text())
+            written = settings_path.read_text()
+            loaded = json.loads(written)
         except (OSError, ValueError) as e:
             raise errors.ModelLoadFailed(model_id, f"{MODEL_SETTINGS_FILE} is not JSON: {e}") from e
         if not isinstance(loaded, dict):
@@ -201,7 +204,10 @@ def prepare_model_folder(
         model_id, model_type, model_path.absolute(), files, user, served
     )
     try:
-        _write_json_atomically(settings_path, settings)
+        # A folder loaded before (kept by the disk tier) has this very file:
+        # a rename over it costs more than the rest of this function.
+        if json.dumps(settings, indent=2) + "\n" != written:
+            _write_json_atomically(settings_path, settings)
     except OSError as e:
         raise errors.ModelLoadFailed(model_id, f"cannot write {settings_path}: {e}") from e
     return settings, v2_runtime.folder_bytes(model_path, files, MODEL_SETTINGS_FILE)

@@ -164,6 +164,19 @@ def test_writes_model_settings_into_the_folder(tmp_path: pathlib.Path) -> None:
     assert disk == 300
 
 
+def test_a_folder_loaded_before_keeps_its_model_settings_file_as_it_is(
+    tmp_path: pathlib.Path,
+) -> None:
+    folder = tmp_path / "m1"
+    folder.mkdir()
+    (folder / "model.joblib").write_bytes(b"x")
+    first, _ = mlserver.prepare_model_folder("m1", "sklearn", folder)
+    before = (folder / "model-settings.json").stat().st_ino
+    again, _ = mlserver.prepare_model_folder("m1", "sklearn", folder)
+    assert again == first
+    assert (folder / "model-settings.json").stat().st_ino == before  # not replaced
+
+
 def test_refuses_a_user_model_settings_that_is_not_json(tmp_path: pathlib.Path) -> None:
     (tmp_path / "model.joblib").write_bytes(b"x")
     (tmp_path / "model-settings.json").write_text("{not json")
