@@ -254,7 +254,7 @@ class CacheManager(local_copies.CopyReports):
             path = await pull
             steps.mark("pull")
             if c.source.size_bytes <= 0:  # never measured: predict from its type
-                disk = await asyncio.to_thread(_folder_bytes, path)
+                disk = _folder_bytes(path)
                 c.size_bytes = self.sizes.predict(c.source.model_type, disk)
             await self._make_room(c)
             steps.mark("room")

@@ -167,10 +167,11 @@ async def test_a_load_waits_for_room_held_by_loading_models_and_is_not_marked_fa
     with logged("model c waits for room") as waits:
         waiting = asyncio.create_task(_serve(manager, "c"))  # a and b hold the room
         await waits.wait()
-    assert not waiting.done() and runtime.loads == ["a", "b"]
+    # a and b load in either order: each one's pull runs beside its claim
+    assert not waiting.done() and sorted(runtime.loads) == ["a", "b"]
     runtime.gate("a").set()  # a loads, serves its request, and may be evicted
     await asyncio.wait_for(waiting, 5)
-    assert runtime.loads == ["a", "b", "c"] and runtime.unloads == ["a"]
+    assert runtime.loads[2:] == ["c"] and runtime.unloads == ["a"]
     entry = await rs.get_model("c")
     assert entry is not None and entry[0].failures == {}
     runtime.gate("b").set()
