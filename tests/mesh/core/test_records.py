@@ -33,6 +33,7 @@ def test_a_copy_withdrawn_leaves_its_node_as_the_last_to_hold_the_model() -> Non
     assert rec.copies == {} and rec.last_node == "node-a"
     assert rec.without_copy("node-x") is rec  # no copy there: nothing changes
 
+
 def test_the_nodes_whose_disk_holds_a_model_round_trip_and_change_one_at_a_time() -> None:
     rec = _model().with_disk_copy("node-b", True).with_disk_copy("node-a", True)
     assert rec.disk_copies == ("node-a", "node-b")
