@@ -153,7 +153,9 @@ def plan(
     usable = {name: rt for name, rt in runtimes.items() if rt.usable}
     needed: set[str] = set()
     for spec in specs:
-        needed.update(runtime_selection.support(spec, usable).runtimes)
+        for model in (spec, spec.transformer, spec.explainer):  # a chain's models too
+            if model is not None:
+                needed.update(runtime_selection.support(model, usable).runtimes)
     idle = {n: previous_idle.get(n, now_ms) for n in usable if n not in needed}
     grace_ms = int(policy.grace_seconds * 1000)
     counts: dict[str, int] = {}

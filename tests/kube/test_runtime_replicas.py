@@ -4,6 +4,7 @@ ask for one (ModelMesh Serving's settings and annotations)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -61,6 +62,17 @@ def test_an_idle_runtime_goes_to_zero_when_its_grace_ends_and_comes_back_when_ne
     back = plan([spec("sklearn"), spec("xgboost")], later.idle, now=62_000)
     assert back.replicas == {"sk": 1, "xgb": 3}
     assert back.idle == {}
+
+
+def test_a_runtime_serving_only_a_chains_transformer_is_needed_too() -> None:
+    runtimes = {"sk": runtime("sk", "sklearn"), "py": runtime("py", "transformer")}
+    chained = dataclasses.replace(spec("sklearn"), transformer=spec("transformer"))
+    p = plan([chained], {"py": 1_000}, now=61_000, runtimes=runtimes)
+    assert p.replicas == {"sk": 1, "py": 1}
+    assert plan([spec("sklearn")], {"py": 1_000}, now=61_000, runtimes=runtimes).replicas == {
+        "sk": 1,
+        "py": 0,
+    }
 
 
 def test_with_scale_to_zero_off_nothing_goes_to_zero() -> None:
