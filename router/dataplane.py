@@ -13,6 +13,9 @@ For each ``ModelInfer`` / ``ModelMetadata`` / ``ModelConfig`` call:
    wait for a copy loading elsewhere;
 4. give the answer back with its name set to the name the caller used.
 
+A ``ModelInfer`` for a vmodel with a transformer, or an explain call, walks
+the vmodel's chain instead (:mod:`router.chains`), each step routed as above.
+
 A forwarded request carries ``mm-balanced: true`` and the concrete id in
 ``mm-model-id``: the peer serves it from its own copy and never forwards it
 again. A peer that cannot be reached, refuses the load (another node got the
