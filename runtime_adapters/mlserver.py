@@ -123,7 +123,9 @@ def build_model_settings(
     :class:`mesh.core.errors.ModelLoadFailed` for a type this runtime does not
     serve (``served``) or a folder with no clear model file.
     """
-    implementation = mlserver_formats.format_for(model_id, model_type, served).implementation
+    implementation = mlserver_formats.implementation_for(
+        mlserver_formats.format_for(model_id, model_type, served), served
+    )
     listed = list(files)
     settings: dict[str, Any] = dict(user_settings or {})
     settings["name"] = model_id

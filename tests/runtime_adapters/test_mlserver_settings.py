@@ -21,9 +21,15 @@ def test_names_the_model_by_its_id_and_points_at_its_file() -> None:
     settings = mlserver.build_model_settings("m1", "sklearn", FOLDER, ["model.joblib"])
     assert settings == {
         "name": "m1",
-        "implementation": "mlserver_sklearn.SKLearnModel",
+        "implementation": "meshserve_sklearn.SKLearnModel",
         "parameters": {"uri": "/models/m1/model.joblib"},
     }
+
+
+def test_an_mlserver_without_meshserves_classes_gets_mlservers_own_sklearn_class() -> None:
+    image = mlserver_formats.IMAGE_MODEL_TYPES
+    settings = mlserver.build_model_settings("m1", "sklearn", FOLDER, ["model.joblib"], None, image)
+    assert settings["implementation"] == "mlserver_sklearn.SKLearnModel"
 
 
 def test_uses_the_xgboost_implementation_for_xgboost() -> None:
@@ -53,7 +59,7 @@ def test_keeps_user_implementation_but_forces_model_id() -> None:
 def test_fills_in_what_the_user_settings_leave_out() -> None:
     user = {"parameters": {"version": "2"}}
     settings = mlserver.build_model_settings("m1", "sklearn", FOLDER, ["model.pkl"], user)
-    assert settings["implementation"] == "mlserver_sklearn.SKLearnModel"
+    assert settings["implementation"] == "meshserve_sklearn.SKLearnModel"
     assert settings["parameters"] == {"version": "2", "uri": "/models/m1/model.pkl"}
 
 
