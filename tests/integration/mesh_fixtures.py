@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import io
 import itertools
 import os
 import pathlib
@@ -160,6 +161,13 @@ class NodeThread:
     def stop(self) -> None:
         try:
             self.run(self.node.stop(), timeout=60)
+        except TimeoutError:
+            # Say where the stop hangs: every task of the node's loop, with its stack.
+            for task in asyncio.all_tasks(self.loop):
+                buffer = io.StringIO()
+                task.print_stack(file=buffer)
+                print(f"task {task.get_name()}: {buffer.getvalue()}", file=sys.stderr)
+            raise
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
