@@ -160,7 +160,9 @@ class NodeThread:
 
     def stop(self) -> None:
         try:
-            self.run(self.node.stop(), timeout=60)
+            # A stop may take the drain's 30 s (calls in flight get until the
+            # drain timeout) plus the runtime's own stop: 120 s is a hang.
+            self.run(self.node.stop(), timeout=120)
         except TimeoutError:
             # Say where the stop hangs: every task of the node's loop, with its stack.
             for task in asyncio.all_tasks(self.loop):
