@@ -27,7 +27,7 @@ def etcd_server(tmp_path: pathlib.Path) -> Iterator[mesh.edges.etcd_process.Etcd
     try:
         yield server
     finally:
-        server.stop()
+        server.discard()
 
 
 @pytest.fixture

@@ -238,7 +238,7 @@ def module_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[etcd_proce
     try:
         yield server
     finally:
-        server.stop()
+        server.discard()
 
 
 @pytest.fixture(scope="module")

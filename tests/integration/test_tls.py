@@ -75,7 +75,7 @@ def tls_etcd(pki: PKI) -> Iterator[tls_fixtures.TLSEtcdServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.discard()
 
 
 def _tls_settings(
