@@ -121,6 +121,7 @@ class System(Protocol):
 
     async def start(self) -> None: ...
     async def loads(self) -> float: ...
+    async def load_step_sums(self) -> dict[str, float]: ...
     def processes(self) -> dict[str, list[psutil.Process]]: ...
     async def stop(self) -> None: ...
 
@@ -177,10 +178,10 @@ async def run_point(
     offsets, picks = t.measured()
     procs = system.processes()
     c0, me0, all0 = cpu_by_role(procs), own_cpu_s(), busy_cpu_s()
-    l0 = await system.loads()
+    l0, s0 = await system.loads(), await system.load_step_sums()
     r = await peers_http.open_loop(s, system.route, body, names, picks, offsets, timeout_s)
     c1, me1, all1 = cpu_by_role(procs), own_cpu_s(), busy_cpu_s()
-    l1 = await system.loads()
+    l1, s1 = await system.loads(), await system.load_step_sums()
     cpu = {k: round(c1[k] - c0[k], 2) for k in c0}
     return {
         "shape": t.shape.name,
@@ -188,6 +189,7 @@ async def run_point(
         **r.as_dict(),
         "loads": round(l1 - l0),
         "loads_per_100": peers_trace.loads_per_100(l1 - l0, r.sent),
+        "per_load": {k: round((s1[k] - s0[k]) / max(1.0, l1 - l0), 2) for k in s1},
         "cpu_s": cpu,
         "client_cpu_s": round(me1 - me0, 2),
         "others_cpu_s": round(max(0.0, (all1 - all0) - sum(cpu.values()) - (me1 - me0)), 2),

@@ -33,7 +33,7 @@ import numpy.typing as npt
 import psutil
 
 from kube import mesh_client
-from load_tests import latency, local_node, nodes, nodes_cluster, peers_http
+from load_tests import cold_disk_reload, latency, local_node, nodes, nodes_cluster, peers_http
 from mesh.edges import ports
 from meshserve import samples
 
@@ -97,6 +97,18 @@ class MeshNodes:
         )
         return sum(nodes.read_metrics(p)["loads"] for p in pages)
 
+    async def load_step_sums(self) -> dict[str, float]:
+        """Milliseconds spent in each step of a load (claim, pull, room, load,
+        record), summed over the nodes since they started."""
+        pages = await asyncio.gather(
+            *(asyncio.to_thread(nodes_cluster.metrics_page, p) for p in self.metrics_ports)
+        )
+        out: dict[str, float] = {}
+        for page in pages:
+            for k, v in cold_disk_reload.step_sums(page).items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
     def roles(self) -> dict[str, list[psutil.Process]]:
         """Each node and its MLServer (with whatever it started), by name."""
         out: dict[str, list[psutil.Process]] = {}
@@ -153,6 +165,9 @@ class MeshSystem:
     async def loads(self) -> float:
         return await self.cluster.loads()
 
+    async def load_step_sums(self) -> dict[str, float]:
+        return await self.cluster.load_step_sums()
+
     def processes(self) -> dict[str, list[psutil.Process]]:
         out = self.cluster.roles()
         with contextlib.suppress(psutil.Error):
@@ -204,6 +219,9 @@ class FloorSystem:
 
     async def loads(self) -> float:
         return await self.cluster.loads()
+
+    async def load_step_sums(self) -> dict[str, float]:
+        return {}  # every model is loaded before the timed part
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         """Only the MLServer: the node is not in the path once every model is loaded."""

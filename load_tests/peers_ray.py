@@ -192,6 +192,9 @@ class RaySystem:
     async def loads(self) -> float:
         return float(len(self.loads_file.read_text().splitlines()))
 
+    async def load_step_sums(self) -> dict[str, float]:
+        return {}  # Ray's load is one call of the user's function
+
     def processes(self) -> dict[str, list[psutil.Process]]:
         """Every process of the local Ray, by role."""
         out: dict[str, list[psutil.Process]] = {}

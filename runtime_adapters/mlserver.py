@@ -147,6 +147,11 @@ def build_model_settings(
     return settings
 
 
+REPOSITORY_CLASS = "meshserve_repository.FolderPerModelRepository"
+"""MLServer's model repository class in an MLServer the node starts (its
+module is in :data:`runtime_adapters.mlserver_formats.BUNDLED_RUNTIMES_DIR`)."""
+
+
 def server_settings(
     host: str, http_port: int, grpc_port: int, metrics_port: int, max_message_bytes: int
 ) -> dict[str, Any]:
@@ -165,6 +170,9 @@ def server_settings(
         "parallel_workers": 0,
         "debug": False,
         "grpc_max_message_length": max_message_bytes,
+        # Finds a model by reading its own folder, not by parsing every
+        # model's settings on each load (meshserve_repository's docstring).
+        "model_repository_implementation": REPOSITORY_CLASS,
     }
 
 

@@ -1,0 +1,78 @@
+"""The repository class of the MLServer a node starts: a model is found by
+reading its own folder's settings (one parse, whatever else the repository
+holds), and anything laid out otherwise is still found by MLServer's walk.
+Run in MLServer's venv, where the class lives."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import textwrap
+
+from runtime_adapters import mlserver
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+PYTHON = REPO_ROOT / ".runtimes" / "mlserver" / "bin" / "python"
+CLASSES = REPO_ROOT / "runtime_adapters" / "mlserver_runtimes"
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import meshserve_repository as mr
+    from mlserver.errors import ModelNotFound
+
+    parsed = []
+    real = mr.load_model_settings
+    def counting(path):
+        parsed.append(path)
+        return real(path)
+    mr.load_model_settings = counting
+
+    async def find(name):
+        parsed.clear()
+        try:
+            found = await mr.FolderPerModelRepository(sys.argv[1]).find(name)
+        except ModelNotFound:
+            return {"found": None, "parsed": len(parsed)}
+        return {"found": [m.name for m in found], "parsed": len(parsed)}
+
+    names = ["m3", "hand-laid", "nowhere", "../m3"]
+    print(json.dumps({n: asyncio.run(find(n)) for n in names}))
+    """
+)
+
+
+def write_settings(folder: pathlib.Path, name: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "model-settings.json").write_text(
+        json.dumps({"name": name, "implementation": "mlserver_sklearn.SKLearnModel"})
+    )
+
+
+def test_a_model_is_found_in_its_own_folder_and_others_by_the_walk(tmp_path: pathlib.Path) -> None:
+    for i in range(6):
+        write_settings(tmp_path / f"m{i}", f"m{i}")
+    write_settings(tmp_path / "folder-of-another-name", "hand-laid")
+    out = subprocess.run(
+        [str(PYTHON), "-c", SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(CLASSES)},
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    # The node's layout: one file read, not seven.
+    assert found["m3"] == {"found": ["m3"], "parsed": 1}
+    # A folder named otherwise: MLServer's walk finds it, as before.
+    assert found["hand-laid"]["found"] == ["hand-laid"]
+    assert found["nowhere"]["found"] is None
+    # A name that is not a folder name never reads outside the repository.
+    assert found["../m3"]["found"] is None
+
+
+def test_the_node_started_mlserver_uses_the_repository_class() -> None:
+    settings = mlserver.server_settings("127.0.0.1", 1, 2, 3, 16 << 20)
+    module, _, cls = str(settings["model_repository_implementation"]).rpartition(".")
+    assert (CLASSES / f"{module}.py").is_file()
+    assert f"class {cls}(" in (CLASSES / f"{module}.py").read_text()
