@@ -6,8 +6,9 @@ to evict: :mod:`mesh.core.eviction`; whether to load at all:
 :mod:`mesh.core.load_claims`); the copies, their pins and counters are
 :mod:`mesh.node.local_copies`; the etcd writes that keep every copy's state
 truthful (LOADING, LOADED, failed, gone) are :mod:`mesh.node.copy_records`;
-what becomes of its files, :mod:`mesh.node.model_files`. This module makes
-the decisions and carries them out; :mod:`mesh.node.load_steps` times them.
+what becomes of its files, :mod:`mesh.node.model_files`; evicting to make
+room, :mod:`mesh.node.room_maker`. This module makes the decisions and
+carries them out; :mod:`mesh.node.load_steps` times them.
 
 Concurrency, all on one event loop:
 
@@ -15,7 +16,9 @@ Concurrency, all on one event loop:
   request for a model that is loading waits on the same future: one load per
   model per node.
 * Planning room and reserving the new model's bytes happen under one lock;
-  the slow part (pull, runtime load) runs outside it.
+  the slow part (pull, runtime load) runs outside it. The pull, and the
+  room for a model whose size is known, are made while the claim is in
+  flight; only the runtime's load waits for the claim.
 * A model that is loading, serving a request, or has requests waiting for it
   is pinned: never evicted.
 * A load takes room only once room was made for it (``reserved``): loads
@@ -39,7 +42,6 @@ from typing import Any
 from mesh.core import (
     clock,
     errors,
-    eviction,
     interfaces,
     load_claims,
     load_outcomes,
@@ -49,7 +51,14 @@ from mesh.core import (
     sizes,
 )
 from mesh.kv import placement_table, records_store
-from mesh.node import copy_records, load_steps, local_copies, metrics, model_files
+from mesh.node import (
+    copy_records,
+    load_steps,
+    local_copies,
+    metrics,
+    model_files,
+    room_maker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +94,13 @@ class CacheManager(local_copies.CopyReports):
             self.instance_id, record_store, placement, config.cache.last_used_write_interval_seconds
         )
         self._files = model_files.ModelFiles(puller, placement)
-        self._room = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._room_freed = local_copies.ChangeSignal()
         """Fired whenever a copy may have become evictable or gone (loads
         waiting for room, and unloads waiting for requests, look again)."""
+        self._room = room_maker.RoomMaker(
+            self._copies, config.cache, self._room_freed, self._is_extra_copy, self._evict_task
+        )
         self._changed_callbacks: list[_Callback] = []
         self.draining = False
         """Set when the node shuts down: no new loads are taken."""
@@ -245,23 +256,28 @@ class CacheManager(local_copies.CopyReports):
     async def _load(self, c: local_copies.LocalCopy) -> None:
         model_id = c.model_id
         steps = load_steps.LoadSteps()
-        # The pull runs beside the claim: the claim must settle before the
-        # runtime loads (one load cluster-wide), not before the files come.
+        # The pull, and making room for a model of known size, run beside
+        # the claim: the claim must settle before the runtime loads (one load
+        # cluster-wide), not before the files come or the room is made.
         pull = asyncio.create_task(self._puller.pull(model_id, c.source))
+        room = self._spawn(self._room.make_room(c)) if c.source.size_bytes > 0 else None
         try:
             await self._claim(c, pull)
             steps.mark("claim")
             path = await pull
             steps.mark("pull")
-            if c.source.size_bytes <= 0:  # never measured: predict from its type
-                disk = _folder_bytes(path)
-                c.size_bytes = self.sizes.predict(c.source.model_type, disk)
-            await self._make_room(c)
+            if room is None:  # never measured: predict its size from its type
+                c.size_bytes = self.sizes.predict(c.source.model_type, _folder_bytes(path))
+                room = self._spawn(self._room.make_room(c))
+            await room
             steps.mark("room")
             async with asyncio.timeout(self._cache.load_timeout_seconds):
                 measured = await self._runtime.load(model_id, c.source.model_type, path)
             steps.mark("load")
         except (Exception, asyncio.CancelledError) as e:
+            if room is not None and not room.done():
+                room.cancel()  # an eviction it began runs to its end (room_maker)
+                await asyncio.gather(room, return_exceptions=True)
             await self._load_failed(c, e)
             return
         c.size_bytes = max(measured, self._cache.min_model_size_bytes)
@@ -313,7 +329,7 @@ class CacheManager(local_copies.CopyReports):
             return
         if self._copies.held_bytes() > self.capacity_bytes:
             # Measured bigger than predicted: make room after the fact.
-            self._spawn(self._shrink())
+            self._spawn(self._room.shrink())
 
     async def _load_failed(self, c: local_copies.LocalCopy, e: BaseException) -> None:
         model_id = c.model_id
@@ -351,48 +367,6 @@ class CacheManager(local_copies.CopyReports):
         self._room_freed.fire()
         self._changed()
 
-    async def _make_room(self, c: local_copies.LocalCopy) -> None:
-        """Evict copies in :func:`mesh.core.eviction.eviction_order` until ``c`` fits,
-        then reserve its room. While pinned copies hold the room, wait for
-        one to be unpinned, up to the load timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._cache.load_timeout_seconds
-        while True:
-            freed = self._room_freed.armed()
-            async with self._room:
-                others = [
-                    self._copies.entry(x, self._is_extra_copy(x.model_id))
-                    for x in self._copies.held()
-                    if x is not c
-                ]
-                guarded = eviction.churn_guarded(
-                    others, self._cache.churn_threshold_seconds, time.time()
-                )
-                try:
-                    plan = eviction.plan_room(guarded, self.capacity_bytes, c.size_bytes)
-                except errors.NoRoomNow:
-                    if guarded is not others and eviction.fits(
-                        others, self.capacity_bytes, c.size_bytes
-                    ):
-                        # Room is held by recently used models, not busy ones:
-                        # refuse now rather than thrash (or wait on a clock).
-                        raise errors.NoRoomNow(
-                            f"model {c.model_id!r} would evict models used within the last "
-                            f"{self._cache.churn_threshold_seconds:g} s "
-                            "(MESHSERVE_CHURN_THRESHOLD)"
-                        ) from None
-                    if loop.time() >= deadline:
-                        raise
-                else:
-                    c.reserved = True
-                    for victim in plan.evict:
-                        log.info("evicting model %s to make room for %s", victim, c.model_id)
-                        await self._evict(victim, f"evicted to make room for {c.model_id}")
-                    return
-            log.info("model %s waits for room: models in use or loading hold it", c.model_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(freed.wait(), deadline - loop.time())
-
     async def _evict(self, model_id: str, reason: str) -> None:
         c = self._copies.get(model_id)
         if c is not None:
@@ -404,17 +378,6 @@ class CacheManager(local_copies.CopyReports):
         return rec is not None and placement.is_extra_copy(
             rec, self._table.instances(), self.instance_id
         )
-
-    async def _shrink(self) -> None:
-        async with self._room:
-            entries = [self._copies.entry(x) for x in self._copies.held()]
-            excess = eviction.used_bytes(entries) - self.capacity_bytes
-            if excess <= 0:
-                return
-            with contextlib.suppress(errors.InsufficientCapacity):
-                plan = eviction.plan_room(entries, self.capacity_bytes, 0)
-                for victim in plan.evict:
-                    await self._evict(victim, "the node is over capacity")
 
     async def unload(self, model_id: str, reason: str) -> None:
         """Unload the copy here, if any (waits for in-flight requests)."""
@@ -490,10 +453,15 @@ class CacheManager(local_copies.CopyReports):
         for cb in self._changed_callbacks:
             cb()
 
-    def _spawn(self, coro: _Coroutine) -> None:
+    def _spawn(self, coro: _Coroutine) -> asyncio.Task[None]:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+        return t
+
+    def _evict_task(self, model_id: str, reason: str) -> asyncio.Task[None]:
+        """An eviction in a task of its own, which :meth:`stop` waits for."""
+        return self._spawn(self._evict(model_id, reason))
 
 
 def _folder_bytes(path: pathlib.Path) -> int:

@@ -55,9 +55,11 @@ DEV_ONLY_MODULES = (
     "runtime_adapters.mlserver_runtimes.meshserve_transformer",
     "runtime_adapters.mlserver_runtimes.meshserve_explainer",
     "runtime_adapters.mlserver_runtimes.meshserve_sklearn",
+    "runtime_adapters.mlserver_runtimes.meshserve_repository",
 )
 """Need scikit-learn (a dev extra): `meshserve demo` is not an image feature.
-meshserve's MLServer classes (sklearn, ONNX, transformer, SHAP explainer) run inside
+meshserve's MLServer classes (sklearn, ONNX, transformer, SHAP explainer, the model
+repository) run inside
 an MLServer the node starts itself (its own venv, with MLServer, onnxruntime
 and SHAP), never in the image's environment."""
 

@@ -1,4 +1,5 @@
-"""A runtime whose loads finish when a test says so, a puller that makes a
+"""A runtime whose loads finish when a test says so, a record store whose
+writes wait while a test holds them, a puller that makes a
 folder, and :func:`node`, the real cache manager over them on the in-memory
 KV store: the cache manager's and the data plane's unit tests, without
 processes."""
@@ -9,7 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import pathlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from mesh.core import errors, records, settings
 from mesh.kv import memory_kv, placement_table, records_store
@@ -32,6 +33,8 @@ class ScriptedRuntime:
         self.gates: dict[str, asyncio.Event] = {}
         self.starts: dict[str, asyncio.Event] = {}
         self.fail: dict[str, str] = {}
+        self.unloaded = asyncio.Event()
+        """Set at every unload (a test clears it to wait for the next)."""
 
     def supported_model_types(self) -> tuple[str, ...]:
         return ("sklearn",)
@@ -62,6 +65,30 @@ class ScriptedRuntime:
 
     async def unload(self, model_id: str) -> None:
         self.unloads.append(model_id)
+        self.unloaded.set()
+
+
+class GatedRecordStore(records_store.RecordStore):
+    """A record store whose writes to a model wait while the test holds it."""
+
+    def __init__(self, kv: memory_kv.MemoryKV, prefix: str) -> None:
+        super().__init__(kv, prefix)
+        self.holds: dict[str, asyncio.Event] = {}
+
+    def hold(self, model_id: str) -> asyncio.Event:
+        """Hold writes to ``model_id`` until the returned event is set."""
+        return self.holds.setdefault(model_id, asyncio.Event())
+
+    async def update_model(
+        self,
+        model_id: str,
+        fn: Callable[[records.ModelRecord | None], records.ModelRecord | None],
+        known: tuple[records.ModelRecord, int] | None = None,
+    ) -> records.ModelRecord | None:
+        held = self.holds.get(model_id)
+        if held is not None:
+            await held.wait()
+        return await super().update_model(model_id, fn, known)
 
 
 class FolderPuller:
@@ -94,7 +121,7 @@ class Node:
     config: settings.Settings
     manager: cache_manager.CacheManager
     runtime: ScriptedRuntime
-    store: records_store.RecordStore
+    store: GatedRecordStore
     mirror: placement_table.PlacementTable
 
 
@@ -110,7 +137,7 @@ async def node(
     default) with ``models`` registered (type sklearn); stopped, with every
     gate opened, on the way out."""
     kv = memory_kv.MemoryKV()
-    rs = records_store.RecordStore(kv, "t")
+    rs = GatedRecordStore(kv, "t")
     mirror = placement_table.PlacementTable(kv, "t")
     await mirror.start()
     config = settings.Settings(
@@ -127,7 +154,7 @@ async def node(
     try:
         yield Node(config, manager, runtime, rs, mirror)
     finally:
-        for g in runtime.gates.values():
+        for g in [*runtime.gates.values(), *rs.holds.values()]:
             g.set()
         await manager.stop()
         await mirror.stop()

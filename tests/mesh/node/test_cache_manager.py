@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from mesh.core import errors, records, settings
-from mesh.kv import records_store
 from mesh.node import cache_manager
 from tests.mesh import scripted_runtime as scripted
 
 MiB = 1024 * 1024
-Parts = tuple[cache_manager.CacheManager, scripted.ScriptedRuntime, records_store.RecordStore]
+Parts = tuple[cache_manager.CacheManager, scripted.ScriptedRuntime, scripted.GatedRecordStore]
 
 
 @contextlib.contextmanager
@@ -34,7 +33,7 @@ def logged(text: str) -> Iterator[asyncio.Event]:
             if text in record.getMessage():
                 event.set()
 
-    logger = logging.getLogger(cache_manager.__name__)
+    logger = logging.getLogger("mesh.node")  # the cache manager and its room maker
     handler, level = Watch(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -364,3 +363,23 @@ async def test_an_evicted_model_kept_on_disk_is_recorded_there_until_the_tier_dr
         assert n.runtime.unloads == ["a"] and puller.retired == ["a"]
         n.manager.dropped_from_disk("a")
         assert await n.mirror.wait_until(lambda: on_disk() == (), 5)
+
+
+async def test_room_for_a_model_of_known_size_is_made_while_its_claim_is_in_flight(
+    parts: Parts,
+) -> None:
+    manager, runtime, store = parts
+    for m in "abc":
+        runtime.gate(m).set()
+        await _serve(manager, m)
+    assert runtime.unloads == ["a"]  # and a's size is on record now
+    runtime.unloaded.clear()
+    claim = store.hold("a")
+    again = asyncio.create_task(_serve(manager, "a"))
+    await runtime.unloaded.wait()  # room made for a ...
+    rec = await store.get_model("a")
+    assert rec is not None and "n1" not in rec[0].copies  # ... before its claim landed
+    assert runtime.loads.count("a") == 1  # and the runtime load waits for the claim
+    claim.set()
+    await again
+    assert manager.holds("a") and runtime.loads.count("a") == 2
