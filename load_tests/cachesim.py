@@ -20,11 +20,12 @@ miss that loads nothing (the node refuses it). All start empty, and every
 request of the trace counts.
 
 * ``mesh``: :func:`mesh.core.eviction.plan_room` with popularities kept by
-  :func:`mesh.core.eviction.bumped`, as the node keeps them (fewest recent requests
-  per byte first, stop as soon as the model fits). A trace has no clock: the
-  mesh's side takes one request per second, so the half-life is given in
-  requests (:data:`HALF_LIFE_REQUESTS`: the node's default 600 s at an
-  assumed 10 requests per second).
+  :func:`mesh.core.eviction.bumped` and bounded by idle time
+  (:func:`mesh.core.eviction.current`), as the node keeps them (fewest recent
+  requests per byte first, stop as soon as the model fits). A trace has no
+  clock: the mesh's side takes one request per second, so the half-life is
+  given in requests (:data:`HALF_LIFE_REQUESTS`: the node's default
+  half-life at an assumed 10 requests per second).
 * ``mesh_lru``: the same with ``MESHSERVE_EVICTION=lru`` (no popularity:
   least recently used first).
 * ``lru``: a plain LRU written here independently (an ordered dict).
@@ -53,7 +54,7 @@ import collections
 import dataclasses
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -153,7 +154,7 @@ def mesh_policy(
             continue
         size = max(int(sizes[m]), MIN_MODEL_BYTES)
         try:
-            plan = eviction.plan_room(held.values(), capacity, size)
+            plan = eviction.plan_room(_as_now(held.values(), float(t), half_life), capacity, size)
         except errors.InsufficientCapacity:
             refused += 1
             continue
@@ -164,6 +165,21 @@ def mesh_policy(
     return Outcome(
         "mesh" if half_life is not None else "mesh_lru", len(trace), hits, loaded, refused
     )
+
+
+def _as_now(
+    entries: Iterable[eviction.Entry], now: float, half_life: float | None
+) -> list[eviction.Entry]:
+    """The entries as the node hands them to the rule at ``now``
+    (popularities bounded by idle time: :func:`mesh.core.eviction.current`)."""
+    if half_life is None:
+        return list(entries)
+    return [
+        dataclasses.replace(
+            e, popularity=eviction.current(e.popularity, e.last_used, now, half_life)
+        )
+        for e in entries
+    ]
 
 
 def mesh_lru_policy(trace: Ints, sizes: Ints, capacity: int) -> Outcome:

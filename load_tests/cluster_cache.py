@@ -110,7 +110,9 @@ class _Mesh:
         n = self.nodes[node]
         entries = [
             dataclasses.replace(
-                e, extra=placement.is_extra_copy(self.models[e.model_id], instances, node)
+                e,
+                extra=placement.is_extra_copy(self.models[e.model_id], instances, node),
+                popularity=eviction.current(e.popularity, e.last_used, now_s, self.half_life_s),
             )
             for e in n.held.values()
         ]

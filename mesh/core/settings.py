@@ -173,11 +173,15 @@ class CacheSettings:
     default) evicts the fewest recent requests per byte first, ``lru`` the
     least recently used first, as KServe ModelMesh does. Extra copies go
     first either way; see :mod:`mesh.core.eviction`."""
-    popularity_half_life_seconds: float = 600.0
+    popularity_half_life_seconds: float = 120.0
     """How fast past requests stop counting toward a model's popularity
     (``MESHSERVE_POPULARITY_HALF_LIFE``): a request counts half as much as
     one this many seconds later. Shorter follows shifts in popularity
-    faster; longer tells steady favourites apart better."""
+    faster; longer tells steady favourites apart better. Two minutes: on
+    the ``peers`` traces (a new favourite set every 70 s) 600 s made 1.2-1.6
+    × the loads of plain LRU after a shift; on 1,000 models at steady
+    popularity it keeps 0.87-0.97 of the offline optimum's hits (600 s:
+    0.89-0.98)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CacheSettings:

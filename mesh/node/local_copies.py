@@ -230,7 +230,9 @@ class LocalCopies:
     # -- what the node holds ---------------------------------------------------
 
     def entry(self, copy: LocalCopy, extra: bool = False) -> eviction.Entry:
-        return copy.entry(extra, self._popularity.get(copy.model_id, eviction.UNKNOWN))
+        popularity = self._popularity.get(copy.model_id, eviction.UNKNOWN)
+        now = time.time()
+        return copy.entry(extra, eviction.current(popularity, copy.last_used, now, self._half_life))
 
     def held(self) -> list[LocalCopy]:
         """Copies that take room: all but loads not yet given any."""

@@ -139,3 +139,24 @@ def test_models_never_asked_for_go_by_last_use() -> None:
         eviction.Entry("asked", 10 * MB, 0.5, popularity=popularity(0.5)),
     ]
     assert eviction.plan_room(entries, 30 * MB, 10 * MB).evict == ("never-asked-old",)
+
+
+def test_a_model_in_steady_use_keeps_its_whole_popularity() -> None:
+    # One request a second for five minutes, the last one a second ago.
+    steady = popularity(*[float(t) for t in range(300)], half_life=60.0)
+    assert eviction.current(steady, 299.0, 300.0, 60.0) == steady
+    assert eviction.current(eviction.UNKNOWN, 0.0, 300.0, 60.0) == eviction.UNKNOWN
+
+
+def test_a_favourite_idle_for_many_of_its_gaps_ranks_below_a_model_in_steady_use() -> None:
+    # Ten requests a second for five minutes, then none for the next minute.
+    old = popularity(*[t / 10 for t in range(3000)], half_life=120.0)
+    # One request every two seconds, over that last minute only.
+    new = popularity(*[300.0 + 2 * t for t in range(30)], half_life=120.0)
+    now = 360.0
+    assert old > new  # by counts alone, yesterday's favourite stays
+    entries = [
+        eviction.Entry("old", 10 * MB, 300.0, popularity=eviction.current(old, 300.0, now, 120.0)),
+        eviction.Entry("new", 10 * MB, 358.0, popularity=eviction.current(new, 358.0, now, 120.0)),
+    ]
+    assert eviction.plan_room(entries, 20 * MB, 10 * MB).evict == ("old",)

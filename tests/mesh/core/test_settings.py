@@ -15,7 +15,7 @@ def test_defaults_without_environment() -> None:
     assert s.service.grpc_port == 8033
     assert s.kv.prefix == "mm"
     assert s.kv.endpoints == ("127.0.0.1:2379",)
-    assert (s.cache.eviction, s.cache.popularity_half_life_seconds) == ("popularity", 600.0)
+    assert (s.cache.eviction, s.cache.popularity_half_life_seconds) == ("popularity", 120.0)
 
 
 def test_modelmesh_lru_eviction_can_be_chosen() -> None:
