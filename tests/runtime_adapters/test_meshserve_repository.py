@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import textwrap
 
 from runtime_adapters import mlserver
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-PYTHON = REPO_ROOT / ".runtimes" / "mlserver" / "bin" / "python"
-CLASSES = REPO_ROOT / "runtime_adapters" / "mlserver_runtimes"
+from tests.runtime_adapters import mlserver_venv
 
 SCRIPT = textwrap.dedent(
     """
@@ -54,14 +50,7 @@ def test_a_model_is_found_in_its_own_folder_and_others_by_the_walk(tmp_path: pat
     for i in range(6):
         write_settings(tmp_path / f"m{i}", f"m{i}")
     write_settings(tmp_path / "folder-of-another-name", "hand-laid")
-    out = subprocess.run(
-        [str(PYTHON), "-c", SCRIPT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(CLASSES)},
-    )
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    found = json.loads(mlserver_venv.run(SCRIPT, str(tmp_path)).splitlines()[-1])
     # The node's layout: one file read, not seven.
     assert found["m3"] == {"found": ["m3"], "parsed": 1}
     # A folder named otherwise: MLServer's walk finds it, as before.
@@ -74,5 +63,5 @@ def test_a_model_is_found_in_its_own_folder_and_others_by_the_walk(tmp_path: pat
 def test_the_node_started_mlserver_uses_the_repository_class() -> None:
     settings = mlserver.server_settings("127.0.0.1", 1, 2, 3, 16 << 20)
     module, _, cls = str(settings["model_repository_implementation"]).rpartition(".")
-    assert (CLASSES / f"{module}.py").is_file()
-    assert f"class {cls}(" in (CLASSES / f"{module}.py").read_text()
+    source = mlserver_venv.CLASSES / f"{module}.py"
+    assert source.is_file() and f"class {cls}(" in source.read_text()

@@ -6,15 +6,12 @@ copy. Run in MLServer's venv, where the class lives."""
 from __future__ import annotations
 
 import pathlib
-import subprocess
 import textwrap
 
 import joblib
 from sklearn import datasets, linear_model
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-PYTHON = REPO_ROOT / ".runtimes" / "mlserver" / "bin" / "python"
-CLASSES = REPO_ROOT / "runtime_adapters" / "mlserver_runtimes"
+from tests.runtime_adapters import mlserver_venv
 
 SCRIPT = textwrap.dedent(
     """
@@ -37,14 +34,7 @@ SCRIPT = textwrap.dedent(
 
 
 def run(path: pathlib.Path) -> str:
-    out = subprocess.run(
-        [str(PYTHON), "-c", SCRIPT, str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(CLASSES)},
-    )
-    return out.stdout.strip()
+    return mlserver_venv.run(SCRIPT, str(path))
 
 
 def test_a_second_load_of_the_same_file_reads_the_kept_pickle(tmp_path: pathlib.Path) -> None:
