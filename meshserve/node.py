@@ -57,7 +57,7 @@ from mesh.node import (
     node_reports,
     scaler,
 )
-from meshserve import runtime_choice
+from meshserve import runtime_choice, stop_steps
 from puller import factory
 from router import (
     client_messages,
@@ -97,7 +97,9 @@ class Node:
         self.config = config
         self.runtime = runtime_choice.make_runtime(config)
         self.started_ms = 0
-        self._stack = contextlib.AsyncExitStack()
+        # Each step of the stop gets the drain's time and 15 s more: the
+        # gRPC server's stop alone may take the drain's grace.
+        self._stack = stop_steps.StopSteps(config.scaling.drain_timeout_seconds + 15.0)
         self._server: grpc.aio.Server | None = None
         self._started = False
         self._drain_deadline: float | None = None
@@ -344,6 +346,12 @@ class Node:
             if self._drain_deadline is not None:
                 grace = max(grace, self._drain_deadline - asyncio.get_running_loop().time())
             await self._server.stop(grace=grace)
+
+    @property
+    def stop_overruns(self) -> list[str]:
+        """Steps of the last stop that ran past their time (see
+        :mod:`meshserve.stop_steps`): empty when the node stopped cleanly."""
+        return self._stack.overruns
 
     async def stop(self) -> None:
         """Leave the mesh: drain (if it had started), then stop every part."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import io
 import itertools
 import os
 import pathlib
@@ -19,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from tritonclient import grpc as triton
 from kube import mesh_client, predictor
 from mesh.core import interfaces, settings
 from mesh.edges import etcd_process
-from meshserve import node
+from meshserve import node, stop_steps
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
@@ -163,12 +163,13 @@ class NodeThread:
             # A stop may take the drain's 30 s (calls in flight get until the
             # drain timeout) plus the runtime's own stop: 120 s is a hang.
             self.run(self.node.stop(), timeout=120)
+            if self.node.stop_overruns:  # stopped, late: say where it waited
+                overran = "; ".join(self.node.stop_overruns)
+                warnings.warn(f"node stop overran: {overran}", stacklevel=1)
         except TimeoutError:
             # Say where the stop hangs: every task of the node's loop, with its stack.
             for task in asyncio.all_tasks(self.loop):
-                buffer = io.StringIO()
-                task.print_stack(file=buffer)
-                print(f"task {task.get_name()}: {buffer.getvalue()}", file=sys.stderr)
+                print(f"task {task.get_name()}: {stop_steps.await_chain(task)}", file=sys.stderr)
             raise
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
