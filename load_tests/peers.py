@@ -23,8 +23,13 @@ open-source way to put many models on few replicas. Every system here gets:
   and each rate, ``warmup_s`` untimed then ``measured_s`` timed seconds,
   seeded, identical for every system.
 
-The systems run one after the other (each started, run through every point
-in the same order, stopped). Per point: p50/p90/p99/max latency from each
+The systems run one after the other. Each point starts its system afresh
+(its own etcd and work folder) and stops it after, so that a point's figures
+do not depend on which points ran before it, and every system starts, as the
+offline references do, with an empty cache before the warm-up;
+``--carry-over`` runs every point on one start instead, in the same order
+(each trace has a new set of favourites, so this measures how fast a system
+drops the last trace's). Per point: p50/p90/p99/max latency from each
 request's scheduled send time, loads per 100 requests (the mesh's
 ``modelmesh_loadmodel_milliseconds_count``, Ray's load function's counter
 file), CPU seconds of each process over the timed part, and the offline
@@ -34,7 +39,7 @@ before its first request. Ray lives in its own venv (``.runtimes/ray``,
 ``make bench``); without it the Ray side reports why and the others run.
 
 ``--quick``: 2 rates × 3 shapes, 4 s warm-up + 12 s measured each (about
-6 minutes with the three systems). ``--systems meshserve,ray,floor`` and
+8 minutes with the three systems). ``--systems meshserve,ray,floor`` and
 ``--rates 20,60`` choose. The table and notes are :mod:`load_tests.peers_report`.
 """
 
@@ -46,7 +51,7 @@ import dataclasses
 import os
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import joblib
@@ -87,6 +92,9 @@ class Config:
     timeout_s: float = 30.0
     systems: tuple[str, ...] = SYSTEMS
     seed: int = 16
+    carry_over: bool = False
+    """Run every point on one start of each system, not a fresh start per
+    point."""
 
 
 QUICK = Config(warmup_s=4.0, measured_s=12.0)
@@ -209,8 +217,20 @@ async def check(
                 raise RuntimeError(f"{system.name}: {n} answered {got}, expected {expected[n]}")
 
 
+def starts(
+    traces: Sequence[peers_trace.PeerTrace], carry_over: bool
+) -> list[list[peers_trace.PeerTrace]]:
+    """The traces each start of a system runs, in order: one each, or all
+    on one start (``carry_over``)."""
+    return [list(traces)] if carry_over else [[t] for t in traces]
+
+
+SystemFactory = Callable[[pathlib.Path, etcd_process.EtcdServer], System]
+
+
 async def run_system(
-    system: System,
+    make: SystemFactory,
+    work: pathlib.Path,
     traces: Sequence[peers_trace.PeerTrace],
     names: Sequence[str],
     expected: dict[str, list[float]],
@@ -218,22 +238,25 @@ async def run_system(
     cfg: Config,
     started: list[psutil.Process],
 ) -> dict[str, Any]:
-    """Start ``system``, run every trace through it, stop it."""
+    """Run every trace through a system made by ``make``: one start per
+    trace, or one for all with ``cfg.carry_over``."""
     t0 = time.monotonic()
-    try:
-        try:
-            await system.start()
-        finally:
-            started += [p for ps in system.processes().values() for p in ps]
-        startup_s = time.monotonic() - t0
-        idle = rss_by_role(system.processes())
-        await check(system, names[:3], expected, body)
-        async with peers_http.session() as s:
-            points = [await run_point(system, s, t, names, body, cfg.timeout_s) for t in traces]
-    finally:
-        await system.stop()
+    groups = starts(traces, cfg.carry_over)
+    points: list[dict[str, Any]] = []
+    startups: list[float] = []
+    idle: dict[str, float] = {}
+    for i, group in enumerate(groups):
+        # Short: Ray's socket paths under it must stay within AF_UNIX's 107 bytes.
+        async with started_system(make, work / f"s{i}", started) as (system, startup_s):
+            startups.append(startup_s)
+            idle = idle or rss_by_role(system.processes())
+            await check(system, names[:3], expected, body)
+            async with peers_http.session() as s:
+                for t in group:
+                    points.append(await run_point(system, s, t, names, body, cfg.timeout_s))
     return {
-        "startup_s": round(startup_s, 1),
+        "startup_s": round(max(startups), 1),
+        "starts": len(groups),
         "idle_rss_mib": idle,
         "idle_rss_total_mib": round(sum(idle.values()), 1),
         "points": points,
@@ -241,18 +264,50 @@ async def run_system(
     }
 
 
-def make_system(
-    name: str, cfg: Config, work: pathlib.Path, etcd: etcd_process.EtcdServer, body: bytes
-) -> System:
-    store, names = work / "store", model_names(cfg.models)
-    if name == "meshserve":
-        assert etcd.pid is not None
-        return peers_mesh.MeshSystem(
-            work, etcd.endpoint, etcd.pid, store, names, cfg.nodes, cfg.slots, cfg.model_bytes
-        )
-    if name == "ray":
-        return peers_ray.RaySystem(work, store, cfg.nodes, cfg.slots)
-    return peers_mesh.FloorSystem(work, etcd.endpoint, store, names, cfg.model_bytes, body)
+@contextlib.asynccontextmanager
+async def started_system(
+    make: SystemFactory, work: pathlib.Path, started: list[psutil.Process]
+) -> AsyncIterator[tuple[System, float]]:
+    """A fresh etcd and a system on it, started (with the seconds that
+    took), stopped on exit; their processes are added to ``started``."""
+    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
+    etcd.start()
+    assert etcd.pid is not None
+    started.append(psutil.Process(etcd.pid))
+    try:
+        system = make(work, etcd)
+        t0 = time.monotonic()
+        try:
+            try:
+                await system.start()
+            finally:
+                started += [p for ps in system.processes().values() for p in ps]
+            yield system, time.monotonic() - t0
+        except Exception as e:
+            if isinstance(system, peers_ray.RaySystem):
+                e.add_note(system.log_tail()[-1500:])
+            raise
+        finally:
+            await system.stop()
+    finally:
+        etcd.discard()
+
+
+def make_system(name: str, cfg: Config, store: pathlib.Path, body: bytes) -> SystemFactory:
+    """How to make system ``name`` in a work folder, on an etcd."""
+    names = model_names(cfg.models)
+
+    def make(work: pathlib.Path, etcd: etcd_process.EtcdServer) -> System:
+        if name == "meshserve":
+            assert etcd.pid is not None
+            return peers_mesh.MeshSystem(
+                work, etcd.endpoint, etcd.pid, store, names, cfg.nodes, cfg.slots, cfg.model_bytes
+            )
+        if name == "ray":
+            return peers_ray.RaySystem(work, store, cfg.nodes, cfg.slots)
+        return peers_mesh.FloorSystem(work, etcd.endpoint, store, names, cfg.model_bytes, body)
+
+    return make
 
 
 def trace_figures(cfg: Config, traces: Sequence[peers_trace.PeerTrace]) -> list[dict[str, Any]]:
@@ -276,30 +331,27 @@ async def measure_systems(
     traces: Sequence[peers_trace.PeerTrace],
     x: npt.NDArray[np.float64],
 ) -> tuple[dict[str, Any], list[psutil.Process]]:
-    """Train the models, start the run's etcd, then each system in turn
-    through every trace; a system that fails is reported, not fatal."""
+    """Train the models, then run each system in turn through every trace;
+    a system that fails is reported, not fatal."""
     names = model_names(cfg.models)
     body = peers_http.v2_body(x)
-    expected = train_forests(work / "store", names, x, cfg.seed)
-    etcd = etcd_process.EtcdServer(work / "etcd", log_path=work / "logs" / "etcd.log", fast=True)
-    etcd.start()
-    assert etcd.pid is not None
-    started = [psutil.Process(etcd.pid)]
+    store = work / "store"
+    expected = train_forests(store, names, x, cfg.seed)
+    started: list[psutil.Process] = []
     out: dict[str, Any] = {}
-    try:
-        for name in cfg.systems:
-            why = peers_ray.available() if name == "ray" else ""
-            if why:
-                out[name] = {"error": why}
-                continue
-            system = make_system(name, cfg, work, etcd, body)
-            try:
-                out[name] = await run_system(system, traces, names, expected, body, cfg, started)
-            except Exception as e:
-                log = system.log_tail() if isinstance(system, peers_ray.RaySystem) else ""
-                out[name] = {"error": f"{type(e).__name__}: {e}"[:2000], "log": log[-1500:]}
-    finally:
-        etcd.stop()
+    for name in cfg.systems:
+        why = peers_ray.available() if name == "ray" else ""
+        if why:
+            out[name] = {"error": why}
+            continue
+        make = make_system(name, cfg, store, body)
+        try:
+            out[name] = await run_system(
+                make, work / name, traces, names, expected, body, cfg, started
+            )
+        except Exception as e:
+            notes = "\n".join(getattr(e, "__notes__", []))
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:2000], "log": notes}
     return out, started
 
 
@@ -331,6 +383,11 @@ def parse(argv: Sequence[str], quick: bool) -> Config:
     p.add_argument("--systems", default="", help="comma-separated: " + ",".join(SYSTEMS))
     p.add_argument("--rates", default="", help="requests a second, comma-separated")
     p.add_argument("--measured", type=float, default=0.0, help="timed seconds per point")
+    p.add_argument(
+        "--carry-over",
+        action="store_true",
+        help="run every point on one start of each system (default: a fresh start per point)",
+    )
     args = p.parse_args(list(argv))
     cfg = QUICK if quick else Config()
     if args.systems:
@@ -346,11 +403,14 @@ def parse(argv: Sequence[str], quick: bool) -> Config:
         cfg = dataclasses.replace(cfg, rates=rates)
     if args.measured:
         cfg = dataclasses.replace(cfg, measured_s=args.measured)
+    if args.carry_over:
+        cfg = dataclasses.replace(cfg, carry_over=True)
     return cfg
 
 
 def run(quick: bool, argv: Sequence[str] = ()) -> report.ScenarioReport:
-    """The scenario; ``argv`` may hold ``--systems``, ``--rates`` and ``--measured``."""
+    """The scenario; ``argv`` may hold ``--systems``, ``--rates``, ``--measured``
+    and ``--carry-over``."""
     f = report.measure("peers", measure_async, parse(argv, quick))
     return report.ScenarioReport(
         scenario="peers",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from load_tests import peers, peers_ray
+from load_tests import peers, peers_ray, peers_trace
 
 
 def test_quick_is_short_and_every_option_narrows_it() -> None:
@@ -17,6 +17,18 @@ def test_quick_is_short_and_every_option_narrows_it() -> None:
     assert cfg.systems == ("meshserve", "floor")
     assert cfg.rates == (5.0, 10.0)
     assert cfg.measured_s == 3.0
+
+
+def test_each_point_gets_a_fresh_start_unless_carried_over() -> None:
+    cfg = peers.parse([], quick=True)
+    traces = [
+        peers_trace.build(shape, rate, 4, 1.0, 2.0, 1) for shape in cfg.shapes for rate in cfg.rates
+    ]
+    assert not cfg.carry_over
+    assert peers.starts(traces, cfg.carry_over) == [[t] for t in traces]
+    carried = peers.parse(["--carry-over"], quick=True)
+    assert carried.carry_over
+    assert peers.starts(traces, carried.carry_over) == [traces]
 
 
 def test_an_unknown_system_is_refused() -> None:
