@@ -123,6 +123,20 @@ def eviction_order(e: Entry) -> tuple[bool, float, float]:
     return (not e.extra, value(e), e.last_used)
 
 
+def first_victim(entries: Iterable[Entry]) -> Entry | None:
+    """The unpinned entry :func:`plan_room` would evict first (``None``:
+    every entry is pinned, or there is none)."""
+    return min((e for e in entries if not e.pinned), key=eviction_order, default=None)
+
+
+def victim_rank(e: Entry) -> float:
+    """How dear evicting ``e`` is, comparable across nodes whose clocks
+    agree: -inf for an extra copy (another node holds the model too), else
+    :func:`value`. Placement loads a new copy on the node whose first
+    victim ranks lowest, so the cluster evicts as one cache would."""
+    return -math.inf if e.extra else value(e)
+
+
 def plan_room(entries: Iterable[Entry], capacity_bytes: int, needed_bytes: int) -> EvictionPlan:
     """The unpinned entries to evict, first in :func:`eviction_order`, so that
     ``needed_bytes`` more fit in ``capacity_bytes``.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -280,6 +281,10 @@ class InstanceRecord:
     """Bytes taken by the models loaded (or loading) here."""
     lru_time_ms: int = 0
     """Last use of the least recently used model here (0: none loaded)."""
+    victim_rank: float | None = None
+    """How dear the copy this node would evict first is
+    (:func:`mesh.core.eviction.victim_rank`); ``None`` when nothing here may
+    be evicted now, or the node does not say (an older version)."""
     model_count: int = 0
     """Models loaded or loading here."""
     loading_slots: int = 1
@@ -310,6 +315,7 @@ class InstanceRecord:
                 "capacity": self.capacity_bytes,
                 "used": self.used_bytes,
                 "lru": self.lru_time_ms,
+                "victim": _finite(self.victim_rank),
                 "count": self.model_count,
                 "loading_slots": self.loading_slots,
                 "loading": self.in_flight_loads,
@@ -331,6 +337,7 @@ class InstanceRecord:
                 capacity_bytes=int(d["capacity"]),
                 used_bytes=int(d.get("used", 0)),
                 lru_time_ms=int(d.get("lru", 0)),
+                victim_rank=None if d.get("victim") is None else float(d["victim"]),
                 model_count=int(d.get("count", 0)),
                 loading_slots=int(d.get("loading_slots", 1)),
                 in_flight_loads=int(d.get("loading", 0)),
@@ -368,6 +375,12 @@ def recent_failures(
 ) -> dict[str, FailureInfo]:
     """The failures not yet expired, by instance."""
     return {k: f for k, f in record.failures.items() if now_ms - f.time_ms < failure_expiry_ms}
+
+
+def _finite(x: float | None) -> float | None:
+    """``x`` as JSON can hold it: -inf (a rank below every other) becomes
+    the lowest finite float, which still ranks below every other."""
+    return None if x is None else max(x, -sys.float_info.max)
 
 
 def _dump(d: Mapping[str, Any]) -> bytes:

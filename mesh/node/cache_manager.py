@@ -373,6 +373,10 @@ class CacheManager(local_copies.CopyReports):
             self.metrics.evicted_model(model_id, (time.time() - c.last_used) * 1000)
         await self._unload(model_id, reason, settle_later=True)
 
+    def victim_rank(self) -> float | None:
+        """How dear the copy evicted first here would be (placement's rank)."""
+        return self._copies.victim_rank(self._is_extra_copy)
+
     def _is_extra_copy(self, model_id: str) -> bool:
         rec = self._table.model(model_id)
         return rec is not None and placement.is_extra_copy(

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import enum
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from mesh.core import errors, eviction, records
@@ -257,6 +258,13 @@ class LocalCopies:
 
     def lru_time_ms(self) -> int:
         return int(eviction.lru_time(c.entry() for c in self._by_model.values()) * 1000)
+
+    def victim_rank(self, is_extra: Callable[[str], bool]) -> float | None:
+        """:func:`mesh.core.eviction.victim_rank` of the copy that would be
+        evicted first here now (``None``: none may be), to 0.01 (so that
+        the instance record is not rewritten for every request)."""
+        victim = eviction.first_victim(self.entry(c, is_extra(c.model_id)) for c in self.held())
+        return None if victim is None else round(eviction.victim_rank(victim), 2)
 
     def holds(self, model_id: str) -> bool:
         """Whether a ready copy of the model is here."""

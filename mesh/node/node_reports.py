@@ -31,6 +31,7 @@ def instance_record(
         capacity_bytes=manager.capacity_bytes,
         used_bytes=manager.used_bytes(),
         lru_time_ms=manager.lru_time_ms(),
+        victim_rank=manager.victim_rank(),
         model_count=manager.model_count(),
         in_flight_loads=manager.loading_count(),
         rpm=manager.requests_per_minute(),

@@ -160,3 +160,22 @@ def test_a_favourite_idle_for_many_of_its_gaps_ranks_below_a_model_in_steady_use
         eviction.Entry("new", 10 * MB, 358.0, popularity=eviction.current(new, 358.0, now, 120.0)),
     ]
     assert eviction.plan_room(entries, 20 * MB, 10 * MB).evict == ("old",)
+
+
+def test_the_first_victim_is_what_plan_room_would_evict_first() -> None:
+    entries = [
+        eviction.Entry("busy", MB, 1.0, pinned=True),
+        eviction.Entry("popular", MB, 2.0, popularity=10.0),
+        eviction.Entry("rare", MB, 3.0, popularity=2.0),
+    ]
+    victim = eviction.first_victim(entries)
+    assert victim is not None and victim.model_id == "rare"
+    assert eviction.plan_room(entries, 3 * MB, MB).evict == ("rare",)
+    assert eviction.victim_rank(victim) < eviction.victim_rank(entries[1])
+    assert eviction.first_victim([entries[0]]) is None
+
+
+def test_an_extra_copy_ranks_below_every_other_victim() -> None:
+    extra = eviction.Entry("x", MB, 9.0, extra=True, popularity=50.0)
+    rare = eviction.Entry("y", MB, 0.0, popularity=0.0)
+    assert eviction.victim_rank(extra) < eviction.victim_rank(rare)

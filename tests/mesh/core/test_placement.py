@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -20,12 +21,14 @@ def node(
     shutting_down: bool = False,
     loading: int = 0,
     rpm: int = 0,
+    victim: float | None = None,
 ) -> records.InstanceRecord:
     return records.InstanceRecord(
         endpoint="x:1",
         capacity_bytes=capacity_mb * MB,
         used_bytes=(capacity_mb - free_mb) * MB,
         lru_time_ms=lru,
+        victim_rank=victim,
         labels=labels,
         shutting_down=shutting_down,
         in_flight_loads=loading,
@@ -275,6 +278,27 @@ def test_a_node_whose_disk_holds_the_model_is_preferred_among_nodes_that_evict()
     instances = {"old": node(0, lru=1), "new": node(0, lru=2)}
     assert choose(instances, on_disk=("new",)) == "new"
     assert choose({"roomy": node(50), "new": node(0, lru=2)}, on_disk=("new",)) == "roomy"
+
+
+def test_full_nodes_evict_where_the_first_victim_is_cheapest_even_off_disk() -> None:
+    instances = {"a": node(0, lru=1, victim=-20.0), "b": node(0, lru=2, victim=-25.0)}
+    assert choose(instances, on_disk=("a",)) == "b"
+    # Equal victims: the disk copy saves the pull; then the older LRU model.
+    instances = {"a": node(0, lru=1, victim=-20.0), "b": node(0, lru=2, victim=-20.0)}
+    assert choose(instances, on_disk=("b",)) == "b"
+    assert choose(instances) == "a"
+
+
+def test_an_extra_copy_is_the_cheapest_victim_of_all() -> None:
+    instances = {"a": node(0, victim=-30.0), "b": node(0, victim=-math.inf)}
+    assert choose(instances) == "b"
+
+
+def test_a_full_node_that_names_no_victim_is_chosen_last() -> None:
+    # Nothing evictable there now (all in use), or an older node that does not say.
+    instances = {"busy": node(0, lru=1), "idle": node(0, lru=5, victim=10.0)}
+    assert choose(instances, on_disk=("busy",)) == "idle"
+    assert choose({"busy": node(0, lru=1)}) == "busy"
 
 
 def test_a_load_goes_to_the_node_whose_disk_holds_the_model() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mesh.core import errors, records
@@ -50,6 +52,21 @@ def test_vmodel_and_instance_records_round_trip_through_json() -> None:
         "127.0.0.1:8033", 10**9, used_bytes=5, labels=("mt:sklearn",), shutting_down=True
     )
     assert records.InstanceRecord.from_json(i.to_json()) == i
+
+
+@pytest.mark.parametrize("victim", [None, 3.25, -math.inf])
+def test_an_instance_records_victim_rank_keeps_its_order_through_json(
+    victim: float | None,
+) -> None:
+    i = records.InstanceRecord("127.0.0.1:8033", 10**9, victim_rank=victim)
+    back = records.InstanceRecord.from_json(i.to_json())
+    assert b"Infinity" not in i.to_json()  # plain JSON, readable by any client
+    if victim is None:
+        assert back.victim_rank is None
+    else:
+        assert back.victim_rank is not None
+        # -inf (an extra copy) comes back as the lowest finite float: still below all else.
+        assert back.victim_rank < -1e300 if victim == -math.inf else back.victim_rank == victim
 
 
 def test_unknown_json_fields_are_ignored() -> None:

@@ -4,8 +4,9 @@ unload waits on for the last request to end."""
 from __future__ import annotations
 
 import asyncio
+import math
 
-from mesh.core import records
+from mesh.core import eviction, records
 from mesh.node import local_copies
 
 MiB = 1024 * 1024
@@ -122,3 +123,19 @@ async def test_an_unload_stops_waiting_for_requests_after_its_timeout() -> None:
     c.in_flight = 1
     await asyncio.wait_for(local_copies.until_idle(c, local_copies.ChangeSignal(), 0.01), 5)
     assert c.in_flight == 1
+
+
+async def test_the_victim_rank_is_that_of_the_copy_evicted_first() -> None:
+    copies = local_copies.LocalCopies("popularity", 600.0)
+    popular, rare = loaded("popular", 1.0), loaded("rare", 2.0)
+    for c in (popular, rare):
+        copies.add(c)
+    for c in (popular, popular, popular, rare):
+        c.in_flight = 1
+        copies.served(c)
+    rank = copies.victim_rank(lambda m: False)
+    assert rank is not None and math.isfinite(rank)
+    assert rank == round(eviction.victim_rank(copies.entry(rare)), 2)
+    assert copies.victim_rank(lambda m: m == "popular") == -math.inf  # an extra copy goes first
+    rare.in_flight = popular.in_flight = 1  # both in use: nothing may go now
+    assert copies.victim_rank(lambda m: False) is None
