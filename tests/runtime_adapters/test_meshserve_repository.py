@@ -60,6 +60,52 @@ def test_a_model_is_found_in_its_own_folder_and_others_by_the_walk(tmp_path: pat
     assert found["../m3"]["found"] is None
 
 
+REUSE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, pathlib, sys
+    import meshserve_repository as mr
+
+    parsed = []
+    real = mr.load_model_settings
+    def counting(path):
+        parsed.append(path)
+        return real(path)
+    mr.load_model_settings = counting
+
+    def find():
+        return asyncio.run(mr.FolderPerModelRepository(sys.argv[1]).find("m"))[0]
+
+    first = find()
+    first.parameters.version = "changed by its user"  # must not reach the next load
+    again = find()
+    settings = pathlib.Path(sys.argv[1]) / "m" / "model-settings.json"
+    settings.write_text(settings.read_text().replace("mlserver_sklearn", "meshserve_sklearn"))
+    rewritten = find()
+    print(json.dumps({
+        "parses": len(parsed),
+        "again": [again.implementation_, again.parameters.version, again.parameters.uri],
+        "first_uri": first.parameters.uri,
+        "rewritten": rewritten.implementation_,
+    }))
+    """
+)
+
+
+def test_a_reloaded_models_settings_are_parsed_once_until_the_file_changes(
+    tmp_path: pathlib.Path,
+) -> None:
+    write_settings(tmp_path / "m", "m")
+    out = json.loads(mlserver_venv.run(REUSE_SCRIPT, str(tmp_path)).splitlines()[-1])
+    # Three loads: parsed for the first, reused for the second, parsed
+    # again once the file changed.
+    assert out["parses"] == 2
+    implementation, version, uri = out["again"]
+    assert implementation == "mlserver_sklearn.SKLearnModel"
+    assert version != "changed by its user"
+    assert uri == out["first_uri"] == str(tmp_path / "m")
+    assert out["rewritten"] == "meshserve_sklearn.SKLearnModel"
+
+
 def test_the_node_started_mlserver_uses_the_repository_class() -> None:
     settings = mlserver.server_settings("127.0.0.1", 1, 2, 3, 16 << 20)
     module, _, cls = str(settings["model_repository_implementation"]).rpartition(".")
