@@ -12,18 +12,23 @@ import textwrap
 from runtime_adapters import mlserver
 from tests.runtime_adapters import mlserver_venv
 
-SCRIPT = textwrap.dedent(
+COUNTING = textwrap.dedent(
     """
-    import asyncio, json, sys
     import meshserve_repository as mr
-    from mlserver.errors import ModelNotFound
 
-    parsed = []
+    parsed = []  # the paths whose settings were parsed
     real = mr.load_model_settings
     def counting(path):
         parsed.append(path)
         return real(path)
     mr.load_model_settings = counting
+    """
+)
+
+SCRIPT = COUNTING + textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from mlserver.errors import ModelNotFound
 
     async def find(name):
         parsed.clear()
@@ -60,17 +65,9 @@ def test_a_model_is_found_in_its_own_folder_and_others_by_the_walk(tmp_path: pat
     assert found["../m3"]["found"] is None
 
 
-REUSE_SCRIPT = textwrap.dedent(
+REUSE_SCRIPT = COUNTING + textwrap.dedent(
     """
     import asyncio, json, pathlib, sys
-    import meshserve_repository as mr
-
-    parsed = []
-    real = mr.load_model_settings
-    def counting(path):
-        parsed.append(path)
-        return real(path)
-    mr.load_model_settings = counting
 
     def find():
         return asyncio.run(mr.FolderPerModelRepository(sys.argv[1]).find("m"))[0]
