@@ -405,7 +405,7 @@ class CacheManager(local_copies.CopyReports):
             t0 = time.monotonic()
             try:
                 await self._runtime.unload(model_id)
-                ok = True
+                ok = c.released = True
             except errors.MeshError as e:
                 log.warning("runtime could not unload %s: %s", model_id, e)
             self.metrics.unloaded(model_id, (time.monotonic() - t0) * 1000, ok)

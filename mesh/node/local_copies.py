@@ -67,6 +67,9 @@ class LocalCopy:
     reserved: bool = False
     """Room was made for it: it counts toward the node's used bytes (a copy
     still pulling, or waiting for room, takes none)."""
+    released: bool = False
+    """The runtime unloaded it: its memory is free (and may already be
+    another load's), while its files and record are still being settled."""
     recent: RecentRequests = dataclasses.field(default_factory=RecentRequests)
     recording: asyncio.Future[None] | None = None
     """The write that records the loaded copy in etcd, while it is in
@@ -236,15 +239,22 @@ class LocalCopies:
         return copy.entry(extra, eviction.current(popularity, copy.last_used, now, self._half_life))
 
     def held(self) -> list[LocalCopy]:
-        """Copies that take room: all but loads not yet given any."""
+        """Copies that take room: all but loads not yet given any and
+        copies the runtime has let go of. (Counting a released copy until it
+        is settled counted its bytes twice, once more in the reservation of
+        the load it was evicted for: a load ending then found the node "over
+        capacity" and evicted one more model, 9 % of the peers run's
+        unloads.)"""
         return [
-            c for c in self._by_model.values() if c.phase is not CopyPhase.LOADING or c.reserved
+            c
+            for c in self._by_model.values()
+            if (c.phase is not CopyPhase.LOADING or c.reserved) and not c.released
         ]
 
     def used_bytes(self) -> int:
         """Bytes of every copy here, loads still waiting for room included
         (what other nodes should count on this node for placement)."""
-        return eviction.used_bytes(c.entry() for c in self._by_model.values())
+        return eviction.used_bytes(c.entry() for c in self._by_model.values() if not c.released)
 
     def held_bytes(self) -> int:
         """Bytes of the copies that took room (:meth:`held`)."""
@@ -257,7 +267,7 @@ class LocalCopies:
         return sum(1 for c in self._by_model.values() if c.phase is CopyPhase.LOADING)
 
     def lru_time_ms(self) -> int:
-        return int(eviction.lru_time(c.entry() for c in self._by_model.values()) * 1000)
+        return int(eviction.lru_time(c.entry() for c in self.held()) * 1000)
 
     def victim_rank(self, is_extra: Callable[[str], bool]) -> float | None:
         """:func:`mesh.core.eviction.victim_rank` of the copy that would be

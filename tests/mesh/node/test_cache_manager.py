@@ -383,3 +383,23 @@ async def test_room_for_a_model_of_known_size_is_made_while_its_claim_is_in_flig
     claim.set()
     await again
     assert manager.holds("a") and runtime.loads.count("a") == 2
+
+
+async def test_an_evicted_copy_counts_no_more_once_the_runtime_let_it_go(
+    parts: Parts,
+) -> None:
+    manager, runtime, store = parts
+    for m in "abc":
+        runtime.gate(m).set()
+    await _serve(manager, "a")
+    await _serve(manager, "b")
+    settling = store.hold("a")  # a's withdrawal from etcd waits: a stays settling
+    await _serve(manager, "c")  # evicts a, whose memory the runtime has freed
+    assert runtime.unloads == ["a"]
+    # b and c, not the settling a too: counting it made the node "over
+    # capacity" when c's load ended, and one more model was evicted.
+    assert manager.used_bytes() == 200 * MiB
+    settling.set()
+    await _serve(manager, "b")
+    await _serve(manager, "c")
+    assert runtime.loads == ["a", "b", "c"]
