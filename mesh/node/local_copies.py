@@ -239,12 +239,10 @@ class LocalCopies:
         return copy.entry(extra, eviction.current(popularity, copy.last_used, now, self._half_life))
 
     def held(self) -> list[LocalCopy]:
-        """Copies that take room: all but loads not yet given any and
-        copies the runtime has let go of. (Counting a released copy until it
-        is settled counted its bytes twice, once more in the reservation of
-        the load it was evicted for: a load ending then found the node "over
-        capacity" and evicted one more model, 9 % of the peers run's
-        unloads.)"""
+        """Copies that take room: all but loads not yet given any, and
+        copies the runtime has released (their bytes may already be reserved
+        by the load they were evicted for; counted twice, the node looked
+        over capacity and evicted one model more)."""
         return [
             c
             for c in self._by_model.values()
