@@ -92,6 +92,16 @@ async def _begun(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     return task
 
 
+async def _fill_with_a_and_b(
+    manager: cache_manager.CacheManager, runtime: scripted.ScriptedRuntime
+) -> None:
+    """Let every load through, and fill the node with a, then b."""
+    for m in "abc":
+        runtime.gate(m).set()
+    await _serve(manager, "a")
+    await _serve(manager, "b")
+
+
 async def test_many_requests_for_a_cold_model_cause_one_load(
     parts: Parts,
 ) -> None:
@@ -129,10 +139,7 @@ async def test_a_model_serving_a_request_is_never_evicted(
     parts: Parts,
 ) -> None:
     manager, runtime, _ = parts
-    for m in "abc":
-        runtime.gate(m).set()
-    await _serve(manager, "a")
-    await _serve(manager, "b")
+    await _fill_with_a_and_b(manager, runtime)
     async with manager.serving("a", timeout=5):  # a is older but busy
         await _serve(manager, "c")
     assert runtime.unloads == ["b"]
@@ -389,10 +396,7 @@ async def test_an_evicted_copy_counts_no_more_once_the_runtime_let_it_go(
     parts: Parts,
 ) -> None:
     manager, runtime, store = parts
-    for m in "abc":
-        runtime.gate(m).set()
-    await _serve(manager, "a")
-    await _serve(manager, "b")
+    await _fill_with_a_and_b(manager, runtime)
     settling = store.hold("a")  # a's withdrawal from etcd waits: a stays settling
     await _serve(manager, "c")  # evicts a, whose memory the runtime has freed
     assert runtime.unloads == ["a"]
