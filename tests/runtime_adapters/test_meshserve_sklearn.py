@@ -1,6 +1,8 @@
-"""meshserve's sklearn class for the MLServer a node starts: the first load
-of a file is joblib's, later loads of the same file come from a kept plain
-pickle (no joblib at all), and a changed file is never served from a stale
+"""meshserve's sklearn class for the MLServer a node starts: an uncompressed
+joblib file is read by the C unpickler into the very model ``joblib.load``
+gives (plain arrays, same predictions), with no joblib and no copy written;
+a file it leaves to joblib (compressed) is loaded by joblib once and later
+from a kept plain pickle, and a changed file is never served from a stale
 copy. Run in MLServer's venv, where the class lives."""
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ import pathlib
 import textwrap
 
 import joblib
-from sklearn import datasets, linear_model
+from sklearn import datasets, ensemble, linear_model, neighbors
 
 from tests.runtime_adapters import mlserver_venv
 
-SCRIPT = textwrap.dedent(
+LOAD_TWICE = textwrap.dedent(
     """
     import sys, joblib, numpy as np
     import meshserve_sklearn as ms
@@ -32,17 +34,60 @@ SCRIPT = textwrap.dedent(
     """
 )
 
+READ_WITHOUT_JOBLIB = textwrap.dedent(
+    """
+    import sys, joblib, numpy as np
+    import meshserve_sklearn as ms
+    path = __import__("pathlib").Path(sys.argv[1])
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
+    expected = joblib.load(path)
 
-def run(path: pathlib.Path) -> str:
-    return mlserver_venv.run(SCRIPT, str(path))
+    def refuse(*a, **k):
+        raise AssertionError("joblib.load called for an uncompressed file")
+
+    joblib.load = refuse
+    model = ms.load_model(path)
+    arrays = [a for a in vars(model).values() if isinstance(a, np.ndarray)]
+    for part in getattr(model, "estimators_", []):
+        arrays += [a for a in vars(part).values() if isinstance(a, np.ndarray)]
+    if hasattr(model, "_tree"):
+        arrays += list(model._tree.get_arrays())
+    print(
+        np.array_equal(model.predict_proba(x), expected.predict_proba(x)),
+        len(arrays) > 0 and all(type(a) is np.ndarray for a in arrays),
+        ms.kept_path(path).exists(),
+    )
+    """
+)
 
 
-def test_a_second_load_of_the_same_file_reads_the_kept_pickle(tmp_path: pathlib.Path) -> None:
+def iris_model(kind: str) -> object:
+    x, y = datasets.load_iris(return_X_y=True)
+    if kind == "forest":
+        return ensemble.RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    return neighbors.KNeighborsClassifier().fit(x, y)
+
+
+def test_an_uncompressed_joblib_file_is_read_into_the_same_model_without_joblib(
+    tmp_path: pathlib.Path,
+) -> None:
+    # A forest's arrays sit in its estimators' attributes; a KNN's in a
+    # compiled KD-tree, which the reader cannot reach into and copies instead.
+    for kind in ("forest", "knn"):
+        path = tmp_path / f"{kind}.joblib"
+        joblib.dump(iris_model(kind), path)
+        assert mlserver_venv.run(READ_WITHOUT_JOBLIB, str(path)) == "True True False", kind
+
+
+def test_a_compressed_file_is_loaded_by_joblib_once_then_from_the_kept_pickle(
+    tmp_path: pathlib.Path,
+) -> None:
     x, y = datasets.load_iris(return_X_y=True)
     model = linear_model.LogisticRegression(max_iter=500).fit(x, y)
     path = tmp_path / "model.joblib"
-    joblib.dump(model, path)
-    assert run(path) == "[0, 2] True [0, 2]"
+    joblib.dump(model, path, compress=3)
+    assert mlserver_venv.run(LOAD_TWICE, str(path)) == "[0, 2] True [0, 2]"
     # A changed file (another model in its place) is loaded again, not served stale.
-    joblib.dump(linear_model.LogisticRegression(max_iter=500).fit(x, (y == 2).astype(int)), path)
-    assert run(path) == "[0, 1] True [0, 1]"
+    other = linear_model.LogisticRegression(max_iter=500).fit(x, (y == 2).astype(int))
+    joblib.dump(other, path, compress=3)
+    assert mlserver_venv.run(LOAD_TWICE, str(path)) == "[0, 1] True [0, 1]"
