@@ -9,11 +9,13 @@ An MLServer the node starts serves sklearn with this class instead. It reads
 an uncompressed joblib file (or a plain pickle) with the C unpickler, 3-4 ×
 faster (:func:`read_joblib`): joblib's stand-in for each array becomes an
 array that reads its bytes from the file as the unpickler builds it, as
-joblib's own reader does. A file it leaves to joblib (compressed, joblib's
-pre-0.10 layout, another byte order) is loaded by ``joblib.load`` once and
-then kept beside it as a hidden plain pickle, stamped with the file's size
-and modification time, which later loads read instead. All are pickles: the
-trust is the same as the user's file.
+joblib's own reader does. Two kinds of model are kept beside their file as
+a hidden plain pickle, stamped with the file's size and modification time,
+which later loads read instead: one whose arrays sit inside compiled objects
+(a KD-tree), which the reader copies through a pickle to make them plain,
+and one in a file it leaves to ``joblib.load`` (compressed, joblib's
+pre-0.10 layout, another byte order). All are pickles: the trust is the same
+as the user's file.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_joblib(model_file: pathlib.Path) -> Any:
-    """What ``joblib.load(model_file)`` returns, read by the C unpickler;
+def read_joblib(model_file: pathlib.Path) -> tuple[Any, bytes | None]:
+    """What ``joblib.load(model_file)`` returns, read by the C unpickler, and
+    the plain pickle it was copied through when it had to be (worth keeping);
     raises :class:`Unsupported` for a file that is not an uncompressed
     pickle of protocol 2 or later."""
     with open(model_file, "rb") as f:
@@ -119,8 +122,9 @@ def read_joblib(model_file: pathlib.Path) -> Any:
     # built) or held inside a compiled object (a KD-tree's data, a random
     # generator's seed): a copy through the C pickler makes those plain too.
     if any(id(a) not in done and sys.getrefcount(a) > _UNHELD for a in arrays.built):
-        model = pickle.loads(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-    return model
+        pickled = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.loads(pickled), pickled
+    return model, None
 
 
 _UNHELD = 3
@@ -186,33 +190,43 @@ def _stamp(model_file: pathlib.Path) -> tuple[int, int]:
 
 
 def load_model(model_file: pathlib.Path) -> Any:
-    """The model in ``model_file``: by :func:`read_joblib`; else from its
-    kept plain pickle when that is the same file's; else by ``joblib.load``,
-    keeping one for next time."""
-    try:
-        return read_joblib(model_file)
-    except Exception as e:  # joblib.load raises its own error, if any
-        log.debug("%s is left to joblib: %s", model_file, e)
+    """The model in ``model_file``: from its kept plain pickle when that is
+    the same file's; else by :func:`read_joblib`; else by ``joblib.load``.
+    A model either of those had to pickle is kept for next time."""
     kept = kept_path(model_file)
     stamp = _stamp(model_file)
     if kept.is_file():
         try:
             with open(kept, "rb") as f:
-                kept_stamp, model = pickle.load(f)
-            if tuple(kept_stamp) == stamp:
-                return model
+                if tuple(pickle.load(f)) == stamp:
+                    return pickle.load(f)
         except Exception as e:  # a damaged or foreign copy: load the file itself
             log.warning("ignoring %s: %s", kept, e)
-    model = joblib.load(model_file)
+    try:
+        model, pickled = read_joblib(model_file)
+    except Exception as e:  # joblib.load raises its own error, if any
+        log.debug("%s is left to joblib: %s", model_file, e)
+        model, pickled = joblib.load(model_file), None
+        try:
+            pickled = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:  # unpicklable: no copy kept
+            log.info("not keeping a plain pickle of %s: %s", model_file, err)
+    if pickled is not None:
+        _keep(kept, stamp, pickled)
+    return model
+
+
+def _keep(kept: pathlib.Path, stamp: tuple[int, int], pickled: bytes) -> None:
+    """Write the stamp, then the model's pickle, to ``kept`` (atomically)."""
     tmp = kept.with_name(kept.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            pickle.dump((stamp, model), f, protocol=5)
+            pickle.dump(stamp, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(pickled)
         os.replace(tmp, kept)
-    except Exception as e:  # unpicklable, or a read-only folder: no copy kept
-        log.info("not keeping a plain pickle of %s: %s", model_file, e)
+    except OSError as e:  # a read-only folder, a full disk: no copy kept
+        log.info("not keeping a plain pickle at %s: %s", kept, e)
         tmp.unlink(missing_ok=True)
-    return model
 
 
 class SKLearnModel(MLServerSKLearnModel):  # type: ignore[misc]
