@@ -121,7 +121,9 @@ def read_joblib(model_file: pathlib.Path) -> tuple[Any, bytes | None]:
     # An array the walk did not reach is either gone (copied by what it
     # built) or held inside a compiled object (a KD-tree's data, a random
     # generator's seed): a copy through the C pickler makes those plain too.
-    if any(id(a) not in done and sys.getrefcount(a) > _UNHELD for a in arrays.built):
+    held = any(id(a) not in done and sys.getrefcount(a) > _UNHELD for a in arrays.built)
+    arrays.built.clear()  # else the arrays outlive the model until a full collection
+    if held:
         pickled = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         return pickle.loads(pickled), pickled
     return model, None

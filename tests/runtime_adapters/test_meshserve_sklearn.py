@@ -11,6 +11,7 @@ import pathlib
 import textwrap
 
 import joblib
+import numpy as np
 from sklearn import datasets, ensemble, linear_model, neighbors
 
 from tests.runtime_adapters import mlserver_venv
@@ -96,3 +97,27 @@ def test_a_compressed_file_is_loaded_by_joblib_once_then_from_the_kept_pickle(
     other = linear_model.LogisticRegression(max_iter=500).fit(x, (y == 2).astype(int))
     joblib.dump(other, path, compress=3)
     assert mlserver_venv.run(LOAD_TWICE, str(path)) == "[0, 1] True [0, 1]"
+
+
+FREED_AT_ONCE = textwrap.dedent(
+    """
+    import gc, sys, tracemalloc
+    import meshserve_sklearn as ms
+    gc.disable()
+    tracemalloc.start()
+    model = ms.load_model(__import__("pathlib").Path(sys.argv[1]))
+    held = tracemalloc.get_traced_memory()[0]
+    del model
+    print(held > 40_000_000, tracemalloc.get_traced_memory()[0] < 1_000_000)
+    """
+)
+
+
+def test_a_dropped_models_arrays_are_freed_without_waiting_for_the_collector(
+    tmp_path: pathlib.Path,
+) -> None:
+    # An unloaded model's memory must come back when MLServer drops it (the
+    # node measures what a model takes), not at the next full collection.
+    path = tmp_path / "model.joblib"
+    joblib.dump({"weights": np.ones(6_000_000)}, path)
+    assert mlserver_venv.run(FREED_AT_ONCE, str(path)) == "True True"
