@@ -19,6 +19,8 @@ import pathlib
 import shutil
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import psutil
@@ -197,9 +199,25 @@ def _print_tables(mc: mesh_client.MeshClient) -> None:
     print("== 5. the Predictors and the placement table")
     print(_indent(client.vmodels_table(mc.vmodels())))
     print()
-    print(_indent(client.models_table(mc.models())))
+    models = mc.models()
+    print(_indent(client.models_table(models)))
     print()
-    print(_indent(client.nodes_table(mc.instances())))
+    print(_indent(client.nodes_table(_instances_counting(mc, models))))
+
+
+def _instances_counting(
+    mc: mesh_client.MeshClient, models: Sequence[Any], wait_s: float = 5.0
+) -> Sequence[Any]:
+    """The nodes' records once they count every copy in ``models``: a node
+    republishes its record some tens of ms after a load, and step 4's last
+    load has only just ended (up to ``wait_s``; then as they are)."""
+    copies = sum(len(m.copies) for m in models)
+    deadline = time.monotonic() + wait_s
+    while True:
+        instances = mc.instances()
+        if sum(i.model_count for i in instances) >= copies or time.monotonic() > deadline:
+            return instances
+        time.sleep(0.02)
 
 
 def _stop_mesh(up: processes.ChildProcess) -> None:

@@ -21,4 +21,9 @@ def test_demo_serves_three_models_with_sklearns_answers_and_stops_cleanly(
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("matches scikit-learn") == 3
     assert "no process left behind" in done.stdout
+    # The node table agrees with the placement table: one node holding all three.
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith("NODE "))
+    column = lines[header].index("MODELS")
+    assert lines[header + 1][column:].split()[0] == "3", done.stdout
     assert done.stdout.rstrip().endswith("demo OK")
